@@ -1,0 +1,132 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Ferry",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "ferryd", targets: ["ferryd"]),
+        .library(name: "FerryTarget", targets: ["FerryTarget"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // CRC32C (iSCSI digests) from ISA-L.
+        .systemLibrary(
+            name: "CISAL",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
+        ),
+        // RFC 7143: PDUs, codec, digests, text negotiation, login, serial numbers. No I/O.
+        .target(
+            name: "ISCSIProtocol",
+            dependencies: [
+                "CISAL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
+        // SAM-5 / SPC-4 / SBC-4: CDBs, sense, status, task set, unit attentions, emulated SBC.
+        .target(
+            name: "SCSI",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // Backends behind one protocol: the emulated file/block backend (sg comes later).
+        .target(
+            name: "FerryBackends",
+            dependencies: [
+                "SCSI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Configuration model and TOML loader.
+        .target(
+            name: "FerryConfig",
+            dependencies: [
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: strict
+        ),
+        // The target engine: portals, sessions, connections, ACLs, task and transmit path.
+        .target(
+            name: "FerryTarget",
+            dependencies: [
+                "ISCSIProtocol",
+                "SCSI",
+                "FerryBackends",
+                "FerryConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ferryd",
+            dependencies: [
+                "FerryTarget",
+                "FerryConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ISCSIProtocolTests",
+            dependencies: [
+                "ISCSIProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SCSITests",
+            dependencies: ["SCSI", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "FerryBackendsTests",
+            dependencies: ["FerryBackends", "SCSI", .product(name: "NIOPosix", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "FerryTargetTests",
+            dependencies: [
+                "FerryTarget", "ISCSIProtocol", "SCSI", "FerryConfig",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "ISCSIProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,52 @@
+public import NIOCore
+public import SCSI
+
+/// Identifies one task handed to a backend, unique for the backend's lifetime.
+public struct BackendTaskTag: Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// How a task handed to a backend came back. Every submitted task completes exactly once.
+public enum BackendCompletion: Sendable {
+    /// The device server ran the command.
+    case completed(SCSIResult)
+    /// The task was terminated before the device server ran it.
+    case terminated
+}
+
+/// The seam between the target engine and a device: the emulated SBC disk, and later SG_IO
+/// passthrough. A backend is shared by every session that can reach the logical unit, so it is
+/// thread safe, and it never blocks the caller: work runs on the backend's own threads, and the
+/// completion is called from there (the engine hops back onto its event loop).
+public protocol LogicalUnitBackend: AnyObject, Sendable {
+    /// A short name for logs and ferryctl: "file", "block", "sg".
+    var kind: String { get }
+
+    /// The number of bytes the command asks the initiator for, decoded from the CDB; nil when
+    /// the backend cannot tell, in which case the transport takes the Expected Data Transfer
+    /// Length. The transport sizes R2Ts and residuals with it.
+    func dataOutLength(for cdb: ByteBuffer) -> Int?
+
+    /// Whether TAS (control mode page) is set: a task aborted by another I_T nexus then ends
+    /// with TASK ABORTED status instead of no status.
+    var taskAbortedStatus: Bool { get }
+
+    /// Hands a command to the device server.
+    func submit(
+        _ request: SCSIRequest, tag: BackendTaskTag,
+        completion: @escaping @Sendable (BackendCompletion) -> Void)
+
+    /// Asks the backend to terminate a task it holds. A task that has not started is dropped
+    /// and completes with ``BackendCompletion/terminated``; one that the device is running is
+    /// completed when the device lets go of it (emulated: when the I/O returns; sg: possibly
+    /// after a device reset). Either way the completion arrives exactly once.
+    func terminate(_ tag: BackendTaskTag)
+
+    /// Applies the logical-unit side effects of a task management function.
+    func apply(_ event: LogicalUnitEvent)
+
+    /// Flushes and releases the device. Called once when the logical unit is removed.
+    func shutdown()
+}

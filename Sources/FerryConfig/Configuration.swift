@@ -1,0 +1,133 @@
+/// Ferry's whole configuration, as read from TOML or built from the embedded default.
+public struct FerryConfiguration: Sendable, Hashable {
+    public var portals: [Portal]
+    public var targets: [Target]
+    /// Where the embedded default keeps its backing file, and where runtime state lives.
+    public var stateDirectory: String
+    /// CHAP credentials that discovery sessions must present; nil allows discovery without CHAP.
+    public var discoveryAuthentication: CHAPCredentials?
+    public var limits: Limits
+
+    public init(
+        portals: [Portal], targets: [Target], stateDirectory: String,
+        discoveryAuthentication: CHAPCredentials? = nil, limits: Limits = Limits()
+    ) {
+        self.portals = portals
+        self.targets = targets
+        self.stateDirectory = stateDirectory
+        self.discoveryAuthentication = discoveryAuthentication
+        self.limits = limits
+    }
+}
+
+/// A listening address (RFC 7143 network portal), with its portal group tag.
+public struct Portal: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+    public var portalGroupTag: UInt16
+
+    public init(host: String, port: Int = 3260, portalGroupTag: UInt16 = 1) {
+        self.host = host
+        self.port = port
+        self.portalGroupTag = portalGroupTag
+    }
+}
+
+/// An iSCSI target node.
+public struct Target: Sendable, Hashable {
+    public var name: String
+    public var alias: String?
+    public var luns: [LogicalUnit]
+    /// Initiator names allowed to log in and to see this target in SendTargets; empty allows all.
+    public var allowedInitiators: [String]
+    /// CHAP that initiators must answer; nil means AuthMethod=None is accepted.
+    public var chap: CHAPCredentials?
+    /// For mutual CHAP: the credentials the target answers the initiator's challenge with.
+    public var mutualCHAP: CHAPCredentials?
+
+    public init(
+        name: String, alias: String? = nil, luns: [LogicalUnit], allowedInitiators: [String] = [],
+        chap: CHAPCredentials? = nil, mutualCHAP: CHAPCredentials? = nil
+    ) {
+        self.name = name
+        self.alias = alias
+        self.luns = luns
+        self.allowedInitiators = allowedInitiators
+        self.chap = chap
+        self.mutualCHAP = mutualCHAP
+    }
+}
+
+/// A logical unit and its backing store.
+public struct LogicalUnit: Sendable, Hashable {
+    public enum Backend: String, Sendable, Hashable {
+        /// The emulated SBC disk over a regular file or a block device.
+        case emulated
+    }
+
+    public var lun: UInt64
+    public var path: String
+    public var backend: Backend
+    /// Size in bytes, used to create a missing backing file (sparse). Ignored for block devices.
+    public var size: UInt64?
+    public var blockSize: Int
+    public var readOnly: Bool
+    /// Vendor, product and serial reported by INQUIRY; derived from the store when nil.
+    public var vendor: String
+    public var product: String
+    public var serial: String?
+    /// Write cache enabled (WCE in the caching mode page) at start.
+    public var writeCache: Bool
+
+    public init(
+        lun: UInt64, path: String, backend: Backend = .emulated, size: UInt64? = nil, blockSize: Int = 512,
+        readOnly: Bool = false, vendor: String = "FERRY", product: String = "EMULATED DISK", serial: String? = nil,
+        writeCache: Bool = true
+    ) {
+        self.lun = lun
+        self.path = path
+        self.backend = backend
+        self.size = size
+        self.blockSize = blockSize
+        self.readOnly = readOnly
+        self.vendor = vendor
+        self.product = product
+        self.serial = serial
+        self.writeCache = writeCache
+    }
+}
+
+/// A CHAP user name and secret (RFC 7143 §12.1.3).
+public struct CHAPCredentials: Sendable, Hashable, CustomStringConvertible {
+    public var user: String
+    public var secret: String
+
+    public init(user: String, secret: String) {
+        self.user = user
+        self.secret = secret
+    }
+
+    /// Never prints the secret.
+    public var description: String { "CHAP user \(user)" }
+}
+
+/// Bounds on what initiators can make Ferry hold.
+public struct Limits: Sendable, Hashable {
+    /// MaxRecvDataSegmentLength that Ferry declares (bytes it accepts in one PDU).
+    public var maxRecvDataSegmentLength: Int = 262_144
+    /// Largest MaxBurstLength and FirstBurstLength Ferry agrees to.
+    public var maxBurstLength: Int = 1_048_576
+    public var firstBurstLength: Int = 262_144
+    public var maxOutstandingR2T: Int = 8
+    /// CmdSN window: how many commands a session may have queued beyond ExpCmdSN.
+    public var commandWindow: Int = 128
+    public var maxSessions: Int = 256
+    public var maxConnectionsPerSession: Int = 8
+    /// Seconds a login may take before the connection is closed.
+    public var loginTimeout: Int = 15
+    /// Seconds of silence before the target pings with NOP-In, and how long it waits for the answer.
+    public var nopInInterval: Int = 30
+    public var nopInTimeout: Int = 30
+
+    public init() {}
+}

@@ -1,0 +1,38 @@
+/// The storage under an emulated SBC disk: a regular file or a block device. All calls block,
+/// so the emulated device server calls them from I/O threads, never from an event loop.
+public protocol BlockStore: AnyObject, Sendable {
+    /// The size of the store in bytes.
+    var byteCount: UInt64 { get }
+    /// Whether the store can deallocate ranges (sparse file hole punching, BLKDISCARD).
+    var supportsUnmap: Bool { get }
+    /// Whether deallocated ranges read back as zeroes.
+    var unmappedReadsZero: Bool { get }
+    /// A stable identity for the store (e.g. device and inode), used to derive the default
+    /// NAA identifier and serial number.
+    var identity: String { get }
+
+    /// Reads `buffer.count` bytes at `offset`. Short reads past the end are an error.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError)
+    /// Writes all of `buffer` at `offset`; with `forceUnitAccess` the data is durable on return.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError)
+    /// Makes every completed write durable (fdatasync).
+    func synchronize() throws(BlockStoreError)
+    /// Deallocates a range; later reads return zeroes when ``unmappedReadsZero``.
+    func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError)
+    /// Whether the byte at `offset` is mapped, and how far (in bytes) that state extends,
+    /// for GET LBA STATUS. Stores that do not know report everything mapped.
+    func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64)
+}
+
+/// An I/O failure of a block store, with the errno that caused it.
+public struct BlockStoreError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var operation: String
+    public var errno: Int32
+
+    public init(operation: String, errno: Int32) {
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var description: String { "\(operation) failed with errno \(errno)" }
+}

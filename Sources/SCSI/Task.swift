@@ -1,0 +1,77 @@
+public import NIOCore
+
+/// An I_T nexus (SAM-5 §4.7): one initiator port and one target port.
+///
+/// For iSCSI (RFC 7143 §4.4.1) the initiator port name is `<initiator name>,i,0x<ISID>` and the
+/// target port name is `<target name>,t,0x<TPGT>`.
+public struct ITNexus: Sendable, Hashable, CustomStringConvertible {
+    public var initiatorPortName: String
+    public var targetPortName: String
+    /// The relative target port identifier reported in VPD page 83h (the portal group tag).
+    public var relativeTargetPortIdentifier: UInt16
+
+    public init(initiatorPortName: String, targetPortName: String, relativeTargetPortIdentifier: UInt16) {
+        self.initiatorPortName = initiatorPortName
+        self.targetPortName = targetPortName
+        self.relativeTargetPortIdentifier = relativeTargetPortIdentifier
+    }
+
+    public var description: String { "\(initiatorPortName) -> \(targetPortName)" }
+}
+
+/// SAM-5 task attributes.
+public enum SCSITaskAttribute: UInt8, Sendable, Hashable {
+    case simple
+    case ordered
+    case headOfQueue
+    case aca
+}
+
+/// One SCSI command as the device server sees it: the CDB, the nexus and, for commands that
+/// transfer data to the device, all of the Data-Out buffer already gathered.
+public struct SCSIRequest: Sendable {
+    public var cdb: ByteBuffer
+    public var lun: UInt64
+    public var nexus: ITNexus
+    public var attribute: SCSITaskAttribute
+    /// The initiator's Expected Data Transfer Length for this command, in bytes.
+    public var expectedDataTransferLength: Int
+    /// The Data-Out buffer (at most `expectedDataTransferLength` bytes), empty for reads.
+    public var dataOut: ByteBuffer
+
+    public init(
+        cdb: ByteBuffer, lun: UInt64, nexus: ITNexus, attribute: SCSITaskAttribute = .simple,
+        expectedDataTransferLength: Int, dataOut: ByteBuffer = ByteBuffer()
+    ) {
+        self.cdb = cdb
+        self.lun = lun
+        self.nexus = nexus
+        self.attribute = attribute
+        self.expectedDataTransferLength = expectedDataTransferLength
+        self.dataOut = dataOut
+    }
+}
+
+/// What a device server returns for a command.
+public struct SCSIResult: Sendable {
+    public var status: SCSIStatus
+    public var sense: SenseData?
+    /// Data-In produced by the command. It may be longer than the initiator's Expected Data
+    /// Transfer Length; the transport truncates it and reports the overflow residual.
+    public var dataIn: ByteBuffer
+    /// Whether the sense data is to be given in descriptor format (control mode page D_SENSE).
+    public var descriptorFormatSense: Bool
+
+    public init(status: SCSIStatus, sense: SenseData? = nil, dataIn: ByteBuffer = ByteBuffer(), descriptorFormatSense: Bool = false) {
+        self.status = status
+        self.sense = sense
+        self.dataIn = dataIn
+        self.descriptorFormatSense = descriptorFormatSense
+    }
+
+    public static let good = SCSIResult(status: .good)
+
+    public static func checkCondition(_ sense: SenseData, descriptorFormat: Bool = false) -> SCSIResult {
+        SCSIResult(status: .checkCondition, sense: sense, descriptorFormatSense: descriptorFormat)
+    }
+}
