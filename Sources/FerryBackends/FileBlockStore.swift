@@ -1,0 +1,186 @@
+public import SCSI
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A ``BlockStore`` over a regular file or a Linux block device.
+///
+/// Regular files are created sparse (mode 0600) when missing; unmap punches holes
+/// (`FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`) and GET LBA STATUS uses `SEEK_DATA`/`SEEK_HOLE`.
+/// Block devices are sized with `BLKGETSIZE64` and unmapped with `BLKDISCARD`. Every call blocks.
+public final class FileBlockStore: BlockStore {
+    /// An error opening a store, with the errno and the path.
+    public struct OpenError: Error, Sendable, Hashable, CustomStringConvertible {
+        public var path: String
+        public var operation: String
+        public var errno: Int32
+
+        public var description: String {
+            "cannot \(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+        }
+    }
+
+    public let path: String
+    /// "file" or "block".
+    public let kind: String
+    public let byteCount: UInt64
+    public let supportsUnmap: Bool
+    public let unmappedReadsZero: Bool
+    public let identity: String
+    /// The logical sector size of a block device (BLKSSZGET); 512 for regular files.
+    public let logicalSectorSize: Int
+    public let isBlockDevice: Bool
+    private let descriptor: Int32
+
+    /// Opens `path`: a block device, or a regular file that is created sparse with
+    /// `createWithSize` bytes if it does not exist.
+    public init(path: String, createWithSize size: UInt64? = nil, readOnly: Bool = false) throws(OpenError) {
+        self.path = path
+        var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        if size != nil && !readOnly { flags |= O_CREAT }
+        let fd = open(path, flags, 0o600)
+        guard fd >= 0 else { throw OpenError(path: path, operation: "open", errno: errno) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let error = errno
+            close(fd)
+            throw OpenError(path: path, operation: "stat", errno: error)
+        }
+        descriptor = fd
+        identity = "\(info.st_dev):\(info.st_ino)"
+        switch info.st_mode & S_IFMT {
+        case S_IFBLK:
+            isBlockDevice = true
+            kind = "block"
+            var bytes: UInt64 = 0
+            var sector: Int32 = 512
+            guard ioctl(fd, Self.BLKGETSIZE64, &bytes) == 0, ioctl(fd, Self.BLKSSZGET, &sector) == 0 else {
+                let error = errno
+                close(fd)
+                throw OpenError(path: path, operation: "query the size of", errno: error)
+            }
+            byteCount = bytes
+            logicalSectorSize = Int(sector)
+            supportsUnmap = !readOnly
+            // BLKDISCARD does not promise zeroes on every device; BLKZEROOUT would be needed.
+            unmappedReadsZero = false
+        case S_IFREG:
+            isBlockDevice = false
+            kind = "file"
+            logicalSectorSize = 512
+            if info.st_size == 0, let size, size > 0 {
+                guard ftruncate(fd, off_t(size)) == 0 else {
+                    let error = errno
+                    close(fd)
+                    throw OpenError(path: path, operation: "size", errno: error)
+                }
+                byteCount = size
+            } else {
+                byteCount = UInt64(info.st_size)
+            }
+            supportsUnmap = !readOnly
+            unmappedReadsZero = true
+        default:
+            close(fd)
+            throw OpenError(path: path, operation: "use (not a regular file or block device)", errno: EINVAL)
+        }
+    }
+
+    deinit {
+        close(descriptor)
+    }
+
+    // From <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 119).
+    private static let BLKGETSIZE64: UInt = 0x8008_1272
+    private static let BLKSSZGET: UInt = 0x1268
+    private static let BLKDISCARD: UInt = 0x1277
+    // From <linux/falloc.h>.
+    private static let FALLOC_FL_KEEP_SIZE: Int32 = 0x01
+    private static let FALLOC_FL_PUNCH_HOLE: Int32 = 0x02
+    // From <unistd.h> (_GNU_SOURCE, which Swift's Glibc module does not define).
+    private static let SEEK_DATA: Int32 = 3
+    private static let SEEK_HOLE: Int32 = 4
+
+    /// glibc's `fallocate`, which the Glibc module hides behind _GNU_SOURCE; looked up once.
+    private static let fallocate: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32)? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fallocate") else { return nil }
+        return unsafeBitCast(symbol, to: (@convention(c) (Int32, Int32, off_t, off_t) -> Int32).self)
+    }()
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let count = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw error("pread", errno)
+            }
+            // > Short reads past the end are an error.
+            if count == 0 { throw error("pread", EIO) }
+            done += count
+        }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let count = pwrite(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw error("pwrite", errno)
+            }
+            if count == 0 { throw error("pwrite", EIO) }
+            done += count
+        }
+        if forceUnitAccess && buffer.count > 0 {
+            // Durability of the range: sync_file_range cannot flush the device cache, fdatasync can.
+            try synchronize()
+        }
+    }
+
+    public func synchronize() throws(BlockStoreError) {
+        while fdatasync(descriptor) != 0 {
+            if errno != EINTR { throw error("fdatasync", errno) }
+        }
+    }
+
+    public func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {
+        guard length > 0 else { return }
+        guard supportsUnmap else { throw error("unmap", EOPNOTSUPP) }
+        if isBlockDevice {
+            var range: (UInt64, UInt64) = (offset, length)
+            guard ioctl(descriptor, Self.BLKDISCARD, &range) == 0 else { throw error("BLKDISCARD", errno) }
+            return
+        }
+        guard let fallocate = Self.fallocate else { throw error("fallocate", ENOSYS) }
+        while fallocate(descriptor, Self.FALLOC_FL_PUNCH_HOLE | Self.FALLOC_FL_KEEP_SIZE, off_t(offset), off_t(length)) != 0 {
+            if errno != EINTR { throw error("fallocate(PUNCH_HOLE)", errno) }
+        }
+    }
+
+    public func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
+        guard offset < byteCount else { return (true, 0) }
+        guard !isBlockDevice else { return (true, byteCount - offset) }
+        let data = lseek(descriptor, off_t(offset), Self.SEEK_DATA)
+        if data < 0 {
+            // ENXIO: no data at or after offset, the rest of the file is a hole.
+            if errno == ENXIO { return (false, byteCount - offset) }
+            // File systems without SEEK_DATA: everything is mapped.
+            if errno == EINVAL || errno == EOPNOTSUPP { return (true, byteCount - offset) }
+            throw error("lseek(SEEK_DATA)", errno)
+        }
+        if UInt64(data) > offset {
+            return (false, min(UInt64(data), byteCount) - offset)
+        }
+        let hole = lseek(descriptor, off_t(offset), Self.SEEK_HOLE)
+        guard hole >= 0 else { throw error("lseek(SEEK_HOLE)", errno) }
+        return (true, min(UInt64(hole), byteCount) - offset)
+    }
+
+    private func error(_ operation: String, _ code: Int32) -> BlockStoreError {
+        BlockStoreError(operation: "\(operation) on \(path)", errno: code)
+    }
+}
