@@ -108,7 +108,8 @@ extension ISCSIProtocolError {
         ISCSIProtocolError(
             kind: .headerDigestError, rejectedHeader: nil, opcode: opcode,
             diagnostics: "header digest 0x\(String(received, radix: 16)) does not match the computed "
-                + "0x\(String(expected, radix: 16)); close the connection (check HeaderDigest negotiation and the path)")
+                + "0x\(String(expected, radix: 16)); close the connection "
+                + "(check HeaderDigest negotiation and the network path)")
     }
 
     @inline(never)

@@ -77,7 +77,9 @@ public struct PDUFrameDecoder: NIOSingleStepByteToMessageDecoder {
 
     private mutating func applySettings() {
         self.framer.maxRecvDataSegmentLength = self.settings.maxRecvDataSegmentLength
-        if self.framer.headerDigest != self.settings.headerDigest || self.framer.dataDigest != self.settings.dataDigest {
+        if self.framer.headerDigest != self.settings.headerDigest
+            || self.framer.dataDigest != self.settings.dataDigest
+        {
             self.framer.enableDigests(header: self.settings.headerDigest, data: self.settings.dataDigest)
         }
     }

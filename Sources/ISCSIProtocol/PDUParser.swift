@@ -26,7 +26,8 @@ public struct PDUParser: Sendable {
         self.buffer = ByteBuffer()
     }
 
-    /// The largest data segment accepted; a longer one is a connection-fatal ``ISCSIProtocolError/Kind/dataSegmentTooLong``.
+    /// The largest data segment accepted; a longer one is a connection-fatal
+    /// ``ISCSIProtocolError/Kind/dataSegmentTooLong``.
     /// Raise it to the MaxRecvDataSegmentLength this side declared once login is complete.
     public var maxRecvDataSegmentLength: Int {
         get { self.framer.maxRecvDataSegmentLength }

@@ -72,8 +72,8 @@ let samplePDUs: [PDU] = {
                 data: ByteBuffer(bytes: [0, 18, 0x70, 0, 5, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0]))),
         .scsiResponse(
             SCSIResponse(
-                response: 1, status: 0, initiatorTaskTag: 2, sequence: sequence, bidirectionalReadResidual: .underflow(3),
-                residual: .overflow(0x1_0000))),
+                response: 1, status: 0, initiatorTaskTag: 2, sequence: sequence,
+                bidirectionalReadResidual: .underflow(3), residual: .overflow(0x1_0000))),
         .taskManagementFunctionResponse(
             TaskManagementFunctionResponse(
                 response: .functionSucceeded, initiatorTaskTag: 77, sequence: sequence,
@@ -236,8 +236,8 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         let command = SCSICommand(
             final: true, read: false, write: false, lun: 0, initiatorTaskTag: 1, expectedDataTransferLength: 0,
             cmdSN: 1, expStatSN: 1, cdb: ByteBuffer(bytes: [0, 0, 0, 0, 0, 0]))
-        guard case .scsiCommand(let decoded) = try roundTrip(.scsiCommand(command), headerDigest: false, dataDigest: false)
-        else {
+        let pdu = try roundTrip(.scsiCommand(command), headerDigest: false, dataDigest: false)
+        guard case .scsiCommand(let decoded) = pdu else {
             Issue.record("not a SCSI Command")
             return
         }
