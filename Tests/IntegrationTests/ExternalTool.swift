@@ -1,0 +1,65 @@
+import Foundation
+
+/// An error that says what went wrong and what to do about it; swift-testing prints it as is.
+struct IntegrationFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What a finished command left: its exit status and everything it printed.
+struct ToolResult {
+    var status: Int32
+    var output: String
+}
+
+/// Runs the real peers the integration tests talk to (libiscsi's utilities and iscsi-test-cu).
+enum ExternalTool {
+    /// The full path of `name` on PATH (or in /usr/bin, /usr/sbin); fails with how to install it.
+    static func locate(_ name: String, package: String = "libiscsi-bin") throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let directories = path.split(separator: ":").map(String.init) + ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
+        for directory in directories where FileManager.default.isExecutableFile(atPath: "\(directory)/\(name)") {
+            return "\(directory)/\(name)"
+        }
+        throw IntegrationFailure(
+            "\(name) is not installed: install \(package) (scripts/install-deps --test). "
+                + "The integration tests need real peers and never skip.")
+    }
+
+    /// Runs `executable` to completion with stdout and stderr in one capture; kills it after `timeout`.
+    static func run(_ executable: String, _ arguments: [String], timeout: Duration) async throws -> ToolResult {
+        let outputFile = FileManager.default.temporaryDirectory
+            .appendingPathComponent("ferry-tool-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outputFile) }
+        let handle = try FileHandle(forWritingTo: outputFile)
+        defer { try? handle.close() }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let timedOut = process.isRunning
+        if timedOut {
+            process.terminate()
+            try? await Task.sleep(for: .seconds(2))
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        process.waitUntilExit()
+        let output = String(decoding: (try? Data(contentsOf: outputFile)) ?? Data(), as: UTF8.self)
+        if timedOut {
+            throw IntegrationFailure(
+                "\(executable) \(arguments.joined(separator: " ")) did not finish within \(timeout); "
+                    + "its output ends with:\n\(output.suffix(4000))")
+        }
+        return ToolResult(status: process.terminationStatus, output: output)
+    }
+}

@@ -1,0 +1,211 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A `ferryd` subprocess serving one target with a sparse-file LUN 0 on 127.0.0.1 and a free port,
+/// in a temporary directory of its own (configuration, state, backing file and log).
+final class FerrydProcess {
+    let port: Int
+    let targetName: String
+    let directory: URL
+    private let process: Process
+    private let logFile: URL
+
+    /// `iscsi://127.0.0.1:PORT/IQN/LUN`, the URL libiscsi's tools take.
+    func url(lun: Int = 0) -> String { "iscsi://127.0.0.1:\(port)/\(targetName)/\(lun)" }
+
+    /// Everything ferryd has logged so far.
+    var log: String { String(decoding: (try? Data(contentsOf: logFile)) ?? Data(), as: UTF8.self) }
+
+    /// Starts ferryd and returns once its portal accepts connections.
+    static func start(targetName: String, lunSize: String) async throws -> FerrydProcess {
+        let executable = try locateFerryd()
+        let port = try freePort()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ferryd-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let configuration = """
+            state_directory = "\(directory.path)/state"
+
+            [[portal]]
+            address = "127.0.0.1:\(port)"
+            portal_group_tag = 1
+
+            [[target]]
+            name = "\(targetName)"
+
+            [[target.lun]]
+            lun = 0
+            path = "\(directory.path)/lun0.img"
+            size = "\(lunSize)"
+            block_size = 512
+
+            """
+        let configurationFile = directory.appendingPathComponent("ferry.toml")
+        try configuration.write(to: configurationFile, atomically: true, encoding: .utf8)
+        let logFile = directory.appendingPathComponent("ferryd.log")
+        _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let logHandle = try FileHandle(forWritingTo: logFile)
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["--config", configurationFile.path, "--log-level", "debug"]
+        process.standardOutput = logHandle
+        process.standardError = logHandle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        try? logHandle.close()
+
+        let ferryd = FerrydProcess(
+            port: port, targetName: targetName, directory: directory, process: process, logFile: logFile)
+        do {
+            try await ferryd.waitUntilListening(timeout: .seconds(30))
+        } catch {
+            _ = await ferryd.stop()
+            throw error
+        }
+        return ferryd
+    }
+
+    private init(port: Int, targetName: String, directory: URL, process: Process, logFile: URL) {
+        self.port = port
+        self.targetName = targetName
+        self.directory = directory
+        self.process = process
+        self.logFile = logFile
+    }
+
+    private func waitUntilListening(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            guard process.isRunning else {
+                throw IntegrationFailure(
+                    "ferryd exited with status \(process.terminationStatus) before listening on port \(port):\n\(log)")
+            }
+            if Self.accepts(port: port) { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw IntegrationFailure("ferryd did not listen on 127.0.0.1:\(port) within \(timeout):\n\(log)")
+    }
+
+    /// Stops ferryd with SIGTERM (SIGKILL after 15 s) and returns its exit status; nil when it had
+    /// to be killed. Removes the temporary directory.
+    func stop() async -> Int32? {
+        defer { try? FileManager.default.removeItem(at: directory) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = ContinuousClock.now + .seconds(15)
+            while process.isRunning && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+                return nil
+            }
+        }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// Runs `body` against a fresh ferryd, which is always stopped afterwards. Fails when ferryd
+    /// does not stop cleanly on SIGTERM.
+    static func with<Result>(
+        targetName: String, lunSize: String, _ body: (FerrydProcess) async throws -> Result
+    ) async throws -> Result {
+        let ferryd = try await start(targetName: targetName, lunSize: lunSize)
+        let result: Result
+        do {
+            result = try await body(ferryd)
+        } catch {
+            let log = ferryd.log
+            _ = await ferryd.stop()
+            throw IntegrationFailure("\(error)\n--- ferryd log (last 8000 characters) ---\n\(log.suffix(8000))")
+        }
+        let log = ferryd.log
+        let status = await ferryd.stop()
+        guard status == 0 else {
+            let how = status.map { "exited with status \($0)" } ?? "had to be killed"
+            throw IntegrationFailure("ferryd \(how) on SIGTERM instead of stopping cleanly:\n\(log.suffix(8000))")
+        }
+        return result
+    }
+
+    // MARK: - Finding ferryd and a port
+
+    /// The `ferryd` that `swift test` built: `$FERRYD` if set, else the one beside the test bundle
+    /// (on Linux `.build/<triple>/debug/<Package>PackageTests.xctest` sits next to `ferryd`), else
+    /// the one in `swift build --show-bin-path`.
+    static func locateFerryd() throws -> String {
+        if let path = ProcessInfo.processInfo.environment["FERRYD"] { return path }
+        var directory = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])
+            .resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("ferryd").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory.deleteLastPathComponent()
+        }
+        let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["swift", "build", "--show-bin-path", "--package-path", packageRoot.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        if (try? process.run()) != nil {
+            let output = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            let binPath = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let candidate = "\(binPath)/ferryd"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw IntegrationFailure("ferryd was not found beside the test bundle nor in swift build's bin path: run swift build")
+    }
+
+    /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it).
+    static func freePort() throws -> Int {
+        let descriptor = socket(AF_INET, socketStreamType, 0)
+        guard descriptor >= 0 else { throw IntegrationFailure("socket() failed: errno \(errno)") }
+        defer { close(descriptor) }
+        var address = loopback(port: 0)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(descriptor, address, length) == 0 && getsockname(descriptor, address, &length) == 0
+            }
+        }
+        guard bound else { throw IntegrationFailure("cannot bind a free port on 127.0.0.1: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// Whether a TCP connection to 127.0.0.1:`port` succeeds.
+    static func accepts(port: Int) -> Bool {
+        let descriptor = socket(AF_INET, socketStreamType, 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = loopback(port: port)
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+    }
+
+    private static func loopback(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return address
+    }
+
+    #if canImport(Glibc)
+    private static let socketStreamType = Int32(SOCK_STREAM.rawValue)
+    #else
+    private static let socketStreamType = SOCK_STREAM
+    #endif
+}
