@@ -144,3 +144,109 @@ import Testing
         #expect(answers == ["OFMarker": "No", "IFMarkInt": "Irrelevant", "TargetAlias": "Irrelevant"])
     }
 }
+
+@Suite struct TextNegotiationTests {
+    private let targets = [
+        SendTargetsEntry(name: "iqn.2024-01.dev.ferry:a", addresses: ["192.0.2.1:3260,1", "[2001:db8::1]:3260,1"]),
+        SendTargetsEntry(name: "iqn.2024-01.dev.ferry:b", addresses: ["192.0.2.1:3260,1"]),
+    ]
+    private let sequence = StatusSequence(statSN: 5, expCmdSN: 2, maxCmdSN: 9)
+
+    private func machine(sessionTarget: String?, initiatorMaxRecv: Int = 8192) -> TextNegotiationStateMachine {
+        var parameters = NegotiatedParameters()
+        parameters.sessionType = sessionTarget == nil ? .discovery : .normal
+        parameters.targetName = sessionTarget
+        parameters.initiatorMaxRecvDataSegmentLength = initiatorMaxRecv
+        return TextNegotiationStateMachine(parameters: parameters, limits: TargetNegotiationLimits())
+    }
+
+    private func text(_ pairs: [(String, String)], ttt: UInt32 = reservedTag) -> TextRequest {
+        TextRequest(initiatorTaskTag: 3, targetTransferTag: ttt, cmdSN: 2, expStatSN: 5, data: textBuffer(pairs))
+    }
+
+    @Test func sendTargetsAllInDiscovery() throws {
+        var machine = machine(sessionTarget: nil)
+        let action = machine.textRequestReceived(
+            text([("SendTargets", "All")]), sequence: sequence, visibleTargets: targets)
+        guard case .sendTextResponse(let response, let parameters) = action else {
+            Issue.record("expected a Text Response, got \(action)")
+            return
+        }
+        #expect(parameters == nil)
+        #expect(response.final && !response.continue && response.targetTransferTag == reservedTag)
+        #expect(response.initiatorTaskTag == 3 && response.sequence == sequence)
+        #expect(
+            TextKeys.parseAllowingRepeats(response.data) == [
+                TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:a"),
+                TextKeyValue("TargetAddress", "192.0.2.1:3260,1"),
+                TextKeyValue("TargetAddress", "[2001:db8::1]:3260,1"),
+                TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"),
+                TextKeyValue("TargetAddress", "192.0.2.1:3260,1"),
+            ])
+    }
+
+    @Test func sendTargetsValues() {
+        #expect(SendTargets.response(to: "", sessionTarget: nil, visibleTargets: targets) == nil)
+        #expect(
+            SendTargets.response(to: "iqn.2024-01.dev.ferry:b", sessionTarget: nil, visibleTargets: targets)
+                == [TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"), TextKeyValue("TargetAddress", "192.0.2.1:3260,1")])
+        // A Normal session only learns about its own target.
+        for value in ["", "All", "iqn.2024-01.dev.ferry:b"] {
+            let pairs = SendTargets.response(to: value, sessionTarget: "iqn.2024-01.dev.ferry:b", visibleTargets: targets)
+            #expect(pairs?.first == TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"))
+            #expect(pairs?.count == 2)
+        }
+        #expect(
+            SendTargets.response(to: "iqn.2024-01.dev.ferry:a", sessionTarget: "iqn.2024-01.dev.ferry:b",
+                                 visibleTargets: targets) == [])
+    }
+
+    @Test func longResponseIsContinued() throws {
+        let many = (0..<40).map { SendTargetsEntry(name: "iqn.2024-01.dev.ferry:target-\($0)", addresses: ["192.0.2.1:3260,1"]) }
+        var machine = machine(sessionTarget: nil, initiatorMaxRecv: 512)
+        var collected = ByteBuffer()
+        var action = machine.textRequestReceived(text([("SendTargets", "All")]), sequence: sequence, visibleTargets: many)
+        var rounds = 0
+        while case .sendTextResponse(var response, _) = action {
+            rounds += 1
+            #expect(response.data.readableBytes <= 512)
+            collected.writeBuffer(&response.data)
+            if !response.continue {
+                #expect(response.final && response.targetTransferTag == reservedTag)
+                break
+            }
+            #expect(!response.final && response.targetTransferTag != reservedTag)
+            action = machine.textRequestReceived(
+                text([], ttt: response.targetTransferTag), sequence: sequence, visibleTargets: many)
+        }
+        #expect(rounds > 1)
+        #expect(TextKeys.parseAllowingRepeats(collected).filter { $0.key == "TargetName" }.count == 40)
+    }
+
+    @Test func unknownTargetTransferTagIsRejected() {
+        var machine = machine(sessionTarget: nil)
+        let action = machine.textRequestReceived(text([], ttt: 99), sequence: sequence, visibleTargets: targets)
+        guard case .reject(.protocolError, _) = action else {
+            Issue.record("expected a Reject, got \(action)")
+            return
+        }
+    }
+
+    @Test func maxRecvDataSegmentLengthRenegotiation() {
+        var machine = machine(sessionTarget: "iqn.2024-01.dev.ferry:a")
+        let action = machine.textRequestReceived(
+            text([("MaxRecvDataSegmentLength", "65536"), ("InitialR2T", "No"), ("TargetName", "x"), ("Foo", "1")]),
+            sequence: sequence, visibleTargets: targets)
+        guard case .sendTextResponse(let response, let parameters) = action else {
+            Issue.record("expected a Text Response, got \(action)")
+            return
+        }
+        #expect(parameters?.initiatorMaxRecvDataSegmentLength == 65_536)
+        #expect(machine.parameters.initiatorMaxRecvDataSegmentLength == 65_536)
+        #expect(
+            keys(response.data) == [
+                "MaxRecvDataSegmentLength": "262144", "InitialR2T": "Reject", "TargetName": "Reject",
+                "Foo": "NotUnderstood",
+            ])
+    }
+}
