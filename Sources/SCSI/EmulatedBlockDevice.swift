@@ -1,0 +1,377 @@
+public import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The device server of an emulated SBC-4 direct access block device over a ``BlockStore``.
+///
+/// ``execute(_:)`` is called concurrently from several I/O threads and blocks on the store.
+/// Commands that must be atomic with respect to other writes (COMPARE AND WRITE, WRITE ATOMIC,
+/// ORWRITE) hold the device's write ordering lock exclusively; every other medium access holds it
+/// shared.
+public final class EmulatedBlockDevice: Sendable {
+    /// How the logical unit presents itself.
+    public struct Configuration: Sendable, Hashable {
+        /// The logical block length in bytes: 512 or 4096.
+        public var blockSize: Int
+        /// A read-only logical unit fails writes with DATA PROTECT, WRITE PROTECTED.
+        public var readOnly: Bool
+        /// T10 VENDOR IDENTIFICATION (8 ASCII characters), PRODUCT IDENTIFICATION (16), PRODUCT
+        /// REVISION LEVEL (4).
+        public var vendor: String
+        public var product: String
+        public var revision: String
+        /// The unit serial number (VPD page 80h); derived from the store identity when nil.
+        public var serial: String?
+        /// The NAA designator (8 bytes NAA 5 or 16 bytes NAA 6) of VPD page 83h; an NAA 6 value
+        /// is derived from ``ieeeCompanyID`` and the store identity when nil.
+        public var naaIdentifier: [UInt8]?
+        /// The IEEE company ID placed in a derived NAA 6 designator.
+        public var ieeeCompanyID: UInt32
+        /// WCE of the caching mode page at start and after a reset.
+        public var writeCacheEnabled: Bool
+        /// Logical block provisioning management (UNMAP, WRITE SAME with UNMAP, GET LBA STATUS
+        /// deallocated extents); effective only when the store supports unmap.
+        public var thinProvisioning: Bool
+        /// MAXIMUM TRANSFER LENGTH in logical blocks; 8 MiB worth when nil.
+        public var maximumTransferLength: UInt32?
+
+        public init(
+            blockSize: Int = 512, readOnly: Bool = false, vendor: String = "FERRY",
+            product: String = "EMULATED DISK", revision: String = "0001", serial: String? = nil,
+            naaIdentifier: [UInt8]? = nil, ieeeCompanyID: UInt32 = 0x001405, writeCacheEnabled: Bool = true,
+            thinProvisioning: Bool = true, maximumTransferLength: UInt32? = nil
+        ) {
+            self.blockSize = blockSize
+            self.readOnly = readOnly
+            self.vendor = vendor
+            self.product = product
+            self.revision = revision
+            self.serial = serial
+            self.naaIdentifier = naaIdentifier
+            self.ieeeCompanyID = ieeeCompanyID
+            self.writeCacheEnabled = writeCacheEnabled
+            self.thinProvisioning = thinProvisioning
+            self.maximumTransferLength = maximumTransferLength
+        }
+    }
+
+    /// The mutable state of the device server that is not on the medium.
+    struct State: Sendable {
+        var modePages: ModePages
+        /// Set when a SANITIZE failed; cleared by a successful SANITIZE or EXIT FAILURE MODE.
+        var sanitizeFailed = false
+    }
+
+    let store: any BlockStore
+    let configuration: Configuration
+    /// The number of logical blocks (the RETURNED LOGICAL BLOCK ADDRESS plus one).
+    let blockCount: UInt64
+    let blockSize: Int
+    let serial: String
+    let naa: [UInt8]
+    /// Whether logical block provisioning management is enabled (LBPME).
+    let provisioning: Bool
+    let limits: BlockLimits
+    let supportedCommands: [SupportedCommand]
+    /// Indexes into ``supportedCommands`` by operation code, and by operation code and service
+    /// action (`opcode << 8 | action`) for the operation codes that have service actions.
+    private let commandIndex: [UInt16: Int]
+    private let operationCodesWithServiceActions: Set<UInt8>
+    let state: Mutex<State>
+    let ordering = WriteOrderingLock()
+    let allocator = ByteBufferAllocator()
+
+    /// The unit attention conditions of the logical unit.
+    public let unitAttentions: UnitAttentionConditions
+    /// SPC-2 reservations and SPC-4 persistent reservations.
+    public let reservations: ReservationState
+    let copyManager: CopyManager
+
+    /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets; the
+    /// caller registers ``copyEndpoint`` there, and unregisters it when the logical unit goes.
+    public init(store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory) {
+        self.store = store
+        self.configuration = configuration
+        blockSize = configuration.blockSize
+        blockCount = store.byteCount / UInt64(configuration.blockSize)
+        let identityHash = Self.fnv1a(store.identity, seed: 0xcbf2_9ce4_8422_2325)
+        serial = configuration.serial ?? String(identityHash, radix: 16, uppercase: true)
+        naa =
+            configuration.naaIdentifier
+            ?? Self.naa6(
+                companyID: configuration.ieeeCompanyID, high: identityHash,
+                low: Self.fnv1a(store.identity, seed: 0x8422_2325_cbf2_9ce4))
+        provisioning = configuration.thinProvisioning && store.supportsUnmap
+        limits = BlockLimits(blockSize: configuration.blockSize, maximumTransferLength: configuration.maximumTransferLength)
+        supportedCommands = SupportedCommand.all(unmap: provisioning)
+        var index: [UInt16: Int] = [:]
+        var withActions: Set<UInt8> = []
+        for (position, command) in supportedCommands.enumerated() {
+            if let action = command.serviceAction {
+                withActions.insert(command.operationCode)
+                index[UInt16(command.operationCode) << 8 | UInt16(action)] = position
+            } else {
+                index[UInt16(command.operationCode)] = position
+            }
+        }
+        commandIndex = index
+        operationCodesWithServiceActions = withActions
+        state = Mutex(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
+        unitAttentions = UnitAttentionConditions()
+        reservations = ReservationState(unitAttentions: unitAttentions)
+        copyManager = CopyManager(directory: copyTargets)
+    }
+
+    /// This logical unit as a source or destination of EXTENDED COPY.
+    public var copyEndpoint: CopyEndpoint {
+        CopyEndpoint(store: store, blockSize: blockSize, blockCount: blockCount, designator: naa)
+    }
+
+    /// TAS of the control mode page: a task aborted by another I_T nexus ends with TASK ABORTED.
+    public var taskAbortedStatus: Bool {
+        state.withLock { $0.modePages.taskAbortedStatus }
+    }
+
+    /// Applies the logical unit side effects of a task management function or nexus loss
+    /// (SAM-5 §6.3, SPC-4 §5.14).
+    public func apply(_ event: LogicalUnitEvent) {
+        switch event {
+        case .logicalUnitReset:
+            unitAttentions.establishForAllNexuses(.busDeviceResetFunctionOccurred, except: nil)
+            state.withLock { $0.modePages.reset() }
+        case .targetReset(let cold):
+            unitAttentions.establishForAllNexuses(cold ? .powerOnOccurred : .scsiBusResetOccurred, except: nil)
+            state.withLock { $0.modePages.reset() }
+        case .itNexusLoss(let nexus):
+            unitAttentions.establish(.itNexusLossOccurred, for: nexus)
+        case .tasksClearedByAnotherInitiator(_, let otherNexuses):
+            // > If the TAS bit is set to zero, […] a unit attention condition […] COMMANDS CLEARED
+            // > BY ANOTHER INITIATOR shall be established for the initiator port associated with
+            // > each I_T nexus on which a task was aborted.
+            if !taskAbortedStatus {
+                for nexus in otherNexuses { unitAttentions.establish(.commandsClearedByAnotherInitiator, for: nexus) }
+            }
+        }
+        reservations.apply(event)
+    }
+
+    /// The number of bytes `cdb` transfers from the initiator to the device (the Data-Out
+    /// buffer), or nil for an operation code the device does not know.
+    public func dataOutLength(for cdb: ByteBuffer) -> Int? {
+        let cdb = CDB(cdb)
+        let blocks: UInt64
+        switch cdb.operationCode {
+        case OperationCode.write6:
+            blocks = cdb[4] == 0 ? 256 : UInt64(cdb[4])
+        case OperationCode.write10, OperationCode.writeAndVerify10:
+            blocks = UInt64(cdb.uint16(at: 7))
+        case OperationCode.write12, OperationCode.writeAndVerify12:
+            blocks = UInt64(cdb.uint32(at: 6))
+        case OperationCode.write16, OperationCode.writeAndVerify16, OperationCode.orWrite16:
+            blocks = UInt64(cdb.uint32(at: 10))
+        case OperationCode.writeAtomic16:
+            blocks = UInt64(cdb.uint16(at: 12))
+        case OperationCode.compareAndWrite:
+            blocks = 2 * UInt64(cdb[13])
+        case OperationCode.verify10, OperationCode.verify12, OperationCode.verify16:
+            let lengthField: UInt64 =
+                switch cdb.operationCode {
+                case OperationCode.verify10: UInt64(cdb.uint16(at: 7))
+                case OperationCode.verify12: UInt64(cdb.uint32(at: 6))
+                default: UInt64(cdb.uint32(at: 10))
+                }
+            switch (cdb[1] >> 1) & 0x03 {
+            case 0x01: blocks = lengthField
+            case 0x03: blocks = lengthField == 0 ? 0 : 1
+            default: blocks = 0
+            }
+        case OperationCode.writeSame10:
+            blocks = 1
+        case OperationCode.writeSame16:
+            blocks = cdb[1] & 0x01 != 0 ? 0 : 1
+        case OperationCode.modeSelect6:
+            return Int(cdb[4])
+        case OperationCode.unmap, OperationCode.modeSelect10, OperationCode.sanitize:
+            return Int(cdb.uint16(at: 7))
+        case OperationCode.persistentReserveOut:
+            return Int(cdb.uint32(at: 5))
+        case OperationCode.extendedCopy:
+            return Int(cdb.uint32(at: 10))
+        case OperationCode.reserve10, OperationCode.release10:
+            return Int(cdb.uint16(at: 7))
+        default:
+            return lookUp(cdb) == nil ? nil : 0
+        }
+        return Int(clamping: blocks.multipliedReportingOverflow(by: UInt64(blockSize)).partialValue)
+    }
+
+    /// Runs one command. Never throws and never crashes on malformed input: every failure is a
+    /// CHECK CONDITION with sense data in the format the control mode page asks for.
+    public func execute(_ request: SCSIRequest) -> SCSIResult {
+        let cdb = CDB(request.cdb)
+        let nexus = request.nexus
+        unitAttentions.noteNexus(nexus)
+        switch cdb.operationCode {
+        case OperationCode.inquiry, OperationCode.requestSense:
+            break
+        case OperationCode.reportLUNs:
+            // > the REPORTED LUNS DATA HAS CHANGED unit attention condition is cleared by REPORT LUNS.
+            if unitAttentions.peek(for: nexus) == .reportedLUNsDataHasChanged { _ = unitAttentions.take(for: nexus) }
+        default:
+            // > If a logical unit has a unit attention condition pending for an I_T nexus, the device
+            // > server shall terminate any command other than INQUIRY, REPORT LUNS or REQUEST SENSE
+            // > with CHECK CONDITION status, sense key UNIT ATTENTION.
+            if let code = unitAttentions.take(for: nexus) {
+                return checkCondition(SenseData(.unitAttention, code))
+            }
+        }
+        if let conflict = reservations.check(request.cdb, from: nexus) {
+            return conflict
+        }
+        do throws(SenseData) {
+            return try dispatch(request, cdb)
+        } catch {
+            return checkCondition(error)
+        }
+    }
+
+    /// CHECK CONDITION with `sense`, in descriptor format when D_SENSE is set.
+    func checkCondition(_ sense: SenseData) -> SCSIResult {
+        .checkCondition(sense, descriptorFormat: state.withLock { $0.modePages.descriptorFormatSense })
+    }
+
+    /// The supported command entry for `cdb`, if its operation code (and service action) is known.
+    func lookUp(_ cdb: CDB) -> SupportedCommand? {
+        if operationCodesWithServiceActions.contains(cdb.operationCode) {
+            return commandIndex[UInt16(cdb.operationCode) << 8 | UInt16(cdb.serviceAction)].map { supportedCommands[$0] }
+        }
+        return commandIndex[UInt16(cdb.operationCode)].map { supportedCommands[$0] }
+    }
+
+    private func dispatch(_ request: SCSIRequest, _ cdb: CDB) throws(SenseData) -> SCSIResult {
+        guard let command = lookUp(cdb) else {
+            if operationCodesWithServiceActions.contains(cdb.operationCode) {
+                throw .invalidFieldInCDB(byte: 1, bit: 4)
+            }
+            throw .invalidCommandOperationCode
+        }
+        switch cdb.operationCode {
+        case OperationCode.reserve6, OperationCode.reserve10, OperationCode.release6, OperationCode.release10:
+            // SPC-2 reservation CDBs carry obsolete third-party fields; ReservationState judges them.
+            break
+        default:
+            // > reserved bits […] set to nonzero: ILLEGAL REQUEST, INVALID FIELD IN CDB.
+            if let (byte, bit) = command.firstReservedBitSet(in: cdb) {
+                throw .invalidFieldInCDB(byte: byte, bit: bit)
+            }
+        }
+        switch cdb.operationCode {
+        case OperationCode.testUnitReady: return try testUnitReady()
+        case OperationCode.requestSense: return requestSense(cdb, nexus: request.nexus)
+        case OperationCode.inquiry: return try inquiry(cdb, nexus: request.nexus)
+        case OperationCode.reportLUNs: return ReportLUNs.response(luns: [request.lun], cdb: request.cdb)
+        case OperationCode.modeSense6, OperationCode.modeSense10: return try modeSense(cdb)
+        case OperationCode.modeSelect6, OperationCode.modeSelect10: return try modeSelect(cdb, request)
+        case OperationCode.startStopUnit: return try startStopUnit(cdb)
+        case OperationCode.preventAllowMediumRemoval: return .good
+        case OperationCode.maintenanceIn:
+            if cdb.serviceAction == ServiceAction.reportSupportedOperationCodes {
+                return try reportSupportedOperationCodes(cdb)
+            }
+            return reportSupportedTaskManagementFunctions(cdb)
+        case OperationCode.reserve6, OperationCode.reserve10: return reservations.reserve(request)
+        case OperationCode.release6, OperationCode.release10: return reservations.release(request)
+        case OperationCode.persistentReserveIn: return reservations.persistentReserveIn(request)
+        case OperationCode.persistentReserveOut: return reservations.persistentReserveOut(request)
+        case OperationCode.extendedCopy:
+            try checkMediumAccess()
+            return copyManager.extendedCopy(request, source: copyEndpoint)
+        case OperationCode.receiveCopyResults: return copyManager.receiveCopyResults(request)
+        case OperationCode.sanitize: return try sanitize(cdb, request)
+        default:
+            try checkMediumAccess()
+            return try executeBlockCommand(cdb, request)
+        }
+    }
+
+    /// Fails medium access after a failed SANITIZE (SBC-4 §4.11.4).
+    func checkMediumAccess() throws(SenseData) {
+        if state.withLock({ $0.sanitizeFailed }) {
+            throw SenseData(.mediumError, .sanitizeCommandFailed)
+        }
+    }
+
+    /// A 64-bit FNV-1a hash, for identifiers derived from the store identity.
+    static func fnv1a(_ string: String, seed: UInt64) -> UInt64 {
+        var hash = seed
+        for byte in string.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return hash
+    }
+
+    /// > NAA 6h: IEEE Registered Extended: 24-bit IEEE COMPANY_ID, 36-bit VENDOR SPECIFIC
+    /// > IDENTIFIER, 64-bit VENDOR SPECIFIC IDENTIFIER EXTENSION.
+    static func naa6(companyID: UInt32, high: UInt64, low: UInt64) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.appendBigEndian(UInt64(0x6) << 60 | UInt64(companyID & 0xff_ffff) << 36 | (high & 0xf_ffff_ffff))
+        bytes.appendBigEndian(low)
+        return bytes
+    }
+}
+
+/// The limits reported in the Block Limits VPD page and enforced by the device server.
+struct BlockLimits: Sendable {
+    var maximumTransferLength: UInt32
+    var maximumCompareAndWriteLength: UInt8
+    var maximumUnmapLBACount: UInt32
+    var maximumUnmapBlockDescriptorCount: UInt32
+    var optimalUnmapGranularity: UInt32
+    var maximumWriteSameLength: UInt64
+    var maximumAtomicTransferLength: UInt32
+
+    init(blockSize: Int, maximumTransferLength: UInt32?) {
+        self.maximumTransferLength = maximumTransferLength ?? UInt32(8 << 20 / blockSize)
+        maximumCompareAndWriteLength = UInt8(min(255, self.maximumTransferLength))
+        maximumUnmapLBACount = UInt32((64 << 30) / blockSize)
+        maximumUnmapBlockDescriptorCount = 256
+        optimalUnmapGranularity = UInt32(max(1, 4096 / blockSize))
+        maximumWriteSameLength = UInt64(maximumUnmapLBACount)
+        maximumAtomicTransferLength = min(self.maximumTransferLength, UInt32((1 << 20) / blockSize))
+    }
+}
+
+/// A readers-writer lock ordering medium access: plain reads and writes share it, commands that
+/// must be atomic with respect to other writes take it exclusively.
+final class WriteOrderingLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, nil)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func shared<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func exclusive<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
