@@ -159,16 +159,25 @@ private struct ConfigurationLoader {
         }
 
         let alias = string(node, "alias")
-        if let alias, alias.utf8.count > 255 || alias.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
-            report(node.path + [.key("alias")], "\(node.context)alias must be at most 255 bytes without control characters")
+        if let alias,
+            alias.utf8.count > 255
+                || alias.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+        {
+            report(
+                node.path + [.key("alias")], "\(node.context)alias must be at most 255 bytes without control characters"
+            )
         }
 
         let initiators = stringArray(node, "allowed_initiators") ?? []
         for (position, initiator) in initiators.enumerated() {
             if let problem = ISCSIName.problem(in: initiator) {
-                report(node.path + [.key("allowed_initiators")], "\(node.context)initiator name \"\(initiator)\" \(problem)")
+                report(
+                    node.path + [.key("allowed_initiators")],
+                    "\(node.context)initiator name \"\(initiator)\" \(problem)")
             } else if initiators[..<position].contains(initiator) {
-                report(node.path + [.key("allowed_initiators")], "\(node.context)initiator \"\(initiator)\" is listed twice")
+                report(
+                    node.path + [.key("allowed_initiators")],
+                    "\(node.context)initiator \"\(initiator)\" is listed twice")
             }
         }
 
@@ -178,11 +187,15 @@ private struct ConfigurationLoader {
         let mutualCHAP = mutualCHAPNode.flatMap { self.chap(from: $0) }
         if let mutualCHAPNode {
             if node.table["chap"] == nil {
-                report(mutualCHAPNode.path, "\(node.context)mutual_chap needs [target.chap]: the initiator authenticates first")
+                report(
+                    mutualCHAPNode.path,
+                    "\(node.context)mutual_chap needs [target.chap]: the initiator authenticates first")
             } else if let chap, let mutualCHAP, chap.secret == mutualCHAP.secret {
                 // > Any CHAP secret used for initiator authentication MUST NOT be configured for
                 // > authentication of any target (RFC 7143 §9.2.1)
-                report(mutualCHAPNode.path, "\(node.context)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)")
+                report(
+                    mutualCHAPNode.path,
+                    "\(node.context)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)")
             }
         }
 
@@ -196,7 +209,8 @@ private struct ConfigurationLoader {
             if luns.contains(where: { $0.lun == lun.lun }) {
                 report(lunNode.path + [.key("lun")], "\(node.context)lun \(lun.lun) is defined twice")
             } else if let other = seenPaths[lun.path] {
-                report(lunNode.path + [.key("path")], "\(node.context)lun \(lun.lun): \(lun.path) already backs \(other)")
+                report(
+                    lunNode.path + [.key("path")], "\(node.context)lun \(lun.lun): \(lun.path) already backs \(other)")
             } else {
                 seenPaths[lun.path] = "\(node.context.dropLast(2)) lun \(lun.lun)"
             }
@@ -240,7 +254,8 @@ private struct ConfigurationLoader {
 
         let size = byteCount(node, "size")
         if let size, blockSize > 0, size % UInt64(blockSize) != 0 {
-            report(node.path + [.key("size")], "\(node.context)size \(size) is not a multiple of block_size \(blockSize)")
+            report(
+                node.path + [.key("size")], "\(node.context)size \(size) is not a multiple of block_size \(blockSize)")
         }
 
         let path = string(node, "path", required: true).map { absolute($0) }
@@ -305,7 +320,9 @@ private struct ConfigurationLoader {
         }
         if status.st_mode & 0o077 != 0 {
             let mode = String(status.st_mode & 0o777, radix: 8)
-            report(keyPath, "\(node.context)secret_file \(path) is accessible by group or others (mode \(mode)); chmod 600 it")
+            report(
+                keyPath,
+                "\(node.context)secret_file \(path) is accessible by group or others (mode \(mode)); chmod 600 it")
             return nil
         }
         if status.st_uid != 0 && status.st_uid != geteuid() {
@@ -341,7 +358,8 @@ private struct ConfigurationLoader {
             if let value = integer(node, field.key, in: field.range) { limits[keyPath: field.field] = value }
         }
         if limits.firstBurstLength > limits.maxBurstLength {
-            report(node.path + [.key("first_burst_length")], "limits: first_burst_length must not exceed max_burst_length")
+            report(
+                node.path + [.key("first_burst_length")], "limits: first_burst_length must not exceed max_burst_length")
         }
         return limits
     }
@@ -399,7 +417,8 @@ private struct ConfigurationLoader {
             return nil
         }
         guard range.contains(integer) else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be in \(range.lowerBound)...\(range.upperBound)")
+            report(
+                node.path + [.key(key)], "\(node.context)\(key) must be in \(range.lowerBound)...\(range.upperBound)")
             return nil
         }
         return integer
@@ -427,7 +446,11 @@ private struct ConfigurationLoader {
             text.removeLast()
         }
         guard let number = UInt64(text), number > 0 else {
-            report(keyPath, "\(node.context)\(key) \"\(value.string ?? "")\" must be a positive number with an optional unit K, M, G or T")
+            report(
+                keyPath,
+                "\(node.context)\(key) \"\(value.string ?? "")\" must be a positive number"
+                    + " with an optional unit K, M, G or T"
+            )
             return nil
         }
         let (bytes, overflow) = number.multipliedReportingOverflow(by: multiplier)
@@ -443,7 +466,9 @@ private struct ConfigurationLoader {
         guard let text = string(node, key) else { return nil }
         guard !text.isEmpty, text.utf8.count <= maximumLength, text.utf8.allSatisfy({ (0x20...0x7E).contains($0) })
         else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be 1 to \(maximumLength) printable ASCII characters")
+            report(
+                node.path + [.key(key)],
+                "\(node.context)\(key) must be 1 to \(maximumLength) printable ASCII characters")
             return nil
         }
         return text

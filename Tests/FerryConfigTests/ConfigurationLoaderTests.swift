@@ -133,7 +133,8 @@ private let minimal = """
         #expect(configuration.stateDirectory == "/srv/ferry")
         #expect(
             configuration.portals == [
-                Portal(host: "::1", port: 3261, portalGroupTag: 7), Portal(host: "0.0.0.0", port: 3260, portalGroupTag: 1),
+                Portal(host: "::1", port: 3261, portalGroupTag: 7),
+                Portal(host: "0.0.0.0", port: 3260, portalGroupTag: 1),
             ])
         #expect(configuration.portals.map(\.address) == ["[::1]:3261", "0.0.0.0:3260"])
         #expect(configuration.discoveryAuthentication == CHAPCredentials(user: "discover", secret: "discovery-secret"))
@@ -150,7 +151,8 @@ private let minimal = """
                     product: "FAST DISK", serial: "SN-0001", writeCache: false)
             ])
         #expect(secretFile.hasSuffix("target.secret"))
-        #expect(configuration.targets[1].luns == [LogicalUnit(lun: 0, path: "\(directory.path)/naa.img", size: 64 << 20)])
+        #expect(
+            configuration.targets[1].luns == [LogicalUnit(lun: 0, path: "\(directory.path)/naa.img", size: 64 << 20)])
         var limits = Limits()
         limits.maxRecvDataSegmentLength = 65536
         limits.maxBurstLength = 262_144
@@ -200,9 +202,10 @@ private let minimal = """
                 #"11: target "iqn.2026-11.dev.ferry:disk0" lun 0: unknown key "blocksize" (did you mean "block_size"?)"#
             ])
         #expect(try problems("colour = 1\n" + minimal) == [#"1: unknown key "colour""#])
-        #expect(try problems(minimal + "[limits]\nmax_sesions = 3\n") == [
-            #"12: limits: unknown key "max_sesions" (did you mean "max_sessions"?)"#
-        ])
+        #expect(
+            try problems(minimal + "[limits]\nmax_sesions = 3\n") == [
+                #"12: limits: unknown key "max_sesions" (did you mean "max_sessions"?)"#
+            ])
     }
 
     @Test func badNames() throws {
@@ -213,7 +216,10 @@ private let minimal = """
         #expect(try nameProblems("eui.02004567A425678D").isEmpty)
         #expect(try nameProblems("naa.52004567BA64678D").isEmpty)
         #expect(try nameProblems("iqn.2026-11.dev.ferry").isEmpty)
-        #expect(try nameProblems("iqn.2026-11.dev.Ferry:disk0") == [#"5: target name "iqn.2026-11.dev.Ferry:disk0" must be lowercase (RFC 3720 §3.2.6.2)"#])
+        #expect(
+            try nameProblems("iqn.2026-11.dev.Ferry:disk0") == [
+                #"5: target name "iqn.2026-11.dev.Ferry:disk0" must be lowercase (RFC 3720 §3.2.6.2)"#
+            ])
         #expect(try nameProblems("iqn.2026-13.dev.ferry").first?.contains("yyyy-mm") == true)
         #expect(try nameProblems("iqn.2026-11:disk").first?.contains("naming authority") == true)
         #expect(try nameProblems("iqn.2026-11.dev..ferry").first?.contains("reversed domain") == true)
@@ -222,7 +228,9 @@ private let minimal = """
         #expect(try nameProblems("eui.0200").first?.contains("16 hexadecimal digits") == true)
         #expect(try nameProblems("naa.12345").first?.contains("16 or 32") == true)
         #expect(try nameProblems("target0").first?.contains("must start with") == true)
-        #expect(try nameProblems("iqn.2026-11.dev.ferry:" + String(repeating: "x", count: 220)).first?.contains("223") == true)
+        #expect(
+            try nameProblems("iqn.2026-11.dev.ferry:" + String(repeating: "x", count: 220)).first?.contains("223")
+                == true)
     }
 
     @Test func duplicates() throws {
@@ -257,37 +265,53 @@ private let minimal = """
                 "4: portal 127.0.0.1:3260 is listed twice",
                 #"14: target "iqn.2026-11.dev.ferry:a": lun 0 is defined twice"#,
                 #"19: target "iqn.2026-11.dev.ferry:a" is defined twice"#,
-                #"22: target "iqn.2026-11.dev.ferry:a": lun 1: \#(directory.path)/a.img already backs target "iqn.2026-11.dev.ferry:a" lun 0"#,
+                #"22: target "iqn.2026-11.dev.ferry:a": lun 1: \#(directory.path)/a.img already backs "#
+                    + #"target "iqn.2026-11.dev.ferry:a" lun 0"#,
             ])
     }
 
     @Test func logicalUnitChecks() throws {
         func lunProblems(_ lines: String) throws -> [String] {
-            try problems(minimal.replacingOccurrences(of: "lun = 0\npath = \"disk0.img\"\nsize = \"1G\"\n", with: lines))
+            try problems(
+                minimal.replacingOccurrences(of: "lun = 0\npath = \"disk0.img\"\nsize = \"1G\"\n", with: lines))
         }
         let prefix = #"target "iqn.2026-11.dev.ferry:disk0" lun 0: "#
-        #expect(try lunProblems("lun = 16384\npath = \"x\"\nsize = 512\n") == [
-            #"8: target "iqn.2026-11.dev.ferry:disk0": lun must be in 0...16383"#
-        ])
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = 1000\n") == ["10: \(prefix)size 1000 is not a multiple of block_size 512"])
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = \"3K\"\nblock_size = 4096\n") == [
-            "10: \(prefix)size 3072 is not a multiple of block_size 4096"
-        ])
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = \"1X\"\n").last?.hasPrefix("10: \(prefix)size \"1X\" must be") == true)
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = \"2T\"\nbackend = \"sg\"\n") == [
-            #"11: \#(prefix)backend "sg" is unknown; use "emulated""#
-        ])
+        #expect(
+            try lunProblems("lun = 16384\npath = \"x\"\nsize = 512\n") == [
+                #"8: target "iqn.2026-11.dev.ferry:disk0": lun must be in 0...16383"#
+            ])
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = 1000\n") == [
+                "10: \(prefix)size 1000 is not a multiple of block_size 512"
+            ])
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = \"3K\"\nblock_size = 4096\n") == [
+                "10: \(prefix)size 3072 is not a multiple of block_size 4096"
+            ])
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = \"1X\"\n").last?.hasPrefix(
+                "10: \(prefix)size \"1X\" must be") == true)
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = \"2T\"\nbackend = \"sg\"\n") == [
+                #"11: \#(prefix)backend "sg" is unknown; use "emulated""#
+            ])
         #expect(try lunProblems("lun = 0\nsize = \"1M\"\n") == ["7: \(prefix)path is missing"])
-        #expect(try lunProblems("lun = 0\npath = \"missing.img\"\n").first?.contains("does not exist; give a size") == true)
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = 512\nread_only = \"yes\"\n") == [
-            "11: \(prefix)read_only must be true or false"
-        ])
-        #expect(try lunProblems("lun = 0\npath = \"x\"\nsize = 512\nvendor = \"TOO LONG VENDOR\"\n") == [
-            "11: \(prefix)vendor must be 1 to 8 printable ASCII characters"
-        ])
-        #expect(try problems(minimal.replacingOccurrences(of: "[[target.lun]]\nlun = 0\npath = \"disk0.img\"\nsize = \"1G\"\n", with: "")) == [
-            #"4: target "iqn.2026-11.dev.ferry:disk0": has no [[target.lun]]"#
-        ])
+        #expect(
+            try lunProblems("lun = 0\npath = \"missing.img\"\n").first?.contains("does not exist; give a size") == true)
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = 512\nread_only = \"yes\"\n") == [
+                "11: \(prefix)read_only must be true or false"
+            ])
+        #expect(
+            try lunProblems("lun = 0\npath = \"x\"\nsize = 512\nvendor = \"TOO LONG VENDOR\"\n") == [
+                "11: \(prefix)vendor must be 1 to 8 printable ASCII characters"
+            ])
+        #expect(
+            try problems(
+                minimal.replacingOccurrences(
+                    of: "[[target.lun]]\nlun = 0\npath = \"disk0.img\"\nsize = \"1G\"\n", with: "")) == [
+                    #"4: target "iqn.2026-11.dev.ferry:disk0": has no [[target.lun]]"#
+                ])
     }
 
     @Test func portalChecks() throws {
@@ -298,13 +322,18 @@ private let minimal = """
         #expect(try portalProblems("::1").first?.contains("without brackets") == true)
         #expect(try portalProblems("127.0.0.1:0").first?.contains("port outside") == true)
         #expect(try portalProblems("localhost:3260").first?.contains("IPv4 address") == true)
-        #expect(try problems("portal = 1\n" + minimal.replacingOccurrences(of: "[[portal]]\naddress = \"127.0.0.1:3260\"\n", with: ""))
-            == ["1: portal must be an array of tables: write [[portal]]"])
-        #expect(try problems(minimal.replacingOccurrences(of: "[[portal]]\naddress = \"127.0.0.1:3260\"\n", with: ""))
-            == [#"-: no [[portal]]: add one, e.g. [[portal]] address = "0.0.0.0:3260""#])
-        #expect(try problems(minimal + "[[portal]]\naddress = \"127.0.0.2\"\nportal_group_tag = 0\n") == [
-            "13: portal_group_tag must be in 1...65535"
-        ])
+        #expect(
+            try problems(
+                "portal = 1\n"
+                    + minimal.replacingOccurrences(of: "[[portal]]\naddress = \"127.0.0.1:3260\"\n", with: ""))
+                == ["1: portal must be an array of tables: write [[portal]]"])
+        #expect(
+            try problems(minimal.replacingOccurrences(of: "[[portal]]\naddress = \"127.0.0.1:3260\"\n", with: ""))
+                == [#"-: no [[portal]]: add one, e.g. [[portal]] address = "0.0.0.0:3260""#])
+        #expect(
+            try problems(minimal + "[[portal]]\naddress = \"127.0.0.2\"\nportal_group_tag = 0\n") == [
+                "13: portal_group_tag must be in 1...65535"
+            ])
     }
 
     @Test func chapChecks() throws {
@@ -316,38 +345,49 @@ private let minimal = """
             try problems(minimal + section, in: directory)
         }
         #expect(try chapProblems("[target.chap]\nuser = \"u\"\nsecret_file = \"\(good)\"\n").isEmpty)
-        #expect(try chapProblems("[target.chap]\nuser = \"u\"\nsecret_file = \"\(open)\"\n") == [
-            "13: \(prefix)chap: secret_file \(open) is accessible by group or others (mode 640); chmod 600 it"
-        ])
-        #expect(try chapProblems("[target.chap]\nuser = \"u\"\nsecret = \"short\"\n") == [
-            "13: \(prefix)chap: the secret must be at least 12 bytes (RFC 7143 §9.2.1)"
-        ])
+        #expect(
+            try chapProblems("[target.chap]\nuser = \"u\"\nsecret_file = \"\(open)\"\n") == [
+                "13: \(prefix)chap: secret_file \(open) is accessible by group or others (mode 640); chmod 600 it"
+            ])
+        #expect(
+            try chapProblems("[target.chap]\nuser = \"u\"\nsecret = \"short\"\n") == [
+                "13: \(prefix)chap: the secret must be at least 12 bytes (RFC 7143 §9.2.1)"
+            ])
         #expect(try chapProblems("[target.chap]\nuser = \"u\"\n") == ["11: \(prefix)chap: give secret or secret_file"])
-        #expect(try chapProblems("[target.chap]\nuser = \"u\"\nsecret = \"0123456789abcdef\"\nsecret_file = \"\(good)\"\n") == [
-            "14: \(prefix)chap: give secret or secret_file, not both"
-        ])
-        #expect(try chapProblems("[target.mutual_chap]\nuser = \"t\"\nsecret = \"0123456789abcdef\"\n") == [
-            "11: \(prefix)mutual_chap needs [target.chap]: the initiator authenticates first"
-        ])
+        #expect(
+            try chapProblems("[target.chap]\nuser = \"u\"\nsecret = \"0123456789abcdef\"\nsecret_file = \"\(good)\"\n")
+                == [
+                    "14: \(prefix)chap: give secret or secret_file, not both"
+                ])
+        #expect(
+            try chapProblems("[target.mutual_chap]\nuser = \"t\"\nsecret = \"0123456789abcdef\"\n") == [
+                "11: \(prefix)mutual_chap needs [target.chap]: the initiator authenticates first"
+            ])
         #expect(
             try chapProblems(
                 "[target.chap]\nuser = \"u\"\nsecret = \"0123456789abcdef\"\n"
                     + "[target.mutual_chap]\nuser = \"t\"\nsecret_file = \"\(good)\"\n") == [
-                "14: \(prefix)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)"
+                    "14: \(prefix)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)"
+                ])
+        #expect(
+            try chapProblems("[discovery.chap]\nuser = \"d\"\nsecret = \"0123456789abcdef\"\ncolor = 1\n") == [
+                #"14: discovery chap: unknown key "color""#
             ])
-        #expect(try chapProblems("[discovery.chap]\nuser = \"d\"\nsecret = \"0123456789abcdef\"\ncolor = 1\n") == [
-            #"14: discovery chap: unknown key "color""#
-        ])
     }
 
     @Test func limitsChecks() throws {
-        #expect(try problems(minimal + "[limits]\nmax_burst_length = 1024\nfirst_burst_length = 4096\n") == [
-            "13: limits: first_burst_length must not exceed max_burst_length"
-        ])
-        #expect(try problems(minimal + "[limits]\nmax_recv_data_segment_length = 100\n") == [
-            "12: limits: max_recv_data_segment_length must be in 512...16777215"
-        ])
-        #expect(try problems(minimal + "[limits]\nlogin_timeout = \"15\"\n") == ["12: limits: login_timeout must be an integer"])
+        #expect(
+            try problems(minimal + "[limits]\nmax_burst_length = 1024\nfirst_burst_length = 4096\n") == [
+                "13: limits: first_burst_length must not exceed max_burst_length"
+            ])
+        #expect(
+            try problems(minimal + "[limits]\nmax_recv_data_segment_length = 100\n") == [
+                "12: limits: max_recv_data_segment_length must be in 512...16777215"
+            ])
+        #expect(
+            try problems(minimal + "[limits]\nlogin_timeout = \"15\"\n") == [
+                "12: limits: login_timeout must be an integer"
+            ])
     }
 
     @Test func everyProblemIsReportedInFileOrder() throws {

@@ -69,7 +69,8 @@ struct ConformanceReport {
         }
         let printed = lines[..<end].map { $0.trimmingCharacters(in: .whitespaces) }
         if lines[end].hasPrefix("FAILED") {
-            let message = printed.first { $0.hasPrefix("[FAILED]") }
+            let message =
+                printed.first { $0.hasPrefix("[FAILED]") }
                 ?? lines[(end + 1)...].first { $0.contains(". ") }?.trimmingCharacters(in: .whitespaces)
             return Result(name: name, outcome: .failed(reason: message ?? "FAILED"))
         }

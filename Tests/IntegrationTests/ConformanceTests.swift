@@ -1,45 +1,52 @@
 import Foundation
 import Testing
 
-/// libiscsi's conformance suite (`iscsi-test-cu`) against a real ferryd, with a ratchet
-/// (`conformance-known-failures.txt`) of the failures Ferry still causes.
-@Suite(.serialized) struct ConformanceTests {
-    @Test func scsiFamily() async throws {
-        try await runFamily("SCSI", timeout: .seconds(40 * 60))
-    }
+/// Every test that runs a real ferryd, one at a time: each ferryd has a port of its own, and the
+/// machine's cores are better spent on one target at a time.
+@Suite(.serialized) enum AgainstFerryd {}
 
-    @Test func iscsiFamily() async throws {
-        try await runFamily("iSCSI", timeout: .seconds(10 * 60))
-    }
+extension AgainstFerryd {
+    /// libiscsi's conformance suite (`iscsi-test-cu`) against a real ferryd, with a ratchet
+    /// (`conformance-known-failures.txt`) of the failures Ferry still causes.
+    @Suite struct ConformanceTests {
+        @Test func scsiFamily() async throws {
+            try await runFamily("SCSI", timeout: .seconds(20 * 60))
+        }
 
-    /// Runs one family of tests, with the same URL twice so that the MultipathIO tests run.
-    private func runFamily(_ family: String, timeout: Duration) async throws {
-        let tool = try ExternalTool.locate("iscsi-test-cu")
-        let knownFailures = try KnownFailures.load()
-        let report = try await FerrydProcess.with(targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M") {
-            ferryd in
-            let url = ferryd.url(lun: 0)
-            let result = try await ExternalTool.run(tool, ["-d", "-S", "-t", family, url, url], timeout: timeout)
-            let report = ConformanceReport(output: result.output, family: family)
-            guard report.finished, !report.results.isEmpty else {
-                throw IntegrationFailure(
-                    "iscsi-test-cu -t \(family) did not complete (exit status \(result.status)); output:\n"
-                        + result.output.suffix(6000))
+        @Test func iscsiFamily() async throws {
+            try await runFamily("iSCSI", timeout: .seconds(5 * 60))
+        }
+
+        /// Runs one family of tests, with the same URL twice so that the MultipathIO tests run.
+        private func runFamily(_ family: String, timeout: Duration) async throws {
+            let tool = try ExternalTool.locate("iscsi-test-cu")
+            let knownFailures = try KnownFailures.load()
+            let report = try await FerrydProcess.with(targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M") {
+                ferryd in
+                let url = ferryd.url(lun: 0)
+                let result = try await ExternalTool.run(tool, ["-d", "-S", "-t", family, url, url], timeout: timeout)
+                let report = ConformanceReport(output: result.output, family: family)
+                guard report.finished, !report.results.isEmpty else {
+                    throw IntegrationFailure(
+                        "iscsi-test-cu -t \(family) did not complete (exit status \(result.status)); output:\n"
+                            + result.output.suffix(6000))
+                }
+                return report
             }
-            return report
-        }
 
-        print("\(family): \(report.passed.count) passed, \(report.skipped.count) skipped, \(report.failed.count) failed")
-        for result in report.skipped {
-            if case .skipped(let reason) = result.outcome { print("  skipped \(result.name): \(reason)") }
+            let counts = (report.passed.count, report.skipped.count, report.failed.count)
+            print("\(family): \(counts.0) passed, \(counts.1) skipped, \(counts.2) failed")
+            for result in report.skipped {
+                if case .skipped(let reason) = result.outcome { print("  skipped \(result.name): \(reason)") }
+            }
+            for result in report.failed {
+                guard case .failed(let reason) = result.outcome else { continue }
+                let known = knownFailures.reasons[result.name] != nil ? "known" : "NEW"
+                print("  failed (\(known)) \(result.name): \(reason)")
+            }
+            let violations = knownFailures.violations(in: report, family: family)
+            #expect(violations.isEmpty, "\(family) conformance:\n\(violations.joined(separator: "\n"))")
         }
-        for result in report.failed {
-            guard case .failed(let reason) = result.outcome else { continue }
-            let known = knownFailures.reasons[result.name] != nil ? "known" : "NEW"
-            print("  failed (\(known)) \(result.name): \(reason)")
-        }
-        let violations = knownFailures.violations(in: report, family: family)
-        #expect(violations.isEmpty, "\(family) conformance:\n\(violations.joined(separator: "\n"))")
     }
 }
 
@@ -77,7 +84,9 @@ import Testing
         #expect(report.finished)
         #expect(
             report.results == [
-                .init(name: "SCSI.CompareAndWrite.Simple", outcome: .skipped(reason: "COMPAREANDWRITE is not implemented.")),
+                .init(
+                    name: "SCSI.CompareAndWrite.Simple",
+                    outcome: .skipped(reason: "COMPAREANDWRITE is not implemented.")),
                 .init(
                     name: "SCSI.GetLBAStatus.BeyondEol",
                     outcome: .failed(reason: "[FAILED] GET_LBA_STATUS successful but should have failed")),
@@ -90,7 +99,8 @@ import Testing
     }
 
     @Test func unfinishedRunFailsTheTestInProgress() {
-        let report = ConformanceReport(output: "Suite: Read10\n  Test: Simple ...passed\n  Test: Async ...", family: "SCSI")
+        let report = ConformanceReport(
+            output: "Suite: Read10\n  Test: Simple ...passed\n  Test: Async ...", family: "SCSI")
         #expect(!report.finished)
         #expect(report.failed.map(\.name) == ["SCSI.Read10.Async"])
     }

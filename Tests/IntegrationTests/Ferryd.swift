@@ -25,7 +25,8 @@ final class FerrydProcess {
     static func start(targetName: String, lunSize: String) async throws -> FerrydProcess {
         let executable = try locateFerryd()
         let port = try freePort()
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ferryd-test-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "ferryd-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configuration = """
             state_directory = "\(directory.path)/state"
@@ -52,7 +53,8 @@ final class FerrydProcess {
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["--config", configurationFile.path, "--log-level", "debug"]
+        let logLevel = ProcessInfo.processInfo.environment["FERRYD_LOG_LEVEL"] ?? "info"
+        process.arguments = ["--config", configurationFile.path, "--log-level", logLevel]
         process.standardOutput = logHandle
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
@@ -163,7 +165,8 @@ final class FerrydProcess {
             let candidate = "\(binPath)/ferryd"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
-        throw IntegrationFailure("ferryd was not found beside the test bundle nor in swift build's bin path: run swift build")
+        throw IntegrationFailure(
+            "ferryd was not found beside the test bundle nor in swift build's bin path: run swift build")
     }
 
     /// A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it).
