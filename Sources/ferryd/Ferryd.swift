@@ -49,6 +49,9 @@ struct Ferryd: AsyncParsableCommand {
         let environmentDirectory = ProcessInfo.processInfo.environment["STATE_DIRECTORY"]?
             .split(separator: ":").first.map(String.init)
         let defaultStateDirectory = environmentDirectory ?? Self.fallbackStateDirectory
+        let stateDirectory = self.stateDirectory.map {
+            $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0
+        }
 
         var configuration: FerryConfiguration
         do {
