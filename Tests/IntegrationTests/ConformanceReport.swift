@@ -14,7 +14,8 @@ import Foundation
 ///
 /// CUnit writes `passed` or `FAILED` when the test returns, right after `...` or at the start of
 /// a line; what the test printed comes before it, what the suite printed afterwards after it. A
-/// test that passed after printing `[SKIPPED]` was skipped.
+/// test that passed after printing `[SKIPPED]` was skipped. A suite whose initialization failed
+/// runs no test and counts as one failed test named `FAMILY.Suite.(initialization)`.
 struct ConformanceReport {
     enum Outcome: Equatable {
         case passed
@@ -52,6 +53,13 @@ struct ConformanceReport {
                 let rest = line.dropFirst("  Test: ".count)
                 guard let dots = rest.range(of: " ...") else { continue }
                 current = ("\(family).\(suite).\(rest[..<dots.lowerBound])", [rest[dots.upperBound...]])
+            } else if let range = line.range(of: "Suite initialization failed for '") {
+                // CUnit runs none of the suite's tests when its initialization (libiscsi: the
+                // login) fails; count that as one failure so that it cannot pass unnoticed.
+                finish()
+                let failedSuite = line[range.upperBound...].prefix(while: { $0 != "'" })
+                results.append(
+                    Result(name: "\(family).\(failedSuite).(initialization)", outcome: .failed(reason: String(line))))
             } else if line.hasPrefix("Run Summary:") {
                 finish()
                 finished = true
