@@ -44,6 +44,10 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
     /// after a device reset). Either way the completion arrives exactly once.
     func terminate(_ tag: BackendTaskTag)
 
+    /// The unit attention condition that the next command from `nexus` would report, for
+    /// QUERY ASYNCHRONOUS EVENT (RFC 7144 §4.5); it stays pending.
+    func pendingUnitAttention(for nexus: ITNexus) -> (senseKey: SenseKey, code: AdditionalSenseCode)?
+
     /// Applies the logical-unit side effects of a task management function.
     func apply(_ event: LogicalUnitEvent)
 

@@ -1,0 +1,205 @@
+import FerryConfig
+import ISCSIProtocol
+import Logging
+import NIOCore
+import SCSI
+
+/// One TCP connection: it runs the login phase itself and then hands every PDU to its session
+/// (on the session's loop). It owns nothing of the session's state.
+final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = Result<PDU, ISCSIProtocolError>
+    typealias OutboundOut = PDU
+
+    private enum Phase {
+        case login(LoginStateMachine)
+        /// The engine decides whether the login may create or join a session.
+        case admitting(LoginStateMachine)
+        case fullFeature(Session, cid: UInt16)
+        case closed
+    }
+
+    private let context: TargetContext
+    private let portal: Portal
+    private let writer: PDUWriter
+    private let decoderSettings: PDUFrameDecoder.Settings
+    private var phase: Phase
+    private var logger: Logger
+    private var loginTimeout: Scheduled<Void>?
+    /// The session an admitted login joins, until its final response is sent.
+    private var admitted: (session: Session, cid: UInt16)?
+
+    init(context: TargetContext, portal: Portal, writer: PDUWriter, decoderSettings: PDUFrameDecoder.Settings) {
+        self.context = context
+        self.portal = portal
+        self.writer = writer
+        self.decoderSettings = decoderSettings
+        self.logger = context.logger
+        self.phase = .login(
+            LoginStateMachine(
+                configuration: context.loginConfiguration(portal: portal), policy: context,
+                initialStatSN: UInt32.random(in: 1...0x7fff_ffff)))
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let remote = context.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
+        let seconds = self.context.configuration.limits.loginTimeout
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        loginTimeout = context.eventLoop.scheduleTask(in: .seconds(Int64(seconds))) {
+            let (handler, context) = loopBound.value
+            guard case .login = handler.phase else { return }
+            handler.logger.warning("login timed out; closing the connection", metadata: ["seconds": "\(seconds)"])
+            handler.phase = .closed
+            context.close(promise: nil)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let pdu: PDU
+        switch unwrapInboundIn(data) {
+        case .success(let received): pdu = received
+        case .failure(let error): return protocolError(error, context: context)
+        }
+        switch phase {
+        case .login(var machine):
+            let action: LoginAction
+            if case .loginRequest(let request) = pdu {
+                action = machine.loginRequestReceived(request)
+            } else {
+                action = machine.unexpectedPDUReceived(initiatorTaskTag: pdu.initiatorTaskTag ?? reservedTag)
+            }
+            perform(action, machine: machine, context: context)
+        case .admitting:
+            logger.notice("PDU during session admission; closing the connection", metadata: ["opcode": "\(pdu.opcode)"])
+            phase = .closed
+            context.close(promise: nil)
+        case .fullFeature(let session, let cid):
+            session.execute { $0.received(pdu, on: cid) }
+        case .closed:
+            break
+        }
+    }
+
+    private func perform(_ action: LoginAction, machine: LoginStateMachine, context: ChannelHandlerContext) {
+        switch action {
+        case .sendLoginResponse(let response):
+            phase = .login(machine)
+            context.writeAndFlush(wrapOutboundOut(.loginResponse(response)), promise: nil)
+        case .admitSession(let summary):
+            phase = .admitting(machine)
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            self.context.admit(summary, channel: context.channel, logger: logger).whenComplete { result in
+                let (handler, context) = loopBound.value
+                guard case .admitting(var machine) = handler.phase else { return }
+                let next: LoginAction
+                switch result {
+                case .success(let admission):
+                    handler.admitted = (admission.session, summary.cid)
+                    next = machine.sessionAdmitted(
+                        tsih: admission.session.tsih, expCmdSN: admission.expCmdSN, maxCmdSN: admission.maxCmdSN)
+                case .failure(let error as AdmissionError):
+                    next = machine.sessionRefused(error.status, reason: error.reason)
+                case .failure(let error):
+                    next = machine.sessionRefused(.targetError, reason: "\(error)")
+                }
+                handler.perform(next, machine: machine, context: context)
+            }
+        case .completeLogin(let response, let negotiated):
+            guard let (session, cid) = admitted else {
+                phase = .closed
+                context.close(promise: nil)
+                return
+            }
+            admitted = nil
+            enterFullFeaturePhase(session, cid: cid, response: response, negotiated: negotiated, context: context)
+        case .rejectLogin(let response, let reason):
+            logger.notice(
+                "login failed",
+                metadata: [
+                    "reason": "\(reason)",
+                    "status": "0x\(String(response.statusClass, radix: 16))\(String(format: "%02x", response.statusDetail))",
+                ])
+            phase = .closed
+            context.writeAndFlush(wrapOutboundOut(.loginResponse(response))).whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case .closeConnection:
+            phase = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    private func enterFullFeaturePhase(
+        _ session: Session, cid: UInt16, response: LoginResponse, negotiated: NegotiatedParameters,
+        context: ChannelHandlerContext
+    ) {
+        loginTimeout?.cancel()
+        logger = session.logger
+        logger[metadataKey: "cid"] = "\(cid)"
+        // The final Login Response goes out without digests; everything after it uses them.
+        context.writeAndFlush(wrapOutboundOut(.loginResponse(response)), promise: nil)
+        let header = negotiated.headerDigest == .crc32c
+        let data = negotiated.dataDigest == .crc32c
+        writer.enableDigests(header: header, data: data)
+        decoderSettings.enableDigests(header: header, data: data)
+        decoderSettings.maxRecvDataSegmentLength = negotiated.targetMaxRecvDataSegmentLength
+        phase = .fullFeature(session, cid: cid)
+        let channel = context.channel
+        let statSN = response.sequence.statSN &+ 1
+        session.execute { $0.addConnection(cid, channel: channel, statSN: statSN, negotiated: negotiated) }
+        logger.info(
+            "logged in",
+            metadata: [
+                "sessionType": "\(negotiated.sessionType)", "headerDigest": "\(negotiated.headerDigest)",
+                "dataDigest": "\(negotiated.dataDigest)",
+                "initiatorMaxRecvDataSegmentLength": "\(negotiated.initiatorMaxRecvDataSegmentLength)",
+                "maxBurstLength": "\(negotiated.maxBurstLength)", "immediateData": "\(negotiated.immediateData)",
+                "initialR2T": "\(negotiated.initialR2T)",
+            ])
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let error = error as? ISCSIProtocolError else {
+            logger.notice("connection error; closing", metadata: ["error": "\(error)"])
+            phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        protocolError(error, context: context)
+    }
+
+    /// A PDU the parser could not take. Recoverable ones in full feature phase get a Reject
+    /// (RFC 7143 §11.17); the others end the connection (ERL 0).
+    private func protocolError(_ error: ISCSIProtocolError, context: ChannelHandlerContext) {
+        guard !error.isConnectionFatal, let reason = error.rejectReason, let header = error.rejectedHeader,
+            case .fullFeature(let session, let cid) = phase
+        else {
+            // > RFC 7143 §7.8 / §6.7: at ERL 0 a header digest error or a framing error ends
+            // > the connection; during login, anything malformed ends the login.
+            logger.notice("protocol error; closing the connection", metadata: ["error": "\(error)"])
+            phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        logger.notice("rejecting PDU", metadata: ["error": "\(error)", "reason": "\(reason)"])
+        session.execute { $0.reject(reason, header: header, on: cid) }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .fullFeature(let session, let cid) = phase {
+            let writable = context.channel.isWritable
+            session.execute { $0.writabilityChanged(cid, writable: writable) }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        loginTimeout?.cancel()
+        if case .fullFeature(let session, let cid) = phase {
+            session.execute { $0.removeConnection(cid) }
+            logger.info("connection closed")
+        }
+        phase = .closed
+        context.fireChannelInactive()
+    }
+}

@@ -1,0 +1,252 @@
+public import FerryConfig
+import FerryBackends
+import Foundation
+import ISCSIProtocol
+public import Logging
+import NIOCore
+import NIOPosix
+import SCSI
+public import ServiceLifecycle
+
+/// Ferry's iSCSI target: listens on the configured portals and serves the configured targets
+/// until a graceful shutdown.
+public final class ISCSITarget: Service {
+    let context: TargetContext
+    private let logger: Logger
+
+    /// Opens every logical unit's backing store; throws when one cannot be opened.
+    public init(configuration: FerryConfiguration, logger: Logger) throws {
+        self.logger = logger
+        self.context = try TargetContext(configuration: configuration, logger: logger)
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
+        let context = self.context
+        var channels: [any Channel] = []
+        do {
+            for portal in context.configuration.portals {
+                let channel = try await ServerBootstrap(group: group)
+                    .serverChannelOption(.backlog, value: 256)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelOption(.writeBufferWaterMark, value: .init(low: 256 * 1024, high: 1024 * 1024))
+                    .childChannelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try context.configure(channel, portal: portal)
+                        }
+                    }
+                    .bind(host: portal.host, port: portal.port)
+                    .get()
+                channels.append(channel)
+                logger.info(
+                    "listening", metadata: ["portal": "\(portal.host):\(portal.port)", "tpgt": "\(portal.portalGroupTag)"])
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            try? await group.shutdownGracefully()
+            context.shutdown()
+            throw error
+        }
+        let listeners = channels
+        await withGracefulShutdownHandler {
+            for channel in listeners { try? await channel.closeFuture.get() }
+        } onGracefulShutdown: {
+            for channel in listeners { channel.close(promise: nil) }
+        }
+        context.closeAllSessions()
+        try? await group.shutdownGracefully()
+        context.shutdown()
+        logger.info("stopped")
+    }
+}
+
+/// What every connection and session shares: the target nodes, the session registry and the
+/// I/O threads of the emulated backends.
+final class TargetContext: Sendable {
+    let configuration: FerryConfiguration
+    let nodes: [String: TargetNode]
+    let registry = SessionRegistry()
+    /// The node discovery sessions are bound to: no LUNs.
+    let discoveryNode: TargetNode
+    let threadPool: NIOThreadPool
+    let logger: Logger
+
+    init(configuration: FerryConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount * 2))
+        threadPool.start()
+        self.threadPool = threadPool
+        let copyTargets = CopyTargetDirectory()
+        var nodes: [String: TargetNode] = [:]
+        let tpgt = configuration.portals.first?.portalGroupTag ?? 1
+        for target in configuration.targets {
+            var units: [UInt64: any LogicalUnitBackend] = [:]
+            for lun in target.luns {
+                units[lun.lun] = try Self.openBackend(lun, target: target, copyTargets: copyTargets, threadPool: threadPool)
+            }
+            nodes[target.name] = TargetNode(configuration: target, portalGroupTag: tpgt, logicalUnits: units)
+        }
+        self.nodes = nodes
+        self.discoveryNode = TargetNode(
+            configuration: Target(name: "discovery", luns: []), portalGroupTag: tpgt, logicalUnits: [:])
+    }
+
+    private static func openBackend(
+        _ lun: LogicalUnit, target: Target, copyTargets: CopyTargetDirectory, threadPool: NIOThreadPool
+    ) throws -> any LogicalUnitBackend {
+        let store = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)
+        var configuration = EmulatedBlockDevice.Configuration(blockSize: lun.blockSize)
+        configuration.readOnly = lun.readOnly
+        configuration.vendor = lun.vendor
+        configuration.product = lun.product
+        if let serial = lun.serial { configuration.serial = serial }
+        configuration.writeCacheEnabled = lun.writeCache
+        let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
+        copyTargets.register(device.copyEndpoint)
+        return EmulatedBackend(device: device, store: store, kind: store.kind, threadPool: threadPool)
+    }
+
+    /// Builds a new connection's pipeline.
+    func configure(_ channel: any Channel, portal: Portal) throws {
+        let writer = PDUWriter()
+        // Login PDUs are held to the default 8192 bytes; the declared limit applies after login.
+        let settings = PDUFrameDecoder.Settings()
+        let handler = ConnectionHandler(context: self, portal: portal, writer: writer, decoderSettings: settings)
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PDUFrameDecoder(settings: settings)))
+        try channel.pipeline.syncOperations.addHandler(writer)
+        try channel.pipeline.syncOperations.addHandler(handler)
+    }
+
+    /// The targets `initiatorName` may see, with every portal's address, for SendTargets.
+    func sendTargetsEntries(for initiatorName: String) -> [SendTargetsEntry] {
+        let addresses = configuration.portals.map { portal in
+            let host = portal.host.contains(":") ? "[\(portal.host)]" : portal.host
+            return "\(host):\(portal.port),\(portal.portalGroupTag)"
+        }
+        return nodes.values.filter { $0.admits(initiatorName: initiatorName) }.sorted { $0.name < $1.name }.map {
+            SendTargetsEntry(name: $0.name, addresses: addresses)
+        }
+    }
+
+    func closeAllSessions() {
+        for session in registry.all {
+            session.execute { $0.closeAllConnections() }
+        }
+    }
+
+    func shutdown() {
+        for node in nodes.values {
+            for backend in node.allBackends { backend.shutdown() }
+        }
+        try? threadPool.syncShutdownGracefully()
+    }
+}
+
+/// Why the engine refused a login that passed negotiation (RFC 7143 §11.13.5).
+struct AdmissionError: Error {
+    var status: LoginStatus
+    var reason: String
+}
+
+/// A login admitted into a session: the window its final Login Response announces.
+struct Admission {
+    var session: Session
+    var expCmdSN: UInt32
+    var maxCmdSN: UInt32
+}
+
+extension TargetContext: LoginPolicy {
+    func target(named name: String) -> LoginTarget? {
+        guard let node = nodes[name] else { return nil }
+        let configuration = node.configuration
+        return LoginTarget(
+            name: node.name, alias: node.alias, allowedInitiators: configuration.allowedInitiators,
+            chap: configuration.chap.map { CHAPAccount(user: $0.user, secret: $0.secret) },
+            mutualCHAP: configuration.mutualCHAP.map { CHAPAccount(user: $0.user, secret: $0.secret) })
+    }
+
+    /// What Ferry agrees to in negotiation, from the configured limits.
+    var negotiationLimits: TargetNegotiationLimits {
+        let limits = configuration.limits
+        var negotiation = TargetNegotiationLimits()
+        negotiation.maxRecvDataSegmentLength = limits.maxRecvDataSegmentLength
+        negotiation.maxBurstLength = limits.maxBurstLength
+        negotiation.firstBurstLength = limits.firstBurstLength
+        negotiation.maxOutstandingR2T = limits.maxOutstandingR2T
+        negotiation.maxConnections = limits.maxConnectionsPerSession
+        return negotiation
+    }
+
+    func loginConfiguration(portal: Portal) -> LoginConfiguration {
+        LoginConfiguration(
+            limits: negotiationLimits, portalGroupTag: portal.portalGroupTag,
+            discoveryCHAP: configuration.discoveryAuthentication.map { CHAPAccount(user: $0.user, secret: $0.secret) },
+            commandWindow: UInt32(configuration.limits.commandWindow))
+    }
+
+    /// Creates, reinstates or joins the session a login asks for (RFC 7143 §6.3.5, §11.12.5-6).
+    func admit(_ summary: LoginSummary, channel: any Channel, logger: Logger) -> EventLoopFuture<Admission> {
+        let loop = channel.eventLoop
+        let node: TargetNode
+        if summary.sessionType == .discovery {
+            node = discoveryNode
+        } else if let name = summary.target?.name, let found = nodes[name] {
+            node = found
+        } else {
+            return loop.makeFailedFuture(AdmissionError(status: .notFound, reason: "no such target"))
+        }
+        if summary.tsih != 0 {
+            // A new connection for an existing session.
+            guard let session = registry.session(tsih: summary.tsih), session.isid == summary.isid,
+                session.initiatorName == summary.initiatorName, session.node === node
+            else {
+                return loop.makeFailedFuture(
+                    AdmissionError(status: .sessionDoesNotExist, reason: "TSIH \(summary.tsih) names no session of this initiator"))
+            }
+            let cid = summary.cid
+            return session.eventLoop.submit { () throws -> Admission in
+                try session.prepareConnection(cid)
+                let window = session.sequenceNumbers
+                return Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN)
+            }.hop(to: loop)
+        }
+        if registry.count >= configuration.limits.maxSessions {
+            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "maximum number of sessions reached"))
+        }
+        if summary.sessionType == .normal,
+            let old = registry.session(initiatorName: summary.initiatorName, isid: summary.isid, targetName: node.name)
+        {
+            // > RFC 7143 §6.3.5: session reinstatement: the old session is logged out implicitly.
+            logger.notice("reinstating session", metadata: ["oldTSIH": "\(old.tsih)"])
+            registry.remove(old)
+            old.execute { $0.closeAllConnections() }
+        }
+        guard let tsih = registry.allocateTSIH() else {
+            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "no TSIH left"))
+        }
+        var parameters = SessionParameters(summary.parameters)
+        parameters.commandWindow = configuration.limits.commandWindow
+        let session = Session(
+            eventLoop: loop, tsih: tsih, isid: summary.isid, initiatorName: summary.initiatorName, node: node,
+            sessionType: summary.sessionType, parameters: parameters, expCmdSN: summary.cmdSN,
+            serial: registry.nextSerial(), context: self, logger: logger)
+        registry.add(session)
+        let window = session.sequenceNumbers
+        return loop.makeSucceededFuture(Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN))
+    }
+}
+
+extension SessionParameters {
+    init(_ negotiated: NegotiatedParameters) {
+        self.init()
+        initialR2T = negotiated.initialR2T
+        immediateData = negotiated.immediateData
+        firstBurstLength = negotiated.firstBurstLength
+        maxBurstLength = negotiated.maxBurstLength
+        maxOutstandingR2T = negotiated.maxOutstandingR2T
+        initiatorMaxRecvDataSegmentLength = negotiated.initiatorMaxRecvDataSegmentLength
+        errorRecoveryLevel = negotiated.errorRecoveryLevel
+    }
+}

@@ -1,0 +1,258 @@
+import FerryBackends
+import ISCSIProtocol
+import Logging
+import NIOCore
+import SCSI
+
+/// The shell around ``SessionStateMachine``: it lives on one event loop (its leading
+/// connection's), feeds the machine the events of every connection and backend, and carries
+/// out the actions. Connections on other loops hop here before calling in.
+final class Session: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    let tsih: UInt16
+    let isid: ISID
+    let initiatorName: String
+    let nexus: ITNexus
+    let node: TargetNode
+    let sessionType: SessionType
+    private(set) var logger: Logger
+    private var machine: SessionStateMachine
+    private var connections: [UInt16: any Channel] = [:]
+    /// Full Feature Phase text negotiation, per connection (RFC 7143 §6.2).
+    private var textNegotiations: [UInt16: TextNegotiationStateMachine] = [:]
+    private let context: TargetContext
+    private var closed = false
+
+    init(
+        eventLoop: any EventLoop, tsih: UInt16, isid: ISID, initiatorName: String, node: TargetNode,
+        sessionType: SessionType, parameters: SessionParameters, expCmdSN: UInt32, serial: UInt32,
+        context: TargetContext, logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        self.tsih = tsih
+        self.isid = isid
+        self.initiatorName = initiatorName
+        self.node = node
+        self.sessionType = sessionType
+        self.context = context
+        self.nexus = ITNexus(
+            initiatorPortName: "\(initiatorName),i,\(isid)",
+            targetPortName: "\(node.name),t,0x\(String(node.portalGroupTag, radix: 16))",
+            relativeTargetPortIdentifier: node.portalGroupTag)
+        self.machine = SessionStateMachine(nexus: nexus, parameters: parameters, expCmdSN: expCmdSN, sessionSerial: serial)
+        var logger = logger
+        logger[metadataKey: "tsih"] = "\(tsih)"
+        logger[metadataKey: "isid"] = "\(isid)"
+        logger[metadataKey: "initiator"] = "\(initiatorName)"
+        logger[metadataKey: "target"] = "\(node.name)"
+        self.logger = logger
+    }
+
+    var sequenceNumbers: (expCmdSN: UInt32, maxCmdSN: UInt32) {
+        eventLoop.preconditionInEventLoop()
+        return machine.sequenceNumbers
+    }
+
+    // MARK: Connections
+
+    /// A login wants to add connection `cid`: refuses when the session is full; a CID in use
+    /// is connection reinstatement (RFC 7143 §6.3.4): the old connection is closed.
+    func prepareConnection(_ cid: UInt16) throws {
+        eventLoop.preconditionInEventLoop()
+        if let old = connections[cid] {
+            logger.notice("reinstating connection", metadata: ["cid": "\(cid)"])
+            removeConnection(cid)
+            old.close(mode: .all, promise: nil)
+        } else if connections.count >= context.configuration.limits.maxConnectionsPerSession {
+            throw AdmissionError(status: .tooManyConnections, reason: "the session has its maximum of connections")
+        }
+    }
+
+    func addConnection(_ cid: UInt16, channel: any Channel, statSN: UInt32, negotiated: NegotiatedParameters) {
+        eventLoop.preconditionInEventLoop()
+        connections[cid] = channel
+        textNegotiations[cid] = TextNegotiationStateMachine(
+            parameters: negotiated, limits: context.negotiationLimits)
+        machine.connectionAdded(cid, statSN: statSN)
+    }
+
+    func removeConnection(_ cid: UInt16) {
+        eventLoop.preconditionInEventLoop()
+        guard connections.removeValue(forKey: cid) != nil else { return }
+        textNegotiations[cid] = nil
+        run(machine.connectionRemoved(cid))
+        if connections.isEmpty { finish() }
+    }
+
+    /// Runs `body` on the session's loop.
+    func execute(_ body: @escaping @Sendable (Session) -> Void) {
+        if eventLoop.inEventLoop {
+            body(self)
+        } else {
+            eventLoop.execute { body(self) }
+        }
+    }
+
+    // MARK: Events from connections
+
+    func received(_ pdu: PDU, on cid: UInt16) {
+        eventLoop.preconditionInEventLoop()
+        switch pdu {
+        case .scsiCommand(let command):
+            run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))
+        case .scsiDataOut(let dataOut):
+            run(machine.dataOutReceived(dataOut, connection: cid))
+        case .taskManagementFunctionRequest(let request):
+            logger.info(
+                "task management function received",
+                metadata: [
+                    "function": "\(request.function.map { "\($0)" } ?? "code \(request.functionCode)")",
+                    "itt": "\(request.initiatorTaskTag)", "refITT": "\(request.referencedTaskTag)",
+                    "lun": "\(request.lun)",
+                ])
+            run(machine.taskManagementReceived(request, connection: cid))
+        case .textRequest(let request):
+            run(machine.textReceived(request, connection: cid))
+        case .logoutRequest(let request):
+            run(machine.logoutReceived(request, connection: cid))
+        case .nopOut(let nop):
+            run(machine.nopOutReceived(nop, connection: cid))
+        default:
+            logger.warning("unexpected PDU in full feature phase", metadata: ["pdu": "\(pdu)"])
+        }
+    }
+
+    func reject(_ reason: Reject.Reason, header: ByteBuffer, on cid: UInt16) {
+        eventLoop.preconditionInEventLoop()
+        run(machine.protocolErrorReceived(reason, header: header, connection: cid))
+    }
+
+    func closeAllConnections() {
+        eventLoop.preconditionInEventLoop()
+        for channel in connections.values { channel.close(mode: .all, promise: nil) }
+    }
+
+    func writabilityChanged(_ cid: UInt16, writable: Bool) {
+        eventLoop.preconditionInEventLoop()
+        run(machine.writabilityChanged(cid, writable: writable))
+    }
+
+    private func disposition(for command: SCSICommand) -> LogicalUnitDisposition {
+        guard let backend = node.backend(lun: command.lun), !TargetNode.answersItself(command.cdb) else {
+            return .answeredByTarget
+        }
+        return .mapped(dataOutLength: command.write ? backend.dataOutLength(for: command.cdb) : 0)
+    }
+
+    // MARK: Cross-session task management
+
+    /// Another session's function reaches this one; `done` runs on this loop when every
+    /// affected task here has left its backend.
+    /// `done(hadTasks)` runs on this loop when every affected task here has left its backend.
+    func terminate(
+        _ scope: TaskSetScope, externalID: UInt32, tas: SessionStateMachine.TASPolicy,
+        done: @escaping @Sendable (Bool) -> Void
+    ) {
+        eventLoop.preconditionInEventLoop()
+        let (actions, affected, mustWait) = machine.terminateForOtherSession(scope, externalID: externalID, tas: tas)
+        if mustWait { externalWaiters[externalID] = { done(affected) } }
+        run(actions)
+        if !mustWait { done(affected) }
+    }
+
+    private var externalWaiters: [UInt32: () -> Void] = [:]
+
+    // MARK: Actions
+
+    private func run(_ actions: [SessionStateMachine.Action]) {
+        for action in actions { run(action) }
+    }
+
+    private func run(_ action: SessionStateMachine.Action) {
+        switch action {
+        case .send(let pdus, let cid):
+            guard let channel = connections[cid] else { return }
+            for pdu in pdus { channel.write(pdu, promise: nil) }
+            channel.flush()
+        case .submit(let request, let itt, let tag):
+            guard let backend = node.backend(lun: request.lun) else {
+                complete(itt: itt, tag: tag, .completed(.checkCondition(.logicalUnitNotSupported)))
+                return
+            }
+            backend.submit(request, tag: tag) { [self] completion in
+                self.eventLoop.execute { self.complete(itt: itt, tag: tag, completion) }
+            }
+        case .answerByTarget(let request, let itt, let tag):
+            let result = node.answer(request)
+            eventLoop.execute { self.complete(itt: itt, tag: tag, .completed(result)) }
+        case .terminate(let lun, let tag):
+            node.backend(lun: lun)?.terminate(tag)
+        case .terminateInOtherSessions(let scope, let functionTag, let clearsTaskSet):
+            let registry = context.registry
+            // TAS (control mode page) decides how a cleared task ends for its own initiator.
+            var tas = SessionStateMachine.TASPolicy.silent
+            if clearsTaskSet, case .logicalUnit(let lun) = scope, node.backend(lun: lun)?.taskAbortedStatus == true {
+                tas = .taskAbortedStatus
+            }
+            registry.terminateInOtherSessions(of: self, node: node, scope: scope, tas: tas).whenSuccess {
+                [self, tas] affected in
+                if clearsTaskSet, tas == .silent, !affected.isEmpty, case .logicalUnit(let lun) = scope {
+                    node.backend(lun: lun)?.apply(.tasksClearedByAnotherInitiator(by: nexus, otherNexuses: affected))
+                }
+                run(machine.otherSessionsTerminated(functionTag: functionTag))
+            }
+        case .externalFunctionDone(let id):
+            externalWaiters.removeValue(forKey: id)?()
+        case .applyToLogicalUnits(let effects):
+            for effect in effects {
+                let event = effect.event
+                if case .targetReset = event {
+                    for backend in node.allBackends { backend.apply(event) }
+                } else if case .itNexusLoss = event {
+                    for backend in node.allBackends { backend.apply(event) }
+                } else {
+                    node.backend(lun: effect.lun)?.apply(event)
+                }
+                logger.info("logical unit event applied", metadata: ["lun": "\(effect.lun)", "event": "\(event)"])
+            }
+        case .handleText(let request, let cid):
+            guard var negotiation = textNegotiations[cid] else { return }
+            let visible = context.sendTargetsEntries(for: initiatorName)
+            let action = negotiation.textRequestReceived(
+                request, sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), visibleTargets: visible)
+            textNegotiations[cid] = negotiation
+            switch action {
+            case .sendTextResponse(let response, let parameters):
+                run(machine.queueTextResponse(response, connection: cid))
+                if let parameters {
+                    machine.initiatorMaxRecvDataSegmentLengthChanged(parameters.initiatorMaxRecvDataSegmentLength)
+                }
+            case .reject(let reason, let why):
+                logger.notice("rejecting Text Request", metadata: ["reason": "\(why)"])
+                var header = ByteBuffer()
+                PDUEncoder().writeHeaderSegment(.textRequest(request), into: &header)
+                run(machine.protocolErrorReceived(reason, header: header, connection: cid))
+            }
+        case .queryUnitAttention(let lun, let functionTag):
+            let pending = node.backend(lun: lun)?.pendingUnitAttention(for: nexus)
+            run(machine.asynchronousEventQueried(functionTag: functionTag, pending: pending))
+        case .closeConnection(let cid):
+            connections[cid]?.close(mode: .all, promise: nil)
+        case .closeSession:
+            for channel in connections.values { channel.close(mode: .all, promise: nil) }
+        }
+    }
+
+    private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion) {
+        run(machine.backendCompleted(itt: itt, tag: tag, completion))
+    }
+
+    /// The session ends with its last connection; tasks still at a backend complete into the
+    /// void (their connection is gone).
+    private func finish() {
+        guard !closed else { return }
+        closed = true
+        context.registry.remove(self)
+        logger.info("session closed")
+    }
+}

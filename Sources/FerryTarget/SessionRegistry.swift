@@ -1,0 +1,82 @@
+import ISCSIProtocol
+import NIOCore
+import SCSI
+import Synchronization
+
+/// Every session of the target: TSIH allocation, lookup for new connections and session
+/// reinstatement (RFC 7143 §6.3.5), and fan-out of task-set functions across sessions.
+final class SessionRegistry: Sendable {
+    private struct State {
+        var sessions: [UInt16: Session] = [:]
+        var lastTSIH: UInt16 = 0
+        var serial: UInt32 = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// The serial number of the next session; never reused in the process's lifetime.
+    func nextSerial() -> UInt32 {
+        state.withLock { state in
+            state.serial &+= 1
+            return state.serial
+        }
+    }
+
+    /// Allocates a TSIH that no live session holds (never 0).
+    func allocateTSIH() -> UInt16? {
+        state.withLock { state in
+            for _ in 0..<Int(UInt16.max) {
+                state.lastTSIH = state.lastTSIH == UInt16.max ? 1 : state.lastTSIH + 1
+                if state.sessions[state.lastTSIH] == nil { return state.lastTSIH }
+            }
+            return nil
+        }
+    }
+
+    func add(_ session: Session) {
+        state.withLock { $0.sessions[session.tsih] = session }
+    }
+
+    func remove(_ session: Session) {
+        state.withLock { state in
+            if state.sessions[session.tsih] === session { state.sessions[session.tsih] = nil }
+        }
+    }
+
+    func session(tsih: UInt16) -> Session? {
+        state.withLock { $0.sessions[tsih] }
+    }
+
+    /// The session of the same I_T nexus (initiator name, ISID, target), for reinstatement.
+    func session(initiatorName: String, isid: ISID, targetName: String) -> Session? {
+        state.withLock { state in
+            state.sessions.values.first {
+                $0.isid == isid && $0.initiatorName == initiatorName && $0.node.name == targetName
+            }
+        }
+    }
+
+    var count: Int { state.withLock { $0.sessions.count } }
+
+    var all: [Session] { state.withLock { Array($0.sessions.values) } }
+
+    /// Carries a task-set function to every other session of `node`. The future succeeds, on
+    /// `origin`'s loop, with the nexuses that had affected tasks once none of those tasks is
+    /// still at a backend.
+    func terminateInOtherSessions(
+        of origin: Session, node: TargetNode, scope: TaskSetScope, tas: SessionStateMachine.TASPolicy
+    ) -> EventLoopFuture<Set<ITNexus>> {
+        let others = state.withLock { $0.sessions.values.filter { $0 !== origin && $0.node === node } }
+        let externalID = nextSerial()
+        let futures = others.map { other -> EventLoopFuture<ITNexus?> in
+            let promise = origin.eventLoop.makePromise(of: ITNexus?.self)
+            other.execute { session in
+                session.terminate(scope, externalID: externalID, tas: tas) { hadTasks in
+                    promise.succeed(hadTasks ? session.nexus : nil)
+                }
+            }
+            return promise.futureResult
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: origin.eventLoop).map { Set($0.compactMap { $0 }) }
+    }
+}

@@ -1,0 +1,69 @@
+import FerryBackends
+import FerryConfig
+import ISCSIProtocol
+import NIOCore
+import SCSI
+
+/// One iSCSI target node as the engine serves it: its name, its LUN map and its ACL.
+final class TargetNode: Sendable {
+    let name: String
+    let alias: String?
+    let portalGroupTag: UInt16
+    let configuration: Target
+    private let logicalUnits: [UInt64: any LogicalUnitBackend]
+
+    init(configuration: Target, portalGroupTag: UInt16, logicalUnits: [UInt64: any LogicalUnitBackend]) {
+        self.name = configuration.name
+        self.alias = configuration.alias
+        self.portalGroupTag = portalGroupTag
+        self.configuration = configuration
+        self.logicalUnits = logicalUnits
+    }
+
+    func backend(lun: UInt64) -> (any LogicalUnitBackend)? {
+        logicalUnits[Self.normalize(lun)]
+    }
+
+    var allBackends: [any LogicalUnitBackend] { Array(logicalUnits.values) }
+
+    var lunNumbers: [UInt64] { logicalUnits.keys.sorted() }
+
+    /// Whether `initiatorName` may log in to this target and see it in SendTargets.
+    func admits(initiatorName: String) -> Bool {
+        configuration.allowedInitiators.isEmpty
+            || configuration.allowedInitiators.contains { $0.caseInsensitiveCompare(initiatorName) == .orderedSame }
+    }
+
+    /// Commands the target answers for every LUN itself: REPORT LUNS (its LUN map is not a
+    /// device's).
+    static func answersItself(_ cdb: ByteBuffer) -> Bool {
+        cdb.getInteger(at: cdb.readerIndex, as: UInt8.self) == 0xa0
+    }
+
+    /// Answers REPORT LUNS, and any command to a LUN that is not mapped (SPC-4 §4.6.4).
+    func answer(_ request: SCSIRequest) -> SCSIResult {
+        switch request.cdb.getInteger(at: request.cdb.readerIndex, as: UInt8.self) {
+        case 0xa0?:
+            return ReportLUNs.response(luns: lunNumbers, cdb: request.cdb)
+        case 0x12?:
+            return Inquiry.logicalUnitNotPresent(cdb: request.cdb)
+        case 0x03?:
+            // REQUEST SENSE to an unmapped LUN: LOGICAL UNIT NOT SUPPORTED as sense data.
+            var data = ByteBuffer()
+            data.writeBytes(SenseData.logicalUnitNotSupported.bytes())
+            return SCSIResult(status: .good, dataIn: data)
+        default:
+            return .checkCondition(.logicalUnitNotSupported)
+        }
+    }
+
+    /// LUN field to LUN number: SAM-5 single-level peripheral (00b) and flat (01b) addressing.
+    static func normalize(_ lun: UInt64) -> UInt64 {
+        let first = UInt16(truncatingIfNeeded: lun >> 48)
+        switch first >> 14 {
+        case 0: return UInt64(first & 0xff)
+        case 1: return UInt64(first & 0x3fff)
+        default: return UInt64.max
+        }
+    }
+}

@@ -1,0 +1,359 @@
+import FerryBackends
+import ISCSIProtocol
+import NIOCore
+import SCSI
+import Testing
+
+@testable import FerryTarget
+
+private let nexus = ITNexus(
+    initiatorPortName: "iqn.2026-11.test:initiator,i,0x000000000001", targetPortName: "iqn.2026-11.test:target,t,0x1",
+    relativeTargetPortIdentifier: 1)
+
+private func machine(_ configure: (inout SessionParameters) -> Void = { _ in }) -> SessionStateMachine {
+    var parameters = SessionParameters()
+    parameters.commandWindow = 16
+    configure(&parameters)
+    var machine = SessionStateMachine(nexus: nexus, parameters: parameters, expCmdSN: 1, sessionSerial: 7)
+    machine.connectionAdded(0, statSN: 100)
+    return machine
+}
+
+private let lun1: UInt64 = 0x0001_0000_0000_0000
+
+private func read(itt: UInt32, cmdSN: UInt32, length: UInt32 = 4096, immediate: Bool = false) -> SCSICommand {
+    var cdb = ByteBuffer(bytes: [0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+    cdb.writeRepeatingByte(0, count: 6)
+    return SCSICommand(
+        immediate: immediate, final: true, read: true, write: false, lun: lun1, initiatorTaskTag: itt,
+        expectedDataTransferLength: length, cmdSN: cmdSN, expStatSN: 100, cdb: cdb)
+}
+
+private func write(itt: UInt32, cmdSN: UInt32, length: UInt32, immediateData: Int = 0, final: Bool = true) -> SCSICommand {
+    var cdb = ByteBuffer(bytes: [0x2a, 0, 0, 0, 0, 0, 0, 0, UInt8(length / 512), 0])
+    cdb.writeRepeatingByte(0, count: 6)
+    return SCSICommand(
+        final: final, read: false, write: true, lun: lun1, initiatorTaskTag: itt, expectedDataTransferLength: length,
+        cmdSN: cmdSN, expStatSN: 100, cdb: cdb, data: ByteBuffer(repeating: 0xab, count: immediateData))
+}
+
+private func tmf(
+    _ function: TaskManagementFunctionRequest.Function, itt: UInt32, ref: UInt32 = reservedTag, cmdSN: UInt32,
+    refCmdSN: UInt32 = 0
+) -> TaskManagementFunctionRequest {
+    TaskManagementFunctionRequest(
+        immediate: true, function: function, lun: lun1, initiatorTaskTag: itt, referencedTaskTag: ref, cmdSN: cmdSN,
+        expStatSN: 100, refCmdSN: refCmdSN)
+}
+
+private extension [SessionStateMachine.Action] {
+    var submitted: [(itt: UInt32, tag: BackendTaskTag, request: SCSIRequest)] {
+        compactMap { if case .submit(let r, let itt, let tag) = $0 { (itt, tag, r) } else { nil } }
+    }
+    var terminated: [BackendTaskTag] {
+        compactMap { if case .terminate(_, let tag) = $0 { tag } else { nil } }
+    }
+    var sent: [PDU] {
+        flatMap { if case .send(let pdus, _) = $0 { pdus } else { [] } }
+    }
+    var tmfResponses: [TaskManagementFunctionResponse] {
+        sent.compactMap { if case .taskManagementFunctionResponse(let r) = $0 { r } else { nil } }
+    }
+    var scsiResponses: [SCSIResponse] {
+        sent.compactMap { if case .scsiResponse(let r) = $0 { r } else { nil } }
+    }
+    var dataIns: [SCSIDataIn] {
+        sent.compactMap { if case .scsiDataIn(let r) = $0 { r } else { nil } }
+    }
+    var r2ts: [ReadyToTransfer] {
+        sent.compactMap { if case .readyToTransfer(let r) = $0 { r } else { nil } }
+    }
+    /// Every PDU that carries something for task `itt`.
+    func forTask(_ itt: UInt32) -> [PDU] {
+        sent.filter {
+            switch $0 {
+            case .scsiResponse(let r): r.initiatorTaskTag == itt
+            case .scsiDataIn(let r): r.initiatorTaskTag == itt
+            case .readyToTransfer(let r): r.initiatorTaskTag == itt
+            default: false
+            }
+        }
+    }
+}
+
+private func good(bytes: Int) -> BackendCompletion {
+    .completed(SCSIResult(status: .good, dataIn: ByteBuffer(repeating: 0x5a, count: bytes)))
+}
+
+@Suite struct CommandOrderingTests {
+    @Test func inOrderCommandIsSubmittedAndAnsweredWithPhaseCollapse() {
+        var m = machine()
+        let actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(actions.submitted.map(\.itt) == [1])
+        #expect(m.expCmdSN == 2)
+        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, good(bytes: 4096))
+        #expect(done.dataIns.count == 1)
+        #expect(done.dataIns[0].status == SCSIStatus.good.rawValue)
+        #expect(done.dataIns[0].sequence.statSN == 100)
+        #expect(done.scsiResponses.isEmpty)
+        #expect(m.tasks.isEmpty)
+    }
+
+    @Test func outOfOrderCommandWaitsForItsTurn() {
+        var m = machine()
+        var actions = m.commandReceived(read(itt: 2, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(actions.submitted.isEmpty)
+        #expect(m.expCmdSN == 1)
+        actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(actions.submitted.map(\.itt) == [1, 2])
+        #expect(m.expCmdSN == 3)
+    }
+
+    @Test func commandOutsideTheWindowIsIgnored() {
+        var m = machine()
+        let actions = m.commandReceived(read(itt: 9, cmdSN: 1000), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(actions.isEmpty)
+        #expect(m.tasks.isEmpty)
+        let old = m.commandReceived(read(itt: 8, cmdSN: 0), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(old.isEmpty)
+    }
+
+    @Test func immediateCommandDoesNotAdvanceCmdSN() {
+        var m = machine()
+        let actions = m.commandReceived(
+            read(itt: 1, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(actions.submitted.count == 1)
+        #expect(m.expCmdSN == 1)
+    }
+
+    @Test func readIsSplitByMaxRecvDataSegmentLengthWithResidualOverflow() {
+        var m = machine { $0.initiatorMaxRecvDataSegmentLength = 1024 }
+        let actions = m.commandReceived(read(itt: 1, cmdSN: 1, length: 3000), connection: 0, disposition: .mapped(dataOutLength: 0))
+        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, good(bytes: 4096))
+        #expect(done.dataIns.map { $0.data.readableBytes } == [1024, 1024, 952])
+        #expect(done.dataIns.map(\.dataSN) == [0, 1, 2])
+        #expect(done.dataIns.last?.residual == .overflow(1096))
+    }
+
+    @Test func checkConditionCarriesSenseInAResponse() {
+        var m = machine()
+        let actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
+        let done = m.backendCompleted(
+            itt: 1, tag: actions.submitted[0].tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
+        #expect(done.dataIns.isEmpty)
+        #expect(done.scsiResponses.count == 1)
+        #expect(done.scsiResponses[0].status == SCSIStatus.checkCondition.rawValue)
+        #expect(done.scsiResponses[0].data.getInteger(at: 0, as: UInt16.self) == 18)
+    }
+}
+
+@Suite struct DataOutTests {
+    @Test func immediateDataAloneIsSubmittedWithoutCopy() {
+        var m = machine()
+        let actions = m.commandReceived(
+            write(itt: 1, cmdSN: 1, length: 1024, immediateData: 1024), connection: 0,
+            disposition: .mapped(dataOutLength: 1024))
+        #expect(actions.submitted.count == 1)
+        #expect(actions.submitted[0].request.dataOut.readableBytes == 1024)
+    }
+
+    @Test func remainingDataIsSolicitedWithR2TsAndGathered() {
+        var m = machine {
+            $0.maxBurstLength = 1024
+            $0.maxOutstandingR2T = 1
+        }
+        var actions = m.commandReceived(
+            write(itt: 1, cmdSN: 1, length: 3072, immediateData: 1024), connection: 0,
+            disposition: .mapped(dataOutLength: 3072))
+        #expect(actions.r2ts.map(\.bufferOffset) == [1024])
+        #expect(actions.r2ts.map(\.r2tSN) == [0])
+        let first = actions.r2ts[0]
+        actions = m.dataOutReceived(
+            SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: first.targetTransferTag,
+                expStatSN: 100, dataSN: 0, bufferOffset: 1024, data: ByteBuffer(repeating: 1, count: 1024)),
+            connection: 0)
+        #expect(actions.r2ts.map(\.bufferOffset) == [2048])
+        #expect(actions.r2ts.map(\.r2tSN) == [1])
+        let second = actions.r2ts[0]
+        actions = m.dataOutReceived(
+            SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: second.targetTransferTag,
+                expStatSN: 100, dataSN: 0, bufferOffset: 2048, data: ByteBuffer(repeating: 2, count: 1024)),
+            connection: 0)
+        #expect(actions.submitted.count == 1)
+        let data = actions.submitted[0].request.dataOut
+        #expect(data.readableBytes == 3072)
+        #expect(data.getInteger(at: data.readerIndex + 1024, as: UInt8.self) == 1)
+        #expect(data.getInteger(at: data.readerIndex + 2048, as: UInt8.self) == 2)
+    }
+
+    @Test func wrongDataSNIsRejected() {
+        var m = machine()
+        var actions = m.commandReceived(
+            write(itt: 1, cmdSN: 1, length: 1024), connection: 0, disposition: .mapped(dataOutLength: 1024))
+        let r2t = actions.r2ts[0]
+        actions = m.dataOutReceived(
+            SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: r2t.targetTransferTag,
+                expStatSN: 100, dataSN: 5, bufferOffset: 0, data: ByteBuffer(repeating: 1, count: 1024)),
+            connection: 0)
+        #expect(actions.submitted.isEmpty)
+        #expect(actions.sent.contains { if case .reject = $0 { true } else { false } })
+    }
+
+    @Test func writeWithShorterCDBReportsUnderflow() {
+        var m = machine()
+        let actions = m.commandReceived(
+            write(itt: 1, cmdSN: 1, length: 2048, immediateData: 2048), connection: 0,
+            disposition: .mapped(dataOutLength: 1024))
+        #expect(actions.submitted[0].request.dataOut.readableBytes == 1024)
+        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, .completed(.good))
+        #expect(done.scsiResponses[0].residual == .underflow(1024))
+    }
+}
+
+/// Every task management function against every state a task can be in.
+@Suite struct TaskManagementTests {
+    enum Held: CaseIterable { case waitingForCmdSN, waitingForDataOut, atBackend, completedNotResponded }
+
+    /// Puts task 1 in the given state; returns its backend tag when it reached the backend.
+    private func place(_ state: Held, in m: inout SessionStateMachine) -> BackendTaskTag? {
+        switch state {
+        case .waitingForCmdSN:
+            _ = m.commandReceived(read(itt: 1, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0))
+            return nil
+        case .waitingForDataOut:
+            _ = m.commandReceived(write(itt: 1, cmdSN: 1, length: 1024), connection: 0, disposition: .mapped(dataOutLength: 1024))
+            return nil
+        case .atBackend:
+            return m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        case .completedNotResponded:
+            let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+            _ = m.writabilityChanged(0, writable: false)
+            let done = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
+            #expect(done.sent.isEmpty)
+            return nil
+        }
+    }
+
+    @Test(arguments: Held.allCases)
+    func abortTaskNeverLetsTheTaskAnswerAndRespondsAfterTheBackend(_ state: Held) {
+        var m = machine()
+        let tag = place(state, in: &m)
+        var actions = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 3, refCmdSN: 1), connection: 0)
+        if state == .atBackend {
+            #expect(actions.terminated == [tag!])
+            #expect(actions.tmfResponses.isEmpty, "the response waits for the backend")
+            actions = m.backendCompleted(itt: 1, tag: tag!, good(bytes: 4096))
+        }
+        if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
+        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+        #expect(actions.forTask(1).isEmpty, "no Data-In, R2T or response for an aborted task")
+        #expect(m.tasks[1] == nil)
+        if state == .waitingForCmdSN {
+            // The held command's CmdSN is still consumed when the window reaches it.
+            _ = m.commandReceived(read(itt: 3, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
+            #expect(m.expCmdSN == 3)
+        }
+    }
+
+    @Test func abortTaskForAnUnknownTaskOutsideTheWindow() {
+        var m = machine()
+        let actions = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 77, cmdSN: 1, refCmdSN: 500), connection: 0)
+        #expect(actions.tmfResponses.map(\.response) == [.taskDoesNotExist])
+    }
+
+    @Test func abortTaskForAResponseAlreadySent() {
+        var m = machine()
+        let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        _ = m.backendCompleted(itt: 1, tag: tag, good(bytes: 512))
+        let actions = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 2, refCmdSN: 1), connection: 0)
+        #expect(actions.tmfResponses.map(\.response) == [.taskDoesNotExist])
+    }
+
+    @Test(arguments: [
+        TaskManagementFunctionRequest.Function.abortTaskSet, .clearTaskSet, .logicalUnitReset, .targetWarmReset,
+        .targetColdReset, .itNexusReset,
+    ], Held.allCases)
+    func taskSetFunctionsWaitForTheBackend(_ function: TaskManagementFunctionRequest.Function, _ state: Held) {
+        var m = machine()
+        let tag = place(state, in: &m)
+        var actions = m.taskManagementReceived(tmf(function, itt: 50, cmdSN: 3), connection: 0)
+        let crossesSessions = function != .abortTaskSet && function != .itNexusReset
+        if crossesSessions {
+            #expect(actions.contains { if case .terminateInOtherSessions = $0 { true } else { false } })
+            #expect(actions.tmfResponses.isEmpty)
+            actions += m.otherSessionsTerminated(functionTag: 50)
+        }
+        if state == .atBackend {
+            #expect(actions.terminated == [tag!])
+            #expect(actions.tmfResponses.isEmpty)
+            actions += m.backendCompleted(itt: 1, tag: tag!, good(bytes: 4096))
+        }
+        if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
+        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+        #expect(actions.forTask(1).isEmpty)
+        let applies = actions.contains { if case .applyToLogicalUnits = $0 { true } else { false } }
+        #expect(applies == (function == .logicalUnitReset || function == .targetWarmReset || function == .targetColdReset || function == .itNexusReset))
+        let closes = actions.contains { if case .closeSession = $0 { true } else { false } }
+        #expect(closes == (function == .targetColdReset || function == .itNexusReset))
+    }
+
+    @Test(arguments: Held.allCases)
+    func queryTaskReportsAHeldTask(_ state: Held) {
+        var m = machine()
+        _ = place(state, in: &m)
+        let actions = m.taskManagementReceived(tmf(.queryTask, itt: 50, ref: 1, cmdSN: 3), connection: 0)
+        #expect(actions.tmfResponses.map(\.response) == [.functionSucceeded])
+        let set = m.taskManagementReceived(tmf(.queryTaskSet, itt: 51, cmdSN: 3), connection: 0)
+        #expect(set.tmfResponses.map(\.response) == [.functionSucceeded])
+    }
+
+    @Test func queryTaskForAMissingTask() {
+        var m = machine()
+        let actions = m.taskManagementReceived(tmf(.queryTask, itt: 50, ref: 1, cmdSN: 1), connection: 0)
+        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+    }
+
+    @Test func queryAsynchronousEventAsksTheLogicalUnit() {
+        var m = machine()
+        let actions = m.taskManagementReceived(tmf(.queryAsynchronousEvent, itt: 50, cmdSN: 1), connection: 0)
+        #expect(actions.contains { if case .queryUnitAttention = $0 { true } else { false } })
+        let answer = m.asynchronousEventQueried(functionTag: 50, pending: (.unitAttention, .busDeviceResetFunctionOccurred))
+        #expect(answer.tmfResponses.map(\.response) == [.functionSucceeded])
+        #expect(answer.tmfResponses.first?.additionalResponseInformation == 0x06_2903)
+    }
+
+    @Test func clearACAAndTaskReassignAreAnsweredHonestly() {
+        var m = machine()
+        #expect(m.taskManagementReceived(tmf(.clearACA, itt: 50, cmdSN: 1), connection: 0).tmfResponses.map(\.response) == [.functionNotSupported])
+        #expect(
+            m.taskManagementReceived(tmf(.taskReassign, itt: 51, ref: 1, cmdSN: 1), connection: 0).tmfResponses.map(\.response)
+                == [.taskAllegianceReassignmentNotSupported])
+    }
+
+    @Test func taskAbortedByAnotherNexusWithTASGetsTaskAbortedStatus() {
+        var m = machine()
+        let tag = place(.atBackend, in: &m)!
+        let (actions, affected, mustWait) = m.terminateForOtherSession(.logicalUnit(lun1), externalID: 9, tas: .taskAbortedStatus)
+        #expect(affected && mustWait)
+        #expect(actions.terminated == [tag])
+        let done = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
+        #expect(done.contains { if case .externalFunctionDone(9) = $0 { true } else { false } })
+        #expect(done.scsiResponses.map(\.status) == [SCSIStatus.taskAborted.rawValue])
+        #expect(done.dataIns.isEmpty)
+    }
+
+    @Test func responseFenceOrdersTheFunctionAfterEarlierResponses() {
+        var m = machine()
+        let t1 = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        let t2 = m.commandReceived(read(itt: 2, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        _ = m.writabilityChanged(0, writable: false)
+        _ = m.backendCompleted(itt: 2, tag: t2, good(bytes: 512))
+        _ = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 3, refCmdSN: 1), connection: 0)
+        _ = m.backendCompleted(itt: 1, tag: t1, good(bytes: 512))
+        let flushed = m.writabilityChanged(0, writable: true)
+        // Task 2's response was queued before the function's; StatSN follows that order.
+        #expect(flushed.sent.count == 2)
+        if case .scsiDataIn(let d) = flushed.sent[0] { #expect(d.initiatorTaskTag == 2 && d.sequence.statSN == 100) } else { Issue.record("expected Data-In first") }
+        #expect(flushed.tmfResponses.first?.sequence.statSN == 101)
+    }
+}
