@@ -1,7 +1,20 @@
 import Synchronization
 
-/// Unit attention conditions of one logical unit, queued per I_T nexus (SAM-5 §5.14, SPC-4 §5.14).
+/// The unit attention conditions of one logical unit, queued per I_T nexus (SAM-5 §5.14, SPC-4 §5.14).
+///
+/// > If a device server is able to queue unit attention conditions, then it shall queue them for
+/// > each I_T nexus […] the device server shall not queue more than one unit attention condition
+/// > with the same additional sense code.
+///
+/// Power on, reset and I_T nexus loss conditions (29/xx) have the highest priority: one of them goes
+/// to the head of the queue, supersedes a pending 29/xx of lower priority and clears every queued
+/// condition of lower priority, as a reset makes those reports moot. A nexus the logical unit has
+/// just met starts without a condition: iSCSI login is not a power on, and libiscsi's test tool
+/// expects the first command of a new session to succeed.
 public final class UnitAttentionConditions: Sendable {
+    /// The most conditions queued for one I_T nexus; further ones are dropped.
+    static let queueLimit = 16
+
     private let queues = Mutex<[ITNexus: [AdditionalSenseCode]]>([:])
 
     public init() {}
@@ -14,26 +27,72 @@ public final class UnitAttentionConditions: Sendable {
 
     /// Establishes `code` for `nexus`.
     public func establish(_ code: AdditionalSenseCode, for nexus: ITNexus) {
-        queues.withLock { $0[nexus, default: []].append(code) }
+        queues.withLock { Self.enqueue(code, into: &$0[nexus, default: []]) }
     }
 
-    /// Establishes `code` for every known I_T nexus but `except`.
+    /// Establishes `code` for every I_T nexus the logical unit knows but `except`.
     public func establishForAllNexuses(_ code: AdditionalSenseCode, except: ITNexus?) {
         queues.withLock { queues in
-            for nexus in queues.keys where nexus != except { queues[nexus, default: []].append(code) }
+            for nexus in queues.keys where nexus != except { Self.enqueue(code, into: &queues[nexus]!) }
         }
     }
 
-    /// Removes and returns the condition to report to `nexus`.
+    /// Removes and returns the condition to report to `nexus` next, if any.
     public func take(for nexus: ITNexus) -> AdditionalSenseCode? {
-        queues.withLock { $0[nexus]?.isEmpty == false ? $0[nexus]!.removeFirst() : nil }
+        queues.withLock { queues in
+            guard queues[nexus]?.isEmpty == false else { return nil }
+            return queues[nexus]!.removeFirst()
+        }
     }
 
-    /// The condition that ``take(for:)`` would return, left in place.
+    /// The condition that ``take(for:)`` would return, left pending.
     public func peek(for nexus: ITNexus) -> AdditionalSenseCode? {
         queues.withLock { $0[nexus]?.first }
     }
 
-    /// Establishes the conditions a task management event implies.
-    public func apply(_ event: LogicalUnitEvent) {}
+    /// Establishes the conditions a task management event implies (SAM-5 §6.3, §6.6):
+    /// 29/03 to every I_T nexus for a logical unit reset, 29/02 (warm) or 29/01 (cold) for a target
+    /// reset, 29/07 to a lost I_T nexus, and 2F/00 to the I_T nexuses whose tasks another I_T nexus
+    /// cleared. The caller decides the last one: with TAS set in the control mode page the aborted
+    /// tasks end with TASK ABORTED instead, and the event is not to be applied here.
+    public func apply(_ event: LogicalUnitEvent) {
+        switch event {
+        case .logicalUnitReset:
+            establishForAllNexuses(.busDeviceResetFunctionOccurred, except: nil)
+        case .targetReset(let cold):
+            establishForAllNexuses(cold ? .powerOnOccurred : .scsiBusResetOccurred, except: nil)
+        case .itNexusLoss(let nexus):
+            establish(.itNexusLossOccurred, for: nexus)
+        case .tasksClearedByAnotherInitiator(_, let otherNexuses):
+            for nexus in otherNexuses { establish(.commandsClearedByAnotherInitiator, for: nexus) }
+        }
+    }
+
+    /// The rank of a power on or reset condition (0 highest), nil for every other condition.
+    private static func resetRank(_ code: AdditionalSenseCode) -> Int? {
+        guard code.asc == 0x29 else { return nil }
+        switch code.ascq {
+        case 0x01: return 0  // POWER ON OCCURRED
+        case 0x00: return 1  // POWER ON, RESET, OR BUS DEVICE RESET OCCURRED
+        case 0x02: return 2  // SCSI BUS RESET OCCURRED (target warm reset)
+        case 0x03: return 3  // BUS DEVICE RESET FUNCTION OCCURRED (logical unit reset)
+        case 0x04: return 4  // DEVICE INTERNAL RESET
+        case 0x07: return 5  // I_T NEXUS LOSS OCCURRED
+        default: return 6
+        }
+    }
+
+    private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode]) {
+        guard !queue.contains(code) else { return }
+        guard let rank = resetRank(code) else {
+            if queue.count < queueLimit { queue.append(code) }
+            return
+        }
+        if let pending = queue.first, let pendingRank = resetRank(pending), pendingRank <= rank {
+            // A reset of the same or higher priority is already pending; it covers this one.
+            return
+        }
+        queue.removeAll()
+        queue.append(code)
+    }
 }
