@@ -28,25 +28,8 @@ final class FerrydProcess {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "ferryd-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let configuration = """
-            state_directory = "\(directory.path)/state"
-
-            [[portal]]
-            address = "127.0.0.1:\(port)"
-            portal_group_tag = 1
-
-            [[target]]
-            name = "\(targetName)"
-
-            [[target.lun]]
-            lun = 0
-            path = "\(directory.path)/lun0.img"
-            size = "\(lunSize)"
-            block_size = 512
-
-            """
-        let configurationFile = directory.appendingPathComponent("ferry.toml")
-        try configuration.write(to: configurationFile, atomically: true, encoding: .utf8)
+        let configurationFile = try writeConfiguration(
+            in: directory, port: port, targetName: targetName, lunPath: "\(directory.path)/lun0.img", lunSize: lunSize)
         let logFile = directory.appendingPathComponent("ferryd.log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let logHandle = try FileHandle(forWritingTo: logFile)
@@ -70,6 +53,32 @@ final class FerrydProcess {
             throw error
         }
         return ferryd
+    }
+
+    /// Writes `ferry.toml` into `directory`: one portal 127.0.0.1:`port`, one target with LUN 0.
+    static func writeConfiguration(
+        in directory: URL, port: Int, targetName: String, lunPath: String, lunSize: String
+    ) throws -> URL {
+        let configuration = """
+            state_directory = "\(directory.path)/state"
+
+            [[portal]]
+            address = "127.0.0.1:\(port)"
+            portal_group_tag = 1
+
+            [[target]]
+            name = "\(targetName)"
+
+            [[target.lun]]
+            lun = 0
+            path = "\(lunPath)"
+            size = "\(lunSize)"
+            block_size = 512
+
+            """
+        let file = directory.appendingPathComponent("ferry.toml")
+        try configuration.write(to: file, atomically: true, encoding: .utf8)
+        return file
     }
 
     private init(port: Int, targetName: String, directory: URL, process: Process, logFile: URL) {
