@@ -1,0 +1,301 @@
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import SCSI
+
+/// A block store in memory for the EXTENDED COPY tests.
+final class MemoryStoreForCopyTests: BlockStore {
+    let bytes: Mutex<[UInt8]>
+    let byteCount: UInt64
+    var supportsUnmap: Bool { false }
+    var unmappedReadsZero: Bool { false }
+    var identity: String { "memory-copy-\(byteCount)" }
+
+    init(byteCount: Int) {
+        self.byteCount = UInt64(byteCount)
+        bytes = Mutex([UInt8](repeating: 0, count: byteCount))
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
+        guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "read", errno: 5) }
+        bytes.withLock { bytes in
+            bytes.withUnsafeBytes { source in
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(offset)..<Int(offset) + buffer.count]))
+            }
+        }
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {
+        guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "write", errno: 5) }
+        bytes.withLock { bytes in bytes.replaceSubrange(Int(offset)..<Int(offset) + buffer.count, with: buffer) }
+    }
+
+    func synchronize() throws(BlockStoreError) {}
+    func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {}
+    func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
+        (true, byteCount - offset)
+    }
+}
+
+/// Builds EXTENDED COPY parameter lists as libiscsi's test tool does.
+struct CopyParameterList {
+    var listIdentifier: UInt8 = 1
+    var listIDUsage: UInt8 = 0
+    var targets: [[UInt8]] = []
+    var segments: [[UInt8]] = []
+
+    static func identificationTarget(
+        _ designator: [UInt8], blockSize: Int = 512, type: UInt8 = 0xe4, luIDType: UInt8 = 0, nul: Bool = false
+    ) -> [UInt8] {
+        var descriptor = [UInt8](repeating: 0, count: 32)
+        descriptor[0] = type
+        descriptor[1] = luIDType << 6 | (nul ? 0x20 : 0)
+        descriptor[4] = 0x01  // binary
+        descriptor[5] = 0x03  // NAA, associated with the logical unit
+        descriptor[7] = UInt8(designator.count)
+        descriptor.replaceSubrange(8..<8 + designator.count, with: designator)
+        descriptor.setBigEndian(UInt32(blockSize), at: 28)
+        descriptor[28] = 0
+        return descriptor
+    }
+
+    static func blockToBlock(
+        source: UInt16 = 0, destination: UInt16 = 0, blocks: UInt16, sourceLBA: UInt64, destinationLBA: UInt64,
+        type: UInt8 = 0x02, length: Int = 28
+    ) -> [UInt8] {
+        var descriptor = [UInt8](repeating: 0, count: length)
+        descriptor[0] = type
+        descriptor.setBigEndian(UInt16(length - 4), at: 2)
+        guard length >= 28 else { return descriptor }
+        descriptor.setBigEndian(source, at: 4)
+        descriptor.setBigEndian(destination, at: 6)
+        descriptor.setBigEndian(blocks, at: 10)
+        descriptor.setBigEndian(sourceLBA, at: 12)
+        descriptor.setBigEndian(destinationLBA, at: 20)
+        return descriptor
+    }
+
+    var bytes: [UInt8] {
+        let targetBytes = targets.flatMap { $0 }
+        let segmentBytes = segments.flatMap { $0 }
+        var header = [UInt8](repeating: 0, count: 16)
+        header[0] = listIdentifier
+        header[1] = listIDUsage << 3
+        header.setBigEndian(UInt16(targetBytes.count), at: 2)
+        header.setBigEndian(UInt32(segmentBytes.count), at: 8)
+        return header + targetBytes + segmentBytes
+    }
+}
+
+struct CopyFixture {
+    static let nexus = ITNexus(
+        initiatorPortName: "iqn.2024-01.org.example:one,i,0x400001370000", targetPortName: "iqn.t,t,0x1",
+        relativeTargetPortIdentifier: 1)
+    let directory = CopyTargetDirectory()
+    let manager: CopyManager
+    let source: CopyEndpoint
+    let other: CopyEndpoint
+    static let blocks = 4096
+
+    init() {
+        manager = CopyManager(directory: directory)
+        source = CopyEndpoint(
+            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512, blockCount: UInt64(Self.blocks),
+            designator: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        other = CopyEndpoint(
+            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512, blockCount: UInt64(Self.blocks),
+            designator: [0x50, 1, 2, 3, 4, 5, 6, 8])
+        directory.register(source)
+        directory.register(other)
+    }
+
+    func extendedCopy(_ parameters: [UInt8], parameterListLength: Int? = nil) -> SCSIResult {
+        var cdb = [UInt8](repeating: 0, count: 16)
+        cdb[0] = 0x83
+        cdb.setBigEndian(UInt32(parameterListLength ?? parameters.count), at: 10)
+        return manager.extendedCopy(
+            SCSIRequest(
+                cdb: ByteBuffer(bytes: cdb), lun: 0, nexus: Self.nexus, expectedDataTransferLength: parameters.count,
+                dataOut: ByteBuffer(bytes: parameters)),
+            source: source)
+    }
+
+    func receiveCopyResults(_ serviceAction: UInt8, listIdentifier: UInt8 = 0) -> SCSIResult {
+        var cdb = [UInt8](repeating: 0, count: 16)
+        cdb[0] = 0x84
+        cdb[1] = serviceAction
+        cdb[2] = listIdentifier
+        cdb.setBigEndian(UInt32(1024), at: 10)
+        return manager.receiveCopyResults(
+            SCSIRequest(cdb: ByteBuffer(bytes: cdb), lun: 0, nexus: Self.nexus, expectedDataTransferLength: 1024))
+    }
+
+    func fill(_ endpoint: CopyEndpoint, lba: Int, blocks: Int, with byte: UInt8) {
+        let data = [UInt8](repeating: byte, count: blocks * 512)
+        data.withUnsafeBytes { try! endpoint.store.write($0, at: UInt64(lba * 512), forceUnitAccess: false) }
+    }
+
+    func contents(_ endpoint: CopyEndpoint, lba: Int, blocks: Int) -> [UInt8] {
+        var data = [UInt8](repeating: 0, count: blocks * 512)
+        data.withUnsafeMutableBytes { try! endpoint.store.read(into: $0, at: UInt64(lba * 512)) }
+        return data
+    }
+}
+
+@Suite struct ExtendedCopyTests {
+    @Test func copiesWithinOneLogicalUnit() {
+        let f = CopyFixture()
+        f.fill(f.source, lba: 0, blocks: 2048, with: 0x41)
+        var list = CopyParameterList()
+        list.listIDUsage = 0b10
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
+        list.segments = [
+            CopyParameterList.blockToBlock(blocks: 2048, sourceLBA: 0, destinationLBA: UInt64(CopyFixture.blocks - 2048))
+        ]
+        #expect(f.extendedCopy(list.bytes).status == .good)
+        #expect(f.contents(f.source, lba: CopyFixture.blocks - 2048, blocks: 2048).allSatisfy { $0 == 0x41 })
+    }
+
+    @Test func copiesBetweenLogicalUnitsAndHoldsStatus() {
+        let f = CopyFixture()
+        f.fill(f.source, lba: 10, blocks: 4, with: 0x5a)
+        #expect(f.receiveCopyResults(0x00, listIdentifier: 7).sense?.code == .invalidFieldInCDB)
+        var list = CopyParameterList()
+        list.listIdentifier = 7
+        list.targets = [
+            CopyParameterList.identificationTarget(f.source.designator),
+            CopyParameterList.identificationTarget(f.other.designator),
+        ]
+        list.segments = [
+            CopyParameterList.blockToBlock(source: 0, destination: 1, blocks: 4, sourceLBA: 10, destinationLBA: 100),
+            CopyParameterList.blockToBlock(source: 0, destination: 1, blocks: 0, sourceLBA: 0, destinationLBA: 0),
+        ]
+        #expect(f.extendedCopy(list.bytes).status == .good)
+        #expect(f.contents(f.other, lba: 100, blocks: 4).allSatisfy { $0 == 0x5a })
+        #expect(f.contents(f.other, lba: 104, blocks: 1).allSatisfy { $0 == 0 })
+        let status = Array(f.receiveCopyResults(0x00, listIdentifier: 7).dataIn.readableBytesView)
+        #expect(status == [0, 0, 0, 8, 0x01, 0, 1, 0, 0, 0, 0x08, 0x00])
+    }
+
+    @Test func overlappingCopyMovesDataIntact() {
+        let f = CopyFixture()
+        let pattern = (0..<(3000 * 512)).map { UInt8(truncatingIfNeeded: $0 / 512) }
+        pattern.withUnsafeBytes { try! f.source.store.write($0, at: 0, forceUnitAccess: false) }
+        var list = CopyParameterList()
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
+        list.segments = [CopyParameterList.blockToBlock(blocks: 3000, sourceLBA: 0, destinationLBA: 1000)]
+        #expect(f.extendedCopy(list.bytes).status == .good)
+        #expect(f.contents(f.source, lba: 1000, blocks: 3000) == pattern)
+    }
+
+    @Test func parameterListLength() {
+        let f = CopyFixture()
+        var list = CopyParameterList()
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
+        list.segments = [CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1)]
+        let bytes = list.bytes
+        #expect(f.extendedCopy(Array(bytes.prefix(16 + 31))).sense?.code == .parameterListLengthError)
+        #expect(f.extendedCopy(Array(bytes.dropLast())).sense?.code == .parameterListLengthError)
+        #expect(f.extendedCopy([]).status == .good)
+    }
+
+    @Test func descriptorLimits() {
+        let f = CopyFixture()
+        let target = CopyParameterList.identificationTarget(f.source.designator)
+        let segment = CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1)
+        var list = CopyParameterList()
+        list.targets = Array(repeating: target, count: CopyManager.Limits.maximumTargetDescriptors + 1)
+        list.segments = [segment]
+        #expect(f.extendedCopy(list.bytes).sense?.code == .tooManyTargetDescriptors)
+        list.targets = [target]
+        list.segments = Array(repeating: segment, count: CopyManager.Limits.maximumSegmentDescriptors + 1)
+        #expect(f.extendedCopy(list.bytes).sense?.code == .tooManySegmentDescriptors)
+        list.targets = Array(repeating: target, count: CopyManager.Limits.maximumTargetDescriptors + 1)
+        list.segments = Array(repeating: segment, count: 31)
+        #expect(f.extendedCopy(list.bytes).sense?.code == .parameterListLengthError)
+    }
+
+    @Test func unsupportedDescriptorTypes() {
+        let f = CopyFixture()
+        var list = CopyParameterList()
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator, type: 0xe0)]
+        list.segments = [CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1)]
+        #expect(f.extendedCopy(list.bytes).sense?.code == .unsupportedTargetDescriptorTypeCode)
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
+        list.segments = [
+            CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1, type: 0x03, length: 20)
+        ]
+        #expect(f.extendedCopy(list.bytes).sense?.code == .unsupportedSegmentDescriptorTypeCode)
+    }
+
+    @Test func targetDescriptorFields() {
+        let f = CopyFixture()
+        var list = CopyParameterList()
+        list.segments = [CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1)]
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator, luIDType: 3)]
+        #expect(f.extendedCopy(list.bytes).sense?.code == .invalidFieldInParameterList)
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator, nul: true)]
+        #expect(f.extendedCopy(list.bytes).sense?.senseKey == .copyAborted)
+        list.targets = [CopyParameterList.identificationTarget([0x50, 9, 9, 9, 9, 9, 9, 9])]
+        let unknown = f.extendedCopy(list.bytes)
+        #expect(unknown.sense?.senseKey == .copyAborted)
+        #expect(unknown.sense?.code == .copyTargetDeviceNotReachable)
+        f.directory.unregister(designator: f.other.designator)
+        list.targets = [CopyParameterList.identificationTarget(f.other.designator)]
+        #expect(f.extendedCopy(list.bytes).sense?.code == .copyTargetDeviceNotReachable)
+    }
+
+    @Test func segmentDescriptorFields() {
+        let f = CopyFixture()
+        f.fill(f.source, lba: 0, blocks: 4, with: 0x33)
+        var list = CopyParameterList()
+        list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
+        list.segments = [CopyParameterList.blockToBlock(destination: 1, blocks: 1, sourceLBA: 0, destinationLBA: 1)]
+        #expect(f.extendedCopy(list.bytes).sense?.senseKey == .copyAborted)
+        list.segments = [
+            CopyParameterList.blockToBlock(blocks: 2048, sourceLBA: 0, destinationLBA: UInt64(CopyFixture.blocks - 1))
+        ]
+        #expect(f.extendedCopy(list.bytes).sense?.senseKey == .copyAborted)
+        // A rejected list copies nothing, even segments before the bad one.
+        list.segments = [
+            CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 8),
+            CopyParameterList.blockToBlock(blocks: 2, sourceLBA: UInt64(CopyFixture.blocks - 1), destinationLBA: 0),
+        ]
+        #expect(f.extendedCopy(list.bytes).sense?.senseKey == .copyAborted)
+        #expect(f.contents(f.source, lba: 8, blocks: 1).allSatisfy { $0 == 0 })
+    }
+
+    @Test func operatingParameters() {
+        let f = CopyFixture()
+        let data = Array(f.receiveCopyResults(0x03).dataIn.readableBytesView)
+        #expect(data.count == 46)
+        #expect(Int(data[3]) == data.count - 4)
+        #expect(Int(data[8]) << 8 | Int(data[9]) == CopyManager.Limits.maximumTargetDescriptors)
+        #expect(Int(data[10]) << 8 | Int(data[11]) == CopyManager.Limits.maximumSegmentDescriptors)
+        #expect(data[43] == 2 && data[44...] == [0x02, 0xe4])
+        #expect(f.receiveCopyResults(0x05).sense?.code == .invalidFieldInCDB)
+    }
+
+    @Test func thirdPartyCopyPage() {
+        let page = CopyManager.thirdPartyCopyVPDPage()
+        #expect(page[1] == 0x8f)
+        #expect(Int(page[2]) << 8 | Int(page[3]) == page.count - 4)
+        var descriptors: [UInt16: [UInt8]] = [:]
+        var offset = 4
+        while offset < page.count {
+            let type = UInt16(page[offset]) << 8 | UInt16(page[offset + 1])
+            let length = Int(page[offset + 2]) << 8 | Int(page[offset + 3])
+            #expect(length % 4 == 0)
+            descriptors[type] = Array(page[offset + 4..<offset + 4 + length])
+            offset += 4 + length
+        }
+        #expect(offset == page.count)
+        #expect(descriptors[0x0001] == [7, 0x83, 1, 0x00, 0x84, 2, 0x00, 0x03])
+        #expect(descriptors[0x0008]?.count == 0x1c)
+        #expect(descriptors[0x0008].map { Int($0[4]) << 8 | Int($0[5]) } == CopyManager.Limits.maximumTargetDescriptors)
+        #expect(descriptors[0x0009] == [2, 0x02, 0xe4, 0])
+        #expect(descriptors[0x000c] == [0, 0, 0, 0])
+        #expect(descriptors[0x8001]?.count == 0x20)
+    }
+}
