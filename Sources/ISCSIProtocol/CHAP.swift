@@ -131,7 +131,7 @@ enum BinaryValue {
                 result.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
             }
         }
-        guard padding <= 2, (text.count % 4 == 0 || padding == 0) else { return nil }
+        guard padding <= 2, text.count % 4 == 0 || padding == 0 else { return nil }
         return result.isEmpty ? nil : result
     }
 }

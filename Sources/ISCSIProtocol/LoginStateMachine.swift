@@ -77,7 +77,8 @@ public enum LoginAction: Sendable, Hashable {
     /// Send this Login Response; the login goes on.
     case sendLoginResponse(LoginResponse)
     /// Decide whether the login may join or create a session, then call
-    /// ``LoginStateMachine/sessionAdmitted(tsih:expCmdSN:maxCmdSN:)`` or ``LoginStateMachine/sessionRefused(_:reason:)``.
+    /// ``LoginStateMachine/sessionAdmitted(tsih:expCmdSN:maxCmdSN:)`` or
+    /// ``LoginStateMachine/sessionRefused(_:reason:)``.
     case admitSession(LoginSummary)
     /// Send this final Login Response, then enter Full Feature Phase with these parameters. The connection's next
     /// StatSN is the response's StatSN + 1.
@@ -271,11 +272,13 @@ public struct LoginStateMachine: Sendable {
             return action
         } catch {
             state = .failed
-            return .rejectLogin(rejection(to: request, statSN: context.statSN, status: error.status), reason: error.reason)
+            return .rejectLogin(
+                rejection(to: request, statSN: context.statSN, status: error.status), reason: error.reason)
         }
     }
 
-    private mutating func negotiate(_ request: LoginRequest, context: inout Context) throws(LoginFailure) -> LoginAction {
+    private mutating func negotiate(_ request: LoginRequest, context: inout Context) throws(LoginFailure) -> LoginAction
+    {
         // > ISID, TSIH and CID ... the same for all Login Requests of a login.
         guard request.isid == context.isid, request.tsih == context.tsih, request.cid == context.cid else {
             throw LoginFailure(.initiatorError, "ISID, TSIH or CID changed during login")
@@ -298,8 +301,9 @@ public struct LoginStateMachine: Sendable {
                 throw LoginFailure(.initiatorError, "text sent while the target's response was continued")
             }
             context.outgoing = nil
-            return try send(&outgoing.chunker, transit: outgoing.transit, nextStage: outgoing.nextStage,
-                            request: request, context: &context)
+            return try send(
+                &outgoing.chunker, transit: outgoing.transit, nextStage: outgoing.nextStage,
+                request: request, context: &context)
         }
 
         let joined: ByteBuffer?

@@ -72,7 +72,8 @@ struct OperationalNegotiator: Sendable {
     }
 
     /// The answer to one key, or nil when the key needs no answer (a declaration).
-    /// FirstBurstLength's accepted value is answered with an empty string, filled in by ``respond(to:phase:response:)``.
+    /// FirstBurstLength's accepted value is answered with an empty string, filled in by
+    /// ``respond(to:phase:response:)``.
     private mutating func answer(to pair: TextKeyValue, phase: NegotiationPhase) -> String? {
         let key = pair.key
         let value = pair.value
@@ -110,8 +111,9 @@ struct OperationalNegotiator: Sendable {
         case "MaxBurstLength":
             return negotiateMinimum(value, range: 512...16_777_215, ours: limits.maxBurstLength, \.maxBurstLength)
         case "FirstBurstLength":
-            guard negotiateMinimum(value, range: 512...16_777_215, ours: limits.firstBurstLength, \.firstBurstLength)
-                != TextSpecialValue.reject
+            guard
+                negotiateMinimum(value, range: 512...16_777_215, ours: limits.firstBurstLength, \.firstBurstLength)
+                    != TextSpecialValue.reject
             else { return TextSpecialValue.reject }
             return ""
         case "DefaultTime2Retain":

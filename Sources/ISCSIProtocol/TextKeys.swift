@@ -79,7 +79,8 @@ public enum TextKeys {
     /// Parses a complete text segment (after any C-bit continuation has been joined).
     ///
     /// Each item is `key=value` followed by a NUL; a missing final NUL is tolerated, and empty items (runs of NULs)
-    /// are skipped. Keys must be unique within one segment (RFC 7143 §6.1: "a key MUST NOT be offered more than once").
+    /// are skipped. Keys must be unique within one segment
+    /// (RFC 7143 §6.1: "a key MUST NOT be offered more than once").
     public static func parse(_ buffer: ByteBuffer) throws(TextFormatError) -> [TextKeyValue] {
         var result: [TextKeyValue] = []
         let view = buffer.readableBytesView

@@ -28,9 +28,10 @@ struct SeededRandom: RandomNumberGenerator, Sendable {
         #expect(CHAPAlgorithm(rawValue: 6) == .sha1)
         #expect(CHAPAlgorithm(rawValue: 7) == .sha256)
         #expect(CHAPAlgorithm(rawValue: 8) == .sha3_256)
-        #expect(CHAPAlgorithm.allCases.map { $0.response(identifier: 0, secret: "s", challenge: [1]).count } == [
-            16, 20, 32, 32,
-        ])
+        #expect(
+            CHAPAlgorithm.allCases.map { $0.response(identifier: 0, secret: "s", challenge: [1]).count } == [
+                16, 20, 32, 32,
+            ])
     }
 
     @Test func constantTimeComparison() {

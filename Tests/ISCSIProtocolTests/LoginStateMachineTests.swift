@@ -13,7 +13,8 @@ private let targetName = "iqn.2024-01.dev.ferry:disk"
 private let isid = ISID(rawValue: 0x8000_1234_5678)
 
 private func makeMachine(
-    target: LoginTarget = LoginTarget(name: targetName, alias: "disk"), configuration: LoginConfiguration =
+    target: LoginTarget = LoginTarget(name: targetName, alias: "disk"),
+    configuration: LoginConfiguration =
         LoginConfiguration()
 ) -> LoginStateMachine {
     LoginStateMachine(
@@ -40,7 +41,9 @@ extension LoginAction {
         }
     }
 
-    var status: LoginStatus? { response.map { LoginStatus(statusClass: $0.statusClass, statusDetail: $0.statusDetail) } }
+    var status: LoginStatus? {
+        response.map { LoginStatus(statusClass: $0.statusClass, statusDetail: $0.statusDetail) }
+    }
 
     var isRejection: Bool {
         if case .rejectLogin = self { return true }
@@ -172,7 +175,9 @@ extension LoginAction {
                 [("CHAP_N", "alice"), ("CHAP_R", BinaryValue.encodeHex(proof))]))
         #expect(action.isRejection)
         #expect(action.status == .authenticationFailure)
-        #expect(machine.loginRequestReceived(request(.securityNegotiation, .loginOperationalNegotiation, [])) == .closeConnection)
+        #expect(
+            machine.loginRequestReceived(request(.securityNegotiation, .loginOperationalNegotiation, []))
+                == .closeConnection)
     }
 
     @Test func wrongUserIsAnAuthenticationFailure() throws {
@@ -299,7 +304,9 @@ extension LoginAction {
         var machine = makeMachine(
             configuration: LoginConfiguration(discoveryCHAP: CHAPAccount(user: "d", secret: "discovery-secret")))
         let action = machine.loginRequestReceived(
-            request(.loginOperationalNegotiation, .fullFeaturePhase, [("InitiatorName", initiator), ("SessionType", "Discovery")]))
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase,
+                [("InitiatorName", initiator), ("SessionType", "Discovery")]))
         #expect(action.status == .authenticationFailure)
     }
 
@@ -345,14 +352,18 @@ extension LoginAction {
     @Test func unknownSessionType() {
         var machine = makeMachine()
         let action = machine.loginRequestReceived(
-            request(.securityNegotiation, .loginOperationalNegotiation, [("InitiatorName", initiator), ("SessionType", "Boot")]))
+            request(
+                .securityNegotiation, .loginOperationalNegotiation,
+                [("InitiatorName", initiator), ("SessionType", "Boot")]))
         #expect(action.status == .sessionTypeNotSupported)
     }
 
     @Test func keyNegotiatedTwiceDuringLogin() {
         var machine = makeMachine()
         _ = machine.loginRequestReceived(
-            request(.loginOperationalNegotiation, .fullFeaturePhase, transit: false, identity + [("MaxBurstLength", "512")]))
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase, transit: false, identity + [("MaxBurstLength", "512")])
+        )
         let action = machine.loginRequestReceived(
             request(.loginOperationalNegotiation, .fullFeaturePhase, [("MaxBurstLength", "1024")]))
         #expect(action.status == .initiatorError)
@@ -368,7 +379,9 @@ extension LoginAction {
     @Test func stageMismatchAndBadTransitions() {
         var machine = makeMachine()
         _ = machine.loginRequestReceived(
-            request(.securityNegotiation, .loginOperationalNegotiation, transit: false, identity + [("AuthMethod", "None")]))
+            request(
+                .securityNegotiation, .loginOperationalNegotiation, transit: false, identity + [("AuthMethod", "None")])
+        )
         // CSG must stay SecurityNegotiation until the target agreed to transit.
         #expect(
             machine.loginRequestReceived(request(.loginOperationalNegotiation, .fullFeaturePhase, [])).status

@@ -189,23 +189,31 @@ import Testing
         #expect(SendTargets.response(to: "", sessionTarget: nil, visibleTargets: targets) == nil)
         #expect(
             SendTargets.response(to: "iqn.2024-01.dev.ferry:b", sessionTarget: nil, visibleTargets: targets)
-                == [TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"), TextKeyValue("TargetAddress", "192.0.2.1:3260,1")])
+                == [
+                    TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"),
+                    TextKeyValue("TargetAddress", "192.0.2.1:3260,1"),
+                ])
         // A Normal session only learns about its own target.
         for value in ["", "All", "iqn.2024-01.dev.ferry:b"] {
-            let pairs = SendTargets.response(to: value, sessionTarget: "iqn.2024-01.dev.ferry:b", visibleTargets: targets)
+            let pairs = SendTargets.response(
+                to: value, sessionTarget: "iqn.2024-01.dev.ferry:b", visibleTargets: targets)
             #expect(pairs?.first == TextKeyValue("TargetName", "iqn.2024-01.dev.ferry:b"))
             #expect(pairs?.count == 2)
         }
         #expect(
-            SendTargets.response(to: "iqn.2024-01.dev.ferry:a", sessionTarget: "iqn.2024-01.dev.ferry:b",
-                                 visibleTargets: targets) == [])
+            SendTargets.response(
+                to: "iqn.2024-01.dev.ferry:a", sessionTarget: "iqn.2024-01.dev.ferry:b",
+                visibleTargets: targets) == [])
     }
 
     @Test func longResponseIsContinued() throws {
-        let many = (0..<40).map { SendTargetsEntry(name: "iqn.2024-01.dev.ferry:target-\($0)", addresses: ["192.0.2.1:3260,1"]) }
+        let many = (0..<40).map {
+            SendTargetsEntry(name: "iqn.2024-01.dev.ferry:target-\($0)", addresses: ["192.0.2.1:3260,1"])
+        }
         var machine = machine(sessionTarget: nil, initiatorMaxRecv: 512)
         var collected = ByteBuffer()
-        var action = machine.textRequestReceived(text([("SendTargets", "All")]), sequence: sequence, visibleTargets: many)
+        var action = machine.textRequestReceived(
+            text([("SendTargets", "All")]), sequence: sequence, visibleTargets: many)
         var rounds = 0
         while case .sendTextResponse(var response, _) = action {
             rounds += 1
