@@ -169,7 +169,9 @@ public final class CopyManager: Sendable {
         // Supported Commands (0001h): EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (COPY STATUS,
         // OPERATING PARAMETERS).
         appendDescriptor(0x0001, to: &descriptors) { body in
-            let commands: [UInt8] = [OperationCode.extendedCopy, 1, 0x00, OperationCode.receiveCopyResults, 2, 0x00, 0x03]
+            let commands: [UInt8] = [
+                OperationCode.extendedCopy, 1, 0x00, OperationCode.receiveCopyResults, 2, 0x00, 0x03,
+            ]
             body.append(UInt8(commands.count))
             body += commands
         }

@@ -21,7 +21,8 @@ final class MemoryStoreForCopyTests: BlockStore {
         guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "read", errno: 5) }
         bytes.withLock { bytes in
             bytes.withUnsafeBytes { source in
-                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(offset)..<Int(offset) + buffer.count]))
+                let range = Int(offset)..<Int(offset) + buffer.count
+                buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[range]))
             }
         }
     }
@@ -55,8 +56,8 @@ struct CopyParameterList {
         descriptor[5] = 0x03  // NAA, associated with the logical unit
         descriptor[7] = UInt8(designator.count)
         descriptor.replaceSubrange(8..<8 + designator.count, with: designator)
+        // PAD clear, DISK BLOCK LENGTH in bytes 29-31.
         descriptor.setBigEndian(UInt32(blockSize), at: 28)
-        descriptor[28] = 0
         return descriptor
     }
 
@@ -101,11 +102,11 @@ struct CopyFixture {
     init() {
         manager = CopyManager(directory: directory)
         source = CopyEndpoint(
-            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512, blockCount: UInt64(Self.blocks),
-            designator: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512,
+            blockCount: UInt64(Self.blocks), designator: [0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
         other = CopyEndpoint(
-            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512, blockCount: UInt64(Self.blocks),
-            designator: [0x50, 1, 2, 3, 4, 5, 6, 8])
+            store: MemoryStoreForCopyTests(byteCount: Self.blocks * 512), blockSize: 512,
+            blockCount: UInt64(Self.blocks), designator: [0x50, 1, 2, 3, 4, 5, 6, 8])
         directory.register(source)
         directory.register(other)
     }
@@ -151,7 +152,8 @@ struct CopyFixture {
         list.listIDUsage = 0b10
         list.targets = [CopyParameterList.identificationTarget(f.source.designator)]
         list.segments = [
-            CopyParameterList.blockToBlock(blocks: 2048, sourceLBA: 0, destinationLBA: UInt64(CopyFixture.blocks - 2048))
+            CopyParameterList.blockToBlock(
+                blocks: 2048, sourceLBA: 0, destinationLBA: UInt64(CopyFixture.blocks - 2048))
         ]
         #expect(f.extendedCopy(list.bytes).status == .good)
         #expect(f.contents(f.source, lba: CopyFixture.blocks - 2048, blocks: 2048).allSatisfy { $0 == 0x41 })
@@ -293,7 +295,8 @@ struct CopyFixture {
         #expect(offset == page.count)
         #expect(descriptors[0x0001] == [7, 0x83, 1, 0x00, 0x84, 2, 0x00, 0x03])
         #expect(descriptors[0x0008]?.count == 0x1c)
-        #expect(descriptors[0x0008].map { Int($0[4]) << 8 | Int($0[5]) } == CopyManager.Limits.maximumTargetDescriptors)
+        let maximumTargets = descriptors[0x0008].map { Int($0[4]) << 8 | Int($0[5]) }
+        #expect(maximumTargets == CopyManager.Limits.maximumTargetDescriptors)
         #expect(descriptors[0x0009] == [2, 0x02, 0xe4, 0])
         #expect(descriptors[0x000c] == [0, 0, 0, 0])
         #expect(descriptors[0x8001]?.count == 0x20)

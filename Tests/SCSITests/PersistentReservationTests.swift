@@ -23,7 +23,9 @@ extension ReservationFixture {
         persistentReserveOut(0x06, serviceActionKey: key, from: nexus)
     }
 
-    func persistentReserveIn(_ serviceAction: UInt8, allocationLength: UInt16 = 4096, from nexus: ITNexus) -> SCSIResult {
+    func persistentReserveIn(
+        _ serviceAction: UInt8, allocationLength: UInt16 = 4096, from nexus: ITNexus
+    ) -> SCSIResult {
         var cdb: [UInt8] = [0x5e, serviceAction, 0, 0, 0, 0, 0, 0, 0, 0]
         cdb.setBigEndian(allocationLength, at: 7)
         return reservations.persistentReserveIn(request(cdb, from: nexus))
@@ -82,7 +84,9 @@ extension ReservationFixture {
 
     @Test func serviceActionRange() {
         let f = ReservationFixture()
-        for serviceAction: UInt8 in 0...3 { #expect(f.persistentReserveIn(serviceAction, from: f.first).status == .good) }
+        for serviceAction: UInt8 in 0...3 {
+            #expect(f.persistentReserveIn(serviceAction, from: f.first).status == .good)
+        }
         for serviceAction: UInt8 in 4...0x1f {
             #expect(f.persistentReserveIn(serviceAction, from: f.first).sense?.code == .invalidFieldInCDB)
         }
@@ -121,7 +125,8 @@ extension ReservationFixture {
         #expect(f.registerAndIgnore(2, from: f.second).status == .good)
         #expect(f.persistentReserveOut(0x01, type: type, key: 1, from: f.first).status == .good)
         let allRegistrants = type == 0x7 || type == 0x8
-        #expect(f.readReservation(from: f.first).map { [$0.key, UInt64($0.type)] } == [allRegistrants ? 0 : 1, UInt64(type)])
+        let reservation = f.readReservation(from: f.first).map { [$0.key, UInt64($0.type)] }
+        #expect(reservation == [allRegistrants ? 0 : 1, UInt64(type)])
         #expect(f.allowed(ReservationFixture.read10, from: f.first))
         #expect(f.allowed(ReservationFixture.write10, from: f.first))
         var observed = [
