@@ -37,6 +37,15 @@ struct ConformanceReport {
     var skipped: [Result] { results.filter { if case .skipped = $0.outcome { true } else { false } } }
     var failed: [Result] { results.filter { if case .failed = $0.outcome { true } else { false } } }
 
+    /// An empty report, to gather the reports of several runs in.
+    init() { finished = true }
+
+    /// Adds the results of another run; the whole is finished only when every part is.
+    mutating func append(_ other: ConformanceReport) {
+        results += other.results
+        finished = finished && other.finished
+    }
+
     init(output: String, family: String) {
         var suite = ""
         var current: (name: String, lines: [Substring])?
@@ -71,9 +80,12 @@ struct ConformanceReport {
         finish()
     }
 
+    /// The reason given for the test that was running when iscsi-test-cu stopped.
+    static let noResult = "no result: iscsi-test-cu stopped during this test"
+
     private static func result(name: String, lines: [Substring]) -> Result {
         guard let end = lines.firstIndex(where: { $0.hasPrefix("passed") || $0.hasPrefix("FAILED") }) else {
-            return Result(name: name, outcome: .failed(reason: "no result: iscsi-test-cu stopped during this test"))
+            return Result(name: name, outcome: .failed(reason: Self.noResult))
         }
         let printed = lines[..<end].map { $0.trimmingCharacters(in: .whitespaces) }
         if lines[end].hasPrefix("FAILED") {
