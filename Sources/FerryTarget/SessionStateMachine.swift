@@ -575,6 +575,7 @@ struct SessionStateMachine {
         // Wait for unsolicited data before soliciting the rest.
         guard progress.unsolicitedDone else { return }
         if progress.requestedUpTo < progress.received { progress.requestedUpTo = progress.received }
+        var issued: [UInt32] = []
         while progress.outstanding.count < parameters.maxOutstandingR2T && progress.requestedUpTo < progress.expected {
             let length = min(parameters.maxBurstLength, progress.expected - progress.requestedUpTo)
             let ttt = nextTargetTransferTag
@@ -583,10 +584,11 @@ struct SessionStateMachine {
                 OutstandingR2T(targetTransferTag: ttt, offset: progress.requestedUpTo, length: length, received: 0,
                     expectedDataSN: 0))
             progress.requestedUpTo += length
-            queue(.readyToTransfer(itt: itt, ttt: ttt), on: task.connection)
+            issued.append(ttt)
         }
         task.state = .waitingForDataOut(progress)
         tasks[itt] = task
+        for ttt in issued { queue(.readyToTransfer(itt: itt, ttt: ttt), on: task.connection) }
     }
 
     private mutating func submit(_ itt: UInt32) {
