@@ -156,7 +156,11 @@ extension EmulatedBlockDevice {
     func write(_ transfer: Transfer, _ dataOut: ByteBuffer, forceUnitAccess: Bool) throws(SenseData) {
         try checkRange(transfer)
         try checkWritable()
-        let data = try requireDataOut(dataOut, Int(transfer.blocks) * blockSize)
+        // > RFC 7143 §11.4.5.2 / libiscsi's residual tests: when the Expected Data Transfer Length
+        // > is below the CDB's transfer length, only the whole blocks that arrived are written and
+        // > the command ends GOOD with the overflow residual that the transport reports.
+        let wholeBlocks = min(Int(transfer.blocks) * blockSize, dataOut.readableBytes / blockSize * blockSize)
+        let data = dataOut.getSlice(at: dataOut.readerIndex, length: wholeBlocks)!
         try ordering.shared { () throws(SenseData) in
             try storeWrite(data, lba: transfer.lba, forceUnitAccess: forceUnitAccess)
         }
