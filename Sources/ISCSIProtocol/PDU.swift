@@ -435,8 +435,8 @@ public struct TaskManagementFunctionResponse: Sendable, Hashable {
     public var response: Response
     public var initiatorTaskTag: UInt32
     public var sequence: StatusSequence
-    /// RFC 7144 §5: QUERY ASYNCHRONOUS EVENT returns the additional response information
-    /// (3 bytes) in bytes 1-3 of the header.
+    /// RFC 7144: QUERY ASYNCHRONOUS EVENT returns the additional response information (sense
+    /// key, ASC, ASCQ: 3 bytes), carried in bytes 36-38 of the header.
     public var additionalResponseInformation: UInt32
 
     public init(
