@@ -206,11 +206,10 @@ final class Session: @unchecked Sendable {
         case .applyToLogicalUnits(let effects):
             for effect in effects {
                 let event = effect.event
-                if case .targetReset = event {
+                switch event {
+                case .targetReset, .itNexusLoss:
                     for backend in node.allBackends { backend.apply(event) }
-                } else if case .itNexusLoss = event {
-                    for backend in node.allBackends { backend.apply(event) }
-                } else {
+                case .logicalUnitReset, .tasksClearedByAnotherInitiator:
                     node.backend(lun: effect.lun)?.apply(event)
                 }
                 logger.info("logical unit event applied", metadata: ["lun": "\(effect.lun)", "event": "\(event)"])

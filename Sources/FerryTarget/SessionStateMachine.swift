@@ -247,8 +247,6 @@ struct SessionStateMachine {
         parameters.initiatorMaxRecvDataSegmentLength = length
     }
 
-    var connectionCount: Int { connections.count }
-    var isIdle: Bool { tasks.isEmpty && functions.isEmpty }
 
     // MARK: Receiving
 

@@ -141,22 +141,17 @@ public final class EmulatedBlockDevice: Sendable {
     /// (SAM-5 §6.3, SPC-4 §5.14).
     public func apply(_ event: LogicalUnitEvent) {
         switch event {
-        case .logicalUnitReset:
-            unitAttentions.establishForAllNexuses(.busDeviceResetFunctionOccurred, except: nil)
+        case .logicalUnitReset, .targetReset:
             state.withLock { $0.modePages.reset() }
-        case .targetReset(let cold):
-            unitAttentions.establishForAllNexuses(cold ? .powerOnOccurred : .scsiBusResetOccurred, except: nil)
-            state.withLock { $0.modePages.reset() }
-        case .itNexusLoss(let nexus):
-            unitAttentions.establish(.itNexusLossOccurred, for: nexus)
-        case .tasksClearedByAnotherInitiator(_, let otherNexuses):
+        case .itNexusLoss:
+            break
+        case .tasksClearedByAnotherInitiator:
             // > If the TAS bit is set to zero, […] a unit attention condition […] COMMANDS CLEARED
             // > BY ANOTHER INITIATOR shall be established for the initiator port associated with
             // > each I_T nexus on which a task was aborted.
-            if !taskAbortedStatus {
-                for nexus in otherNexuses { unitAttentions.establish(.commandsClearedByAnotherInitiator, for: nexus) }
-            }
+            if taskAbortedStatus { return reservations.apply(event) }
         }
+        unitAttentions.apply(event)
         reservations.apply(event)
     }
 
