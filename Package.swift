@@ -11,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "ferryd", targets: ["ferryd"]),
+        .executable(name: "ferryctl", targets: ["ferryctl"]),
         .library(name: "FerryTarget", targets: ["FerryTarget"]),
     ],
     dependencies: [
@@ -22,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // CRC32C (iSCSI digests) from ISA-L.
@@ -29,6 +31,12 @@ let package = Package(
             name: "CISAL",
             pkgConfig: "libisal",
             providers: [.apt(["libisal-dev"])]
+        ),
+        // SCSI generic passthrough: libsgutils2 (sg_lib, sg_pt, sg_cmds) and the sg v3 ioctls.
+        // Debian ships no pkg-config file for it, so the module map links sgutils2 by name.
+        .systemLibrary(
+            name: "CSGUtils",
+            providers: [.apt(["libsgutils2-dev"])]
         ),
         // RFC 7143: PDUs, codec, digests, text negotiation, login, serial numbers. No I/O.
         .target(
@@ -59,6 +67,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The sg passthrough backend: real SCSI disks through /dev/sgN (async sg v3) or /dev/sdX (SG_IO).
+        .target(
+            name: "FerryPassthrough",
+            dependencies: [
+                "CSGUtils",
+                "SCSI",
+                "FerryBackends",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // Configuration model and TOML loader.
         .target(
             name: "FerryConfig",
@@ -74,6 +95,7 @@ let package = Package(
                 "ISCSIProtocol",
                 "SCSI",
                 "FerryBackends",
+                "FerryPassthrough",
                 "FerryConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -89,9 +111,31 @@ let package = Package(
             dependencies: [
                 "FerryTarget",
                 "FerryConfig",
+                "FerryControl",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The control protocol between ferryctl and ferryd (a Unix socket), shared by both.
+        .target(
+            name: "FerryControl",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ferryctl",
+            dependencies: [
+                "FerryControl",
+                "FerryConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -120,12 +164,26 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "FerryPassthroughTests",
+            dependencies: ["FerryPassthrough", "FerryBackends", "SCSI", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "FerryControlTests",
+            dependencies: ["FerryControl", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
             name: "FerryConfigTests",
             dependencies: ["FerryConfig"]
         ),
         .testTarget(
             name: "IntegrationTests",
             exclude: ["conformance-known-failures.txt"]
+        ),
+        // Real SCSI devices: boots Debian's kernel with scsi_debug under qemu (TCG) and runs
+        // ferryd, iscsi-test-cu and open-iscsi inside it. The guest scripts are resources.
+        .testTarget(
+            name: "VMTests",
+            exclude: ["guest"]
         ),
     ],
     swiftLanguageModes: [.v6]

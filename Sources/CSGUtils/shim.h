@@ -1,0 +1,11 @@
+#ifndef FERRY_CSGUTILS_SHIM_H
+#define FERRY_CSGUTILS_SHIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <scsi/sg.h>
+#include <scsi/sg_lib.h>
+#include <scsi/sg_pt.h>
+#include <scsi/sg_cmds_basic.h>
+
+#endif

@@ -1,0 +1,2 @@
+/// Where ferryd listens for ferryctl unless configured otherwise.
+public let defaultControlSocketPath = "/run/ferry/control.sock"

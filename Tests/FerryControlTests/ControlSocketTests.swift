@@ -1,0 +1,6 @@
+import FerryControl
+import Testing
+
+@Test func defaultSocketLivesUnderRun() {
+    #expect(defaultControlSocketPath.hasPrefix("/run/"))
+}

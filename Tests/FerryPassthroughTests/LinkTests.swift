@@ -1,0 +1,6 @@
+import FerryPassthrough
+import Testing
+
+@Test func linksLibSGUtils() {
+    #expect(sgUtilsVersion.isEmpty == false)
+}
