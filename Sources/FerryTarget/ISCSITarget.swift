@@ -7,22 +7,32 @@ import NIOCore
 import NIOPosix
 import SCSI
 public import ServiceLifecycle
+import Synchronization
 
 /// Ferry's iSCSI target: listens on the configured portals and serves the configured targets
 /// until a graceful shutdown.
 public final class ISCSITarget: Service {
     let context: TargetContext
     private let logger: Logger
+    private let observer: (any ISCSITargetObserver)?
+    /// How long a graceful shutdown waits for initiators to log out and for commands to finish.
+    private let drainTime: Duration
 
     /// Opens every logical unit's backing store; throws when one cannot be opened.
-    public init(configuration: FerryConfiguration, logger: Logger) throws {
+    public init(
+        configuration: FerryConfiguration, logger: Logger, observer: (any ISCSITargetObserver)? = nil,
+        drainTime: Duration = .seconds(10)
+    ) throws {
         self.logger = logger
+        self.observer = observer
+        self.drainTime = drainTime
         self.context = try TargetContext(configuration: configuration, logger: logger)
     }
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, System.coreCount))
         let context = self.context
+        let logger = self.logger
         var channels: [any Channel] = []
         do {
             for portal in context.configuration.portals {
@@ -49,53 +59,103 @@ public final class ISCSITarget: Service {
             throw error
         }
         let listeners = channels
+        let heartbeat = observer.flatMap { observer in
+            observer.heartbeatInterval.map { Self.startHeartbeat(group: group, every: $0, observer: observer) }
+        }
+        observer?.targetListening(status)
+        let drainTime = drainTime
         await withGracefulShutdownHandler {
             for channel in listeners { try? await channel.closeFuture.get() }
-        } onGracefulShutdown: {
+        } onGracefulShutdown: { [observer] in
+            observer?.targetStopping()
+            context.refuseLogins()
             for channel in listeners { channel.close(promise: nil) }
         }
-        context.closeAllSessions()
+        await context.drain(within: drainTime)
+        heartbeat?.cancel()
         try? await group.shutdownGracefully()
         context.shutdown()
         logger.info("stopped")
     }
+
+    /// Runs a task on every event loop each `interval` / 2 and tells `observer` when all of
+    /// them ran it: a stuck loop stops the heartbeat, and the service manager's watchdog fires.
+    private static func startHeartbeat(
+        group: MultiThreadedEventLoopGroup, every interval: Duration, observer: any ISCSITargetObserver
+    ) -> RepeatedTask {
+        let loops = Array(group.makeIterator())
+        let half = (interval / 2).components
+        let period = TimeAmount.nanoseconds(max(half.seconds * 1_000_000_000 + half.attoseconds / 1_000_000_000, 1_000_000))
+        return loops[0].scheduleRepeatedAsyncTask(initialDelay: .zero, delay: period) { task in
+            let beats = loops.map { $0.submit {} }
+            return EventLoopFuture.andAllSucceed(beats, on: loops[0]).map { observer.eventLoopsResponsive() }
+        }
+    }
+}
+
+/// What the daemon shell learns of the target's life, for its service manager.
+public protocol ISCSITargetObserver: Sendable {
+    /// How often ``eventLoopsResponsive()`` should at least be called; nil: never.
+    var heartbeatInterval: Duration? { get }
+    /// Every portal listens.
+    func targetListening(_ status: TargetStatus)
+    /// A graceful shutdown began: logins are refused from now on, and sessions are drained.
+    func targetStopping()
+    /// Every event loop of the target just ran a task.
+    func eventLoopsResponsive()
 }
 
 /// What every connection and session shares: the target nodes, the session registry and the
 /// I/O threads of the emulated backends.
 final class TargetContext: Sendable {
-    let configuration: FerryConfiguration
-    let nodes: [String: TargetNode]
+    struct State {
+        var configuration: FerryConfiguration
+        var nodes: [String: TargetNode]
+        /// A graceful shutdown is under way: no new sessions.
+        var refusingLogins = false
+    }
+
+    let state: Mutex<State>
+    var configuration: FerryConfiguration { state.withLock { $0.configuration } }
+    var nodes: [String: TargetNode] { state.withLock { $0.nodes } }
     let registry = SessionRegistry()
+    /// Reloads and runtime changes happen one at a time.
+    let reloadLock = Mutex(())
+    let copyTargets = CopyTargetDirectory()
     /// The node discovery sessions are bound to: no LUNs.
     let discoveryNode: TargetNode
     let threadPool: NIOThreadPool
     let logger: Logger
 
     init(configuration: FerryConfiguration, logger: Logger) throws {
-        self.configuration = configuration
         self.logger = logger
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount * 2))
         threadPool.start()
         self.threadPool = threadPool
-        let copyTargets = CopyTargetDirectory()
-        var nodes: [String: TargetNode] = [:]
         let tpgt = configuration.portals.first?.portalGroupTag ?? 1
-        for target in configuration.targets {
-            var units: [UInt64: any LogicalUnitBackend] = [:]
-            for lun in target.luns {
-                units[lun.lun] = try Self.openBackend(lun, target: target, copyTargets: copyTargets, threadPool: threadPool)
-            }
-            nodes[target.name] = TargetNode(configuration: target, portalGroupTag: tpgt, logicalUnits: units)
-        }
-        self.nodes = nodes
+        self.portalGroupTag = tpgt
+        self.state = Mutex(State(configuration: configuration, nodes: [:]))
         self.discoveryNode = TargetNode(
             configuration: Target(name: "discovery", luns: []), portalGroupTag: tpgt, logicalUnits: [:])
+        var nodes: [String: TargetNode] = [:]
+        do {
+            for target in configuration.targets {
+                var units: [UInt64: any LogicalUnitBackend] = [:]
+                for lun in target.luns { units[lun.lun] = try openBackend(lun) }
+                nodes[target.name] = TargetNode(configuration: target, portalGroupTag: tpgt, logicalUnits: units)
+            }
+        } catch {
+            try? threadPool.syncShutdownGracefully()
+            throw error
+        }
+        state.withLock { $0.nodes = nodes }
     }
 
-    private static func openBackend(
-        _ lun: LogicalUnit, target: Target, copyTargets: CopyTargetDirectory, threadPool: NIOThreadPool
-    ) throws -> any LogicalUnitBackend {
+    /// The portal group tag every node reports (the first portal's).
+    let portalGroupTag: UInt16
+
+    /// Opens a logical unit's backing store and device server.
+    func openBackend(_ lun: LogicalUnit) throws -> any LogicalUnitBackend {
         let store = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)
         var configuration = EmulatedBlockDevice.Configuration(blockSize: lun.blockSize)
         configuration.readOnly = lun.readOnly
@@ -130,17 +190,17 @@ final class TargetContext: Sendable {
         }
     }
 
-    func closeAllSessions() {
-        for session in registry.all {
-            session.execute { $0.closeAllConnections() }
-        }
+    /// From now on, logins that would create a session are refused (the target is stopping).
+    func refuseLogins() {
+        state.withLock { $0.refusingLogins = true }
     }
 
+    /// Waits for the commands still at the backends, then flushes every logical unit.
     func shutdown() {
+        try? threadPool.syncShutdownGracefully()
         for node in nodes.values {
             for backend in node.allBackends { backend.shutdown() }
         }
-        try? threadPool.syncShutdownGracefully()
     }
 }
 
@@ -211,6 +271,9 @@ extension TargetContext: LoginPolicy {
                 let window = session.sequenceNumbers
                 return Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN)
             }.hop(to: loop)
+        }
+        if state.withLock({ $0.refusingLogins }) {
+            return loop.makeFailedFuture(AdmissionError(status: .serviceUnavailable, reason: "the target is stopping"))
         }
         if registry.count >= configuration.limits.maxSessions {
             return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "maximum number of sessions reached"))

@@ -132,6 +132,31 @@ final class Session: @unchecked Sendable {
         for channel in connections.values { channel.close(mode: .all, promise: nil) }
     }
 
+    /// Asks the initiator to log out within `seconds` (Async Message), and closes the
+    /// connections that are still open when the time is up.
+    func requestLogout(within seconds: UInt16) {
+        eventLoop.preconditionInEventLoop()
+        guard !closed else { return }
+        logger.notice("asking the initiator to log out", metadata: ["seconds": "\(seconds)"])
+        run(machine.logoutRequested(within: seconds))
+        eventLoop.scheduleTask(in: .seconds(Int64(seconds))) { [self] in
+            guard !closed else { return }
+            logger.notice("the initiator did not log out in time; closing the session")
+            closeAllConnections()
+        }
+    }
+
+    /// What the control socket shows of this session.
+    func snapshot() -> SessionSnapshot {
+        eventLoop.preconditionInEventLoop()
+        return SessionSnapshot(
+            tsih: tsih, isid: "\(isid)", initiatorName: initiatorName, targetName: node.name,
+            discovery: sessionType == .discovery,
+            connections: connections.sorted { $0.key < $1.key }.map { (cid: $0.key, address: $0.value.remoteAddress) },
+            parameters: machine.parameters, expCmdSN: machine.sequenceNumbers.expCmdSN,
+            maxCmdSN: machine.sequenceNumbers.maxCmdSN, tasks: machine.tasks.count)
+    }
+
     func writabilityChanged(_ cid: UInt16, writable: Bool) {
         eventLoop.preconditionInEventLoop()
         run(machine.writabilityChanged(cid, writable: writable))
