@@ -411,6 +411,21 @@ struct SessionStateMachine {
         return takeActions()
     }
 
+    /// The target asks the initiator to log out (reconfiguration, shutdown, an operator's
+    /// request), on every connection of the session.
+    mutating func logoutRequested(within seconds: UInt16) -> [Action] {
+        // > RFC 7143 §11.9.1: AsyncEvent 1: the target requests Logout. [...] The initiator MUST
+        // > honor this request by issuing a Logout as early as possible but no later than
+        // > Parameter3 seconds.
+        for cid in connections.keys.sorted() {
+            let message = AsynchronousMessage(
+                sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), event: .requestLogout,
+                parameter3: seconds)
+            queue(.pdu(.asynchronousMessage(message)), on: cid)
+        }
+        return takeActions()
+    }
+
     /// Another session's task-set function reaches this session: abort every affected task.
     /// When `mustWait` is true, the backend still holds some of them, and the action
     /// ``Action/externalFunctionDone(_:)`` with `externalID` follows once all have left it.

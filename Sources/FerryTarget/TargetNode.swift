@@ -3,35 +3,55 @@ import FerryConfig
 import ISCSIProtocol
 import NIOCore
 import SCSI
+import Synchronization
 
-/// One iSCSI target node as the engine serves it: its name, its LUN map and its ACL.
+/// One iSCSI target node as the engine serves it: its name, its LUN map and its ACL. A reload
+/// changes the LUN map and the ACL in place, so that the node's sessions carry on.
 final class TargetNode: Sendable {
+    private struct State {
+        var configuration: Target
+        var logicalUnits: [UInt64: any LogicalUnitBackend]
+    }
+
     let name: String
-    let alias: String?
     let portalGroupTag: UInt16
-    let configuration: Target
-    private let logicalUnits: [UInt64: any LogicalUnitBackend]
+    private let state: Mutex<State>
 
     init(configuration: Target, portalGroupTag: UInt16, logicalUnits: [UInt64: any LogicalUnitBackend]) {
         self.name = configuration.name
-        self.alias = configuration.alias
         self.portalGroupTag = portalGroupTag
-        self.configuration = configuration
-        self.logicalUnits = logicalUnits
+        self.state = Mutex(State(configuration: configuration, logicalUnits: logicalUnits))
     }
+
+    var configuration: Target { state.withLock { $0.configuration } }
+
+    var alias: String? { configuration.alias }
 
     func backend(lun: UInt64) -> (any LogicalUnitBackend)? {
-        logicalUnits[Self.normalize(lun)]
+        let lun = Self.normalize(lun)
+        return state.withLock { $0.logicalUnits[lun] }
     }
 
-    var allBackends: [any LogicalUnitBackend] { Array(logicalUnits.values) }
+    var allBackends: [any LogicalUnitBackend] { state.withLock { Array($0.logicalUnits.values) } }
 
-    var lunNumbers: [UInt64] { logicalUnits.keys.sorted() }
+    var lunNumbers: [UInt64] { state.withLock { $0.logicalUnits.keys.sorted() } }
+
+    /// Serves `configuration` from now on, with `logicalUnits` as the LUN map.
+    func update(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend]) {
+        state.withLock { $0 = State(configuration: configuration, logicalUnits: logicalUnits) }
+    }
+
+    /// The LUN map, for a reload to build the next one from.
+    var logicalUnits: [UInt64: any LogicalUnitBackend] { state.withLock { $0.logicalUnits } }
 
     /// Whether `initiatorName` may log in to this target and see it in SendTargets.
     func admits(initiatorName: String) -> Bool {
-        configuration.allowedInitiators.isEmpty
-            || configuration.allowedInitiators.contains { $0.caseInsensitiveCompare(initiatorName) == .orderedSame }
+        Self.admits(initiatorName: initiatorName, allowedInitiators: configuration.allowedInitiators)
+    }
+
+    static func admits(initiatorName: String, allowedInitiators: [String]) -> Bool {
+        allowedInitiators.isEmpty
+            || allowedInitiators.contains { $0.caseInsensitiveCompare(initiatorName) == .orderedSame }
     }
 
     /// Commands the target answers for every LUN itself: REPORT LUNS (its LUN map is not a

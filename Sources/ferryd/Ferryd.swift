@@ -53,21 +53,16 @@ struct Ferryd: AsyncParsableCommand {
             $0.hasPrefix("/") ? $0 : FileManager.default.currentDirectoryPath + "/" + $0
         }
 
-        var configuration: FerryConfiguration
+        let source = ConfigurationSource(
+            file: config, defaultStateDirectory: defaultStateDirectory, stateDirectoryOverride: stateDirectory)
+        let configuration: FerryConfiguration
         do {
-            if let config {
-                configuration = try FerryConfiguration.load(
-                    contentsOf: config, defaultStateDirectory: defaultStateDirectory)
-            } else {
-                configuration = FerryConfiguration.embeddedDefault(
-                    stateDirectory: stateDirectory ?? defaultStateDirectory)
-            }
+            configuration = try source.load()
         } catch {
             printError(error.description)
             printError("ferryd: \(error.problems.count) problem(s) in \(config ?? "the configuration")")
             throw ExitCode.failure
         }
-        if let stateDirectory { configuration.stateDirectory = stateDirectory }
 
         if checkConfig {
             let luns = configuration.targets.reduce(0) { $0 + $1.luns.count }
@@ -101,17 +96,24 @@ struct Ferryd: AsyncParsableCommand {
                 "targets": "\(configuration.targets.map(Self.summary))",
             ])
 
+        // SIGHUP reloads (HangupService); until it listens, a hangup must not end the process.
+        signal(SIGHUP, SIG_IGN)
+        let notifier = SystemdNotifier()
         let target: ISCSITarget
         do {
-            target = try ISCSITarget(configuration: configuration, logger: logger)
+            target = try ISCSITarget(
+                configuration: configuration, logger: logger, observer: notifier.map(ServiceManagerObserver.init))
         } catch {
             logger.critical("cannot open the logical units: \(error)")
             throw ExitCode.failure
         }
+        let reloader = Reloader(target: target, source: source, notifier: notifier, logger: logger)
 
+        // Services stop in reverse order: SIGHUP handling first, the target (draining) last.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: target)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [.init(service: target), .init(service: HangupService(reloader: reloader, notifier: notifier))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {

@@ -1,0 +1,268 @@
+public import FerryBackends
+public import FerryConfig
+import Foundation
+import ISCSIProtocol
+import Logging
+import NIOCore
+import Synchronization
+
+/// What is served right now, in numbers (for the service manager's status line).
+public struct TargetStatus: Sendable, Hashable {
+    public var portals: Int
+    public var targets: Int
+    public var logicalUnits: Int
+    public var sessions: Int
+}
+
+/// One session as an administrator sees it.
+public struct SessionSnapshot: Sendable, Hashable {
+    public struct Connection: Sendable, Hashable {
+        public var cid: UInt16
+        /// The initiator's address and port; empty when the socket is gone.
+        public var address: String
+    }
+
+    public var tsih: UInt16
+    public var isid: String
+    public var initiatorName: String
+    public var targetName: String
+    public var discovery: Bool
+    public var connections: [Connection]
+    /// Negotiated operational parameters by their RFC 7143 key names.
+    public var parameters: [String: String]
+    public var expCmdSN: UInt32
+    public var maxCmdSN: UInt32
+    /// Tasks the session holds (received and not yet answered).
+    public var tasks: Int
+
+    init(
+        tsih: UInt16, isid: String, initiatorName: String, targetName: String, discovery: Bool,
+        connections: [(cid: UInt16, address: SocketAddress?)], parameters: SessionParameters, expCmdSN: UInt32,
+        maxCmdSN: UInt32, tasks: Int
+    ) {
+        self.tsih = tsih
+        self.isid = isid
+        self.initiatorName = initiatorName
+        self.targetName = targetName
+        self.discovery = discovery
+        self.connections = connections.map { connection in
+            let address = connection.address.map { address in
+                guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+                return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+            }
+            return Connection(cid: connection.cid, address: address ?? "")
+        }
+        let yesNo = { (value: Bool) in value ? "Yes" : "No" }
+        self.parameters = [
+            "InitialR2T": yesNo(parameters.initialR2T),
+            "ImmediateData": yesNo(parameters.immediateData),
+            "FirstBurstLength": "\(parameters.firstBurstLength)",
+            "MaxBurstLength": "\(parameters.maxBurstLength)",
+            "MaxOutstandingR2T": "\(parameters.maxOutstandingR2T)",
+            "MaxRecvDataSegmentLength": "\(parameters.initiatorMaxRecvDataSegmentLength)",
+            "ErrorRecoveryLevel": "\(parameters.errorRecoveryLevel)",
+        ]
+        self.expCmdSN = expCmdSN
+        self.maxCmdSN = maxCmdSN
+        self.tasks = tasks
+    }
+}
+
+/// What a reload changed, in sentences for the log and for ferryctl.
+public struct ReloadReport: Sendable, Hashable {
+    /// "added target iqn...", "removed LUN 1 of iqn...".
+    public var changes: [String] = []
+    /// Parts of the new configuration that a reload cannot apply (they need a restart).
+    public var warnings: [String] = []
+    /// Sessions asked to log out because what they used went away.
+    public var sessionsLoggedOut = 0
+}
+
+/// A reload that was refused: nothing of it was applied.
+public struct ReloadError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+extension ISCSITarget {
+    /// The configuration being served (after every reload and runtime change).
+    public var configuration: FerryConfiguration { context.configuration }
+
+    public var status: TargetStatus {
+        let configuration = context.configuration
+        return TargetStatus(
+            portals: configuration.portals.count, targets: configuration.targets.count,
+            logicalUnits: configuration.targets.reduce(0) { $0 + $1.luns.count }, sessions: context.registry.count)
+    }
+
+    /// Every session, read on its own event loop.
+    public func sessions() async -> [SessionSnapshot] {
+        var snapshots: [SessionSnapshot] = []
+        for session in context.registry.all {
+            if let snapshot = try? await session.eventLoop.submit({ session.snapshot() }).get() {
+                snapshots.append(snapshot)
+            }
+        }
+        return snapshots.sorted { $0.tsih < $1.tsih }
+    }
+
+    /// The backend kind ("file", "block device") of each LUN of `target`.
+    public func backendKinds(target: String) -> [UInt64: String] {
+        guard let node = context.nodes[target] else { return [:] }
+        return node.logicalUnits.mapValues(\.kind)
+    }
+
+    /// Asks the initiator of session `tsih` to log out within `seconds`; false when there is
+    /// no such session.
+    public func logOut(tsih: UInt16, within seconds: UInt16 = 5) -> Bool {
+        guard let session = context.registry.session(tsih: tsih) else { return false }
+        session.execute { $0.requestLogout(within: seconds) }
+        return true
+    }
+
+    /// Serves `configuration` from now on: new targets, LUNs and ACL entries appear; the sessions
+    /// of removed targets, of targets whose LUNs were removed or changed and of initiators the
+    /// ACL no longer admits are asked to log out; other sessions are not touched. Portals and
+    /// the state directory need a restart and stay as they are.
+    ///
+    /// Throws, changing nothing, when a new logical unit cannot be opened.
+    public func reload(_ configuration: FerryConfiguration) throws(ReloadError) -> ReloadReport {
+        try context.reload(configuration, logoutWithin: 5)
+    }
+}
+
+extension TargetContext {
+    /// See ``ISCSITarget/reload(_:)``.
+    func reload(_ new: FerryConfiguration, logoutWithin seconds: UInt16) throws(ReloadError) -> ReloadReport {
+        try reloadLock.withLock { _ throws(ReloadError) in try reloadLocked(new, logoutWithin: seconds) }
+    }
+
+    private func reloadLocked(_ requested: FerryConfiguration, logoutWithin seconds: UInt16) throws(ReloadError)
+        -> ReloadReport
+    {
+        let old = configuration
+        var new = requested
+        var report = ReloadReport()
+        if new.portals != old.portals {
+            report.warnings.append("[[portal]] changes need a restart of ferryd; the portals stay as they are")
+            new.portals = old.portals
+        }
+        if new.stateDirectory != old.stateDirectory {
+            report.warnings.append("state_directory changes need a restart of ferryd")
+            new.stateDirectory = old.stateDirectory
+        }
+        if new.limits != old.limits { report.changes.append("limits apply to new sessions") }
+        if new.discoveryAuthentication != old.discoveryAuthentication { report.changes.append("discovery CHAP changed") }
+
+        let oldTargets = Dictionary(uniqueKeysWithValues: old.targets.map { ($0.name, $0) })
+        let currentNodes = nodes
+        // Open everything new first: a failure leaves the running configuration as it is.
+        var opened: [any LogicalUnitBackend] = []
+        var plans: [(target: Target, units: [UInt64: any LogicalUnitBackend])] = []
+        do {
+            for target in new.targets {
+                let previous = oldTargets[target.name]
+                let running = currentNodes[target.name]?.logicalUnits ?? [:]
+                var units: [UInt64: any LogicalUnitBackend] = [:]
+                for lun in target.luns {
+                    if let unchanged = previous?.luns.first(where: { $0 == lun }), let backend = running[unchanged.lun] {
+                        units[lun.lun] = backend
+                    } else {
+                        let backend = try openBackend(lun)
+                        opened.append(backend)
+                        units[lun.lun] = backend
+                    }
+                }
+                plans.append((target, units))
+            }
+        } catch {
+            for backend in opened { backend.shutdown() }
+            throw ReloadError(description: "cannot open a logical unit: \(error); the running configuration stays")
+        }
+
+        // Commit, and collect what must go.
+        var leaving: [TargetNode] = []
+        var retired: [any LogicalUnitBackend] = []
+        var affected: [(node: TargetNode, initiatorStays: (String) -> Bool)] = []
+        state.withLock { state in
+            var nodes: [String: TargetNode] = [:]
+            for (target, units) in plans {
+                guard let node = state.nodes[target.name], let previous = oldTargets[target.name] else {
+                    nodes[target.name] = TargetNode(configuration: target, portalGroupTag: portalGroupTag, logicalUnits: units)
+                    report.changes.append("added target \(target.name) with \(units.count) LUN(s)")
+                    continue
+                }
+                let running = node.logicalUnits
+                let gone = running.filter { number, backend in units[number] !== backend }
+                retired += gone.values
+                for number in gone.keys.sorted() {
+                    let verb = units[number] == nil ? "removed" : "replaced"
+                    report.changes.append("\(verb) LUN \(number) of \(target.name)")
+                }
+                for number in units.keys.sorted() where running[number] == nil {
+                    report.changes.append("added LUN \(number) to \(target.name)")
+                }
+                if target.allowedInitiators != previous.allowedInitiators {
+                    report.changes.append("allowed initiators of \(target.name) changed")
+                }
+                if target.chap != previous.chap || target.mutualCHAP != previous.mutualCHAP {
+                    report.changes.append("CHAP of \(target.name) changed (applies to new logins)")
+                }
+                node.update(configuration: target, logicalUnits: units)
+                nodes[target.name] = node
+                if !gone.isEmpty {
+                    affected.append((node, { _ in false }))
+                } else if target.allowedInitiators != previous.allowedInitiators {
+                    let allowed = target.allowedInitiators
+                    affected.append((node, { TargetNode.admits(initiatorName: $0, allowedInitiators: allowed) }))
+                }
+            }
+            for (name, node) in state.nodes where nodes[name] == nil {
+                leaving.append(node)
+                retired += node.allBackends
+                report.changes.append("removed target \(name)")
+            }
+            state.nodes = nodes
+            state.configuration = new
+        }
+
+        for session in registry.all {
+            let goes =
+                leaving.contains { $0 === session.node }
+                || affected.contains { $0.node === session.node && !$0.initiatorStays(session.initiatorName) }
+            guard goes else { continue }
+            report.sessionsLoggedOut += 1
+            session.execute { $0.requestLogout(within: seconds) }
+        }
+        // Flush what went away once its sessions had the time to log out and be closed.
+        if !retired.isEmpty {
+            let backends = retired
+            Task {
+                try? await Task.sleep(for: .seconds(Int(seconds) + 1))
+                for backend in backends { backend.shutdown() }
+            }
+        }
+        return report
+    }
+
+    /// Asks every initiator to log out, waits up to `time` for the sessions to end, closes those
+    /// that remain and waits for the commands still at the backends.
+    func drain(within time: Duration) async {
+        let deadline = ContinuousClock.now + time
+        let sessions = registry.all
+        if !sessions.isEmpty {
+            let seconds = UInt16(clamping: max(1, time.components.seconds - 1))
+            logger.info("asking initiators to log out", metadata: ["sessions": "\(sessions.count)"])
+            for session in sessions { session.execute { $0.requestLogout(within: seconds) } }
+        }
+        while registry.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        let remaining = registry.all
+        if !remaining.isEmpty {
+            logger.warning("closing sessions that did not log out", metadata: ["sessions": "\(remaining.count)"])
+            for session in remaining { session.execute { $0.closeAllConnections() } }
+        }
+        // Commands still at a backend finish before the thread pool stops.
+        try? await threadPool.shutdownGracefully()
+    }
+}
