@@ -21,6 +21,12 @@ public struct LoginTarget: Sendable, Hashable {
         self.chap = chap
         self.mutualCHAP = mutualCHAP
     }
+
+    /// Whether `initiatorName` may log in. iSCSI names compare after stringprep normalization, which folds case
+    /// (RFC 7143 §4.2.7.1, RFC 3722), so the access list matches regardless of case.
+    public func admits(initiatorName: String) -> Bool {
+        allowedInitiators.isEmpty || allowedInitiators.contains { $0.lowercased() == initiatorName.lowercased() }
+    }
 }
 
 /// Looks up the targets reachable through the portal a connection arrived on.
@@ -458,7 +464,7 @@ public struct LoginStateMachine: Sendable {
             guard let target = policy.target(named: targetName) else {
                 throw LoginFailure(.notFound, "target \(targetName) does not exist here")
             }
-            guard target.allowedInitiators.isEmpty || target.allowedInitiators.contains(initiatorName) else {
+            guard target.admits(initiatorName: initiatorName) else {
                 throw LoginFailure(.authorizationFailure, "\(initiatorName) is not allowed to log in to \(targetName)")
             }
             context.target = target

@@ -349,6 +349,15 @@ extension LoginAction {
         #expect(action.status == .authorizationFailure)
     }
 
+    @Test func accessListMatchesInitiatorNamesRegardlessOfCase() {
+        // The engine's SendTargets uses the same rule, so that discovery never shows a target login refuses.
+        let target = LoginTarget(name: targetName, allowedInitiators: [initiator.uppercased()])
+        #expect(target.admits(initiatorName: initiator))
+        var machine = makeMachine(target: target)
+        let action = machine.loginRequestReceived(request(.securityNegotiation, .loginOperationalNegotiation, identity))
+        #expect(!action.isRejection)
+    }
+
     @Test func unknownSessionType() {
         var machine = makeMachine()
         let action = machine.loginRequestReceived(
