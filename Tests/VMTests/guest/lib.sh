@@ -115,13 +115,22 @@ start_iscsid() {
     wait_for '{ iscsiadm -m session 2>&1 || true; } | grep -q "No active sessions"'
 }
 
+# Prints /dev/sdX of LUN 0 of every iSCSI session, in session order.
+iscsi_disks() {
+    local block
+    for block in /sys/class/iscsi_session/session*/device/target*/*:*:*:0/block/sd*; do
+        [ -e "$block" ] && echo "/dev/$(basename "$block")"
+    done
+    true
+}
+
 # Logs the node in (through the ifaces given, default "default") and sets iscsi_disk to the new
 # disk of the first session once its size is known.
 iscsi_login() {
     step "iscsiadm login"
     iscsiadm -m node -T "$target_name" -p 127.0.0.1:3260 -l
     wait_for 'ls -d /sys/class/iscsi_session/session*/device/target*/*:*:*:0/block/sd*'
-    iscsi_disk=/dev/$(ls /sys/class/iscsi_session/session*/device/target*/*:*:*:0/block | head -1)
+    iscsi_disk=$(iscsi_disks | head -1)
     wait_for "[ \$(cat /sys/class/block/${iscsi_disk#/dev/}/size) -gt 0 ]"
     echo "iSCSI disk: $iscsi_disk ($(cat /sys/class/block/${iscsi_disk#/dev/}/size) sectors)"
 }

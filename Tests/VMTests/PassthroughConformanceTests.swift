@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+
+extension InVirtualMachine {
+    /// libiscsi's conformance suite (`iscsi-test-cu -d -S`, the SCSI family suite by suite) against
+    /// ferryd exporting scsi_debug's /dev/sgN through the sg backend, all inside one VM
+    /// (guest/conformance.sh), with the ratchet passthrough-known-failures.txt.
+    @Suite struct PassthroughConformanceTests {
+        /// How long one suite may take under TCG before it counts as hung.
+        static let suiteTimeout = 150
+        /// The whole run, boot included: under TCG the SCSI family takes minutes.
+        static let timeout = Duration.seconds(1800)
+
+        @Test func scsiFamily() async throws {
+            let knownFailures = try KnownFailures.load()
+            for (name, reason) in knownFailures.reasons where !reason.contains("scsi_debug") {
+                Issue.record("\(name) in \(KnownFailures.file.lastPathComponent) names no scsi_debug behaviour: \(reason)")
+            }
+            let run = try await VirtualMachine.run(
+                script: "conformance.sh", arguments: ["SCSI", "\(Self.suiteTimeout)"],
+                environment: ["FERRYD": try VirtualMachine.locateFerryd()], timeout: Self.timeout)
+            let report = Self.report(of: run, family: "SCSI")
+            print("scsi_debug on its own (guest/scsi-debug-probes.sh):\n\(run.file("scsi-debug-probes.log"))")
+
+            let counts = (report.passed.count, report.skipped.count, report.failed.count)
+            print("passthrough SCSI: \(counts.0) passed, \(counts.1) skipped, \(counts.2) failed")
+            for result in report.skipped {
+                if case .skipped(let reason) = result.outcome { print("  skipped \(result.name): \(reason)") }
+            }
+            for result in report.failed {
+                guard case .failed(let reason) = result.outcome else { continue }
+                let known = knownFailures.reasons[result.name] != nil ? "known" : "NEW"
+                print("  failed (\(known)) \(result.name): \(reason)")
+            }
+            var violations = knownFailures.violations(in: report, family: "SCSI")
+            if run.exitCode != 0 { violations.append("the guest script failed") }
+            if report.results.isEmpty { violations.append("no conformance test ran") }
+            if violations.isEmpty {
+                VirtualMachine.expectSuccess(run, "passthrough conformance")
+            } else {
+                print("VM passthrough conformance: \(run.duration) in all")
+                Issue.record("passthrough conformance:\n\(violations.joined(separator: "\n"))\n\(run.diagnostics)")
+            }
+        }
+
+        /// Gathers the per-suite logs that guest/conformance.sh wrote. A suite that was killed at
+        /// its timeout, or whose iscsi-test-cu died, fails the test it was running.
+        static func report(of run: GuestRun, family: String) -> ConformanceReport {
+            var report = ConformanceReport()
+            for line in run.file("conformance/suites").split(separator: "\n") {
+                let fields = line.split(separator: " ")
+                guard fields.count == 2 else { continue }
+                let suite = String(fields[0])
+                var part = ConformanceReport(output: run.file("conformance/\(suite).log"), family: family)
+                if fields[1] == "124" || !part.finished {
+                    let why =
+                        fields[1] == "124"
+                        ? "hung: no answer within \(suiteTimeout) s" : "iscsi-test-cu died (status \(fields[1]))"
+                    part.results = part.results.map { result in
+                        guard result.outcome == .failed(reason: ConformanceReport.noResult) else { return result }
+                        return .init(name: result.name, outcome: .failed(reason: why))
+                    }
+                    if part.results.isEmpty {
+                        part.results = [.init(name: "\(suite).(run)", outcome: .failed(reason: why))]
+                    }
+                    part.finished = true
+                }
+                report.append(part)
+            }
+            if run.exitCode == nil { report.finished = false }
+            return report
+        }
+    }
+}
