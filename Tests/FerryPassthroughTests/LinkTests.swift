@@ -1,6 +1,0 @@
-import FerryPassthrough
-import Testing
-
-@Test func linksLibSGUtils() {
-    #expect(sgUtilsVersion.isEmpty == false)
-}
