@@ -7,6 +7,11 @@ public struct FerryConfiguration: Sendable, Hashable {
     /// CHAP credentials that discovery sessions must present; nil allows discovery without CHAP.
     public var discoveryAuthentication: CHAPCredentials?
     public var limits: Limits
+    /// The Unix socket ferryctl talks to (`[control] socket`); nil: `$RUNTIME_DIRECTORY/control.sock`
+    /// under systemd, else /run/ferry/control.sock.
+    public var controlSocket: String? = nil
+    /// Where the Prometheus text endpoint listens (`[metrics] address`); nil, the default, turns it off.
+    public var metricsAddress: ListenAddress? = nil
 
     public init(
         portals: [Portal], targets: [Target], stateDirectory: String,
@@ -30,6 +35,17 @@ public struct Portal: Sendable, Hashable {
         self.host = host
         self.port = port
         self.portalGroupTag = portalGroupTag
+    }
+}
+
+/// A TCP address to listen on (host and port), such as the metrics endpoint's.
+public struct ListenAddress: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
     }
 }
 

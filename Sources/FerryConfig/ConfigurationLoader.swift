@@ -84,7 +84,7 @@ private struct ConfigurationLoader {
 
     mutating func configuration(from root: TOMLTable, defaultStateDirectory: String) -> FerryConfiguration {
         let node = Node(table: root, path: [], context: "")
-        checkKeys(node, allowed: ["state_directory", "portal", "discovery", "target", "limits"])
+        checkKeys(node, allowed: ["state_directory", "portal", "discovery", "target", "limits", "control", "metrics"])
 
         let stateDirectory = string(node, "state_directory").map { absolute($0) } ?? defaultStateDirectory
 
@@ -125,9 +125,30 @@ private struct ConfigurationLoader {
         var limits = Limits()
         if let limitsNode = table(node, "limits", context: "limits: ") { limits = self.limits(from: limitsNode) }
 
-        return FerryConfiguration(
+        var configuration = FerryConfiguration(
             portals: portals, targets: targets, stateDirectory: stateDirectory,
             discoveryAuthentication: discoveryAuthentication, limits: limits)
+        if let control = table(node, "control", context: "control: ") {
+            checkKeys(control, allowed: ["socket"])
+            configuration.controlSocket = string(control, "socket").map { absolute($0) }
+        }
+        if let metrics = table(node, "metrics", context: "metrics: ") { configuration.metricsAddress = self.metrics(metrics) }
+        return configuration
+    }
+
+    /// `[metrics] address = "127.0.0.1:9380"`: a port is required (3260 is not a default here).
+    private mutating func metrics(_ node: Node) -> ListenAddress? {
+        checkKeys(node, allowed: ["address"])
+        guard let address = string(node, "address", required: true) else { return nil }
+        switch PortalAddress.parse(address) {
+        case .success(let parsed) where address.hasSuffix(":\(parsed.port)"):
+            return ListenAddress(host: parsed.host, port: parsed.port)
+        case .success:
+            report(node.path + [.key("address")], "metrics: address \"\(address)\" needs a port, e.g. \"127.0.0.1:9380\"")
+        case .failure(let problem):
+            report(node.path + [.key("address")], "metrics: address \"\(address)\" \(problem.message)")
+        }
+        return nil
     }
 
     // MARK: - Sections

@@ -113,6 +113,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             admitted = nil
             enterFullFeaturePhase(session, cid: cid, response: response, negotiated: negotiated, context: context)
         case .rejectLogin(let response, let reason):
+            LoginMetrics.failed(statusClass: response.statusClass, statusDetail: response.statusDetail)
             logger.notice(
                 "login failed",
                 metadata: [

@@ -1,5 +1,6 @@
 public import FerryConfig
 import FerryBackends
+import FerryPassthrough
 import Foundation
 import ISCSIProtocol
 public import Logging
@@ -137,11 +138,14 @@ final class TargetContext: Sendable {
         self.state = Mutex(State(configuration: configuration, nodes: [:]))
         self.discoveryNode = TargetNode(
             configuration: Target(name: "discovery", luns: []), portalGroupTag: tpgt, logicalUnits: [:])
+        if configuration.targets.contains(where: { $0.luns.contains { $0.backend == .sg } }) {
+            PassthroughBackend.checkCapabilities(logger: logger)
+        }
         var nodes: [String: TargetNode] = [:]
         do {
             for target in configuration.targets {
                 var units: [UInt64: any LogicalUnitBackend] = [:]
-                for lun in target.luns { units[lun.lun] = try openBackend(lun) }
+                for lun in target.luns { units[lun.lun] = try openBackend(lun, target: target.name) }
                 nodes[target.name] = TargetNode(configuration: target, portalGroupTag: tpgt, logicalUnits: units)
             }
         } catch {
@@ -154,8 +158,19 @@ final class TargetContext: Sendable {
     /// The portal group tag every node reports (the first portal's).
     let portalGroupTag: UInt16
 
-    /// Opens a logical unit's backing store and device server.
-    func openBackend(_ lun: LogicalUnit) throws -> any LogicalUnitBackend {
+    /// Opens a logical unit's backing store and device server; counted when metrics are on.
+    func openBackend(_ lun: LogicalUnit, target: String) throws -> any LogicalUnitBackend {
+        let backend = try openUnmeteredBackend(lun)
+        guard configuration.metricsAddress != nil else { return backend }
+        return MeteredBackend(backend, metrics: LogicalUnitMetrics(target: target, lun: lun.lun))
+    }
+
+    private func openUnmeteredBackend(_ lun: LogicalUnit) throws -> any LogicalUnitBackend {
+        if lun.backend == .sg {
+            let configuration = PassthroughBackend.Configuration(
+                path: lun.path, commandTimeoutMilliseconds: UInt32(lun.commandTimeout))
+            return try PassthroughBackend(configuration: configuration, logger: logger)
+        }
         let store = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)
         var configuration = EmulatedBlockDevice.Configuration(blockSize: lun.blockSize)
         configuration.readOnly = lun.readOnly
@@ -296,6 +311,7 @@ extension TargetContext: LoginPolicy {
             sessionType: summary.sessionType, parameters: parameters, expCmdSN: summary.cmdSN,
             serial: registry.nextSerial(), context: self, logger: logger)
         registry.add(session)
+        if summary.sessionType == .normal { LoginMetrics.succeeded(target: node.name) }
         let window = session.sequenceNumbers
         return loop.makeSucceededFuture(Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN))
     }

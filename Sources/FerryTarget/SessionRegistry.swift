@@ -34,13 +34,19 @@ final class SessionRegistry: Sendable {
     }
 
     func add(_ session: Session) {
-        state.withLock { $0.sessions[session.tsih] = session }
+        let count = state.withLock { state in
+            state.sessions[session.tsih] = session
+            return state.sessions.values.filter { $0.node === session.node }.count
+        }
+        SessionMetrics.record(target: session.node.name, sessions: count)
     }
 
     func remove(_ session: Session) {
-        state.withLock { state in
+        let count = state.withLock { state in
             if state.sessions[session.tsih] === session { state.sessions[session.tsih] = nil }
+            return state.sessions.values.filter { $0.node === session.node }.count
         }
+        SessionMetrics.record(target: session.node.name, sessions: count)
     }
 
     func session(tsih: UInt16) -> Session? {

@@ -150,6 +150,11 @@ extension TargetContext {
             report.warnings.append("state_directory changes need a restart of ferryd")
             new.stateDirectory = old.stateDirectory
         }
+        if new.controlSocket != old.controlSocket || new.metricsAddress != old.metricsAddress {
+            report.warnings.append("[control] and [metrics] changes need a restart of ferryd")
+            new.controlSocket = old.controlSocket
+            new.metricsAddress = old.metricsAddress
+        }
         if new.limits != old.limits { report.changes.append("limits apply to new sessions") }
         if new.discoveryAuthentication != old.discoveryAuthentication { report.changes.append("discovery CHAP changed") }
 
@@ -167,7 +172,7 @@ extension TargetContext {
                     if let unchanged = previous?.luns.first(where: { $0 == lun }), let backend = running[unchanged.lun] {
                         units[lun.lun] = backend
                     } else {
-                        let backend = try openBackend(lun)
+                        let backend = try openBackend(lun, target: target.name)
                         opened.append(backend)
                         units[lun.lun] = backend
                     }

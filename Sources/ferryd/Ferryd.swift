@@ -1,5 +1,6 @@
 import ArgumentParser
 import FerryConfig
+import FerryControl
 import FerryTarget
 import Foundation
 import Logging
@@ -99,6 +100,8 @@ struct Ferryd: AsyncParsableCommand {
         // SIGHUP reloads (HangupService); until it listens, a hangup must not end the process.
         signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier()
+        // Metrics are bootstrapped before the target creates any.
+        let metricsServer = configuration.metricsAddress.map { TargetMetrics.bootstrap(address: $0, logger: logger) }
         let target: ISCSITarget
         do {
             target = try ISCSITarget(
@@ -109,17 +112,48 @@ struct Ferryd: AsyncParsableCommand {
         }
         let reloader = Reloader(target: target, source: source, notifier: notifier, logger: logger)
 
-        // Services stop in reverse order: SIGHUP handling first, the target (draining) last.
+        // Services stop in reverse order: the local endpoints and SIGHUP handling first, the
+        // target (draining its sessions) last.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: target), .init(service: HangupService(reloader: reloader, notifier: notifier)),
+        ]
+        if let path = Self.controlSocketPath(configuration, logger: logger) {
+            let responder = ControlResponder(target: target, reloader: reloader, logger: logger)
+            services.append(
+                .init(
+                    service: LineSocketServer(
+                        path: path, maximumLineLength: ControlProtocol.maximumLineLength, logger: logger,
+                        respond: responder.respond(to:))))
+        }
+        if let metricsServer { services.append(.init(service: metricsServer)) }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: target), .init(service: HangupService(reloader: reloader, notifier: notifier))],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {
             logger.critical("cannot serve: \(error)\(Self.hint(for: error, portals: configuration.portals))")
             throw ExitCode.failure
         }
+    }
+
+    /// The control socket's path: `[control] socket`, else in systemd's `RuntimeDirectory=`, else
+    /// /run/ferry/control.sock. Without a configured path, a directory ferryd cannot create or write
+    /// means no control socket (a notice says so), not a failure.
+    private static func controlSocketPath(_ configuration: FerryConfiguration, logger: Logger) -> String? {
+        if let path = configuration.controlSocket { return path }
+        let runtimeDirectory = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"]?
+            .split(separator: ":").first.map(String.init)
+        let path = runtimeDirectory.map { "\($0)/control.sock" } ?? defaultControlSocketPath
+        let directory = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+        guard access(directory, W_OK) == 0 else {
+            logger.notice(
+                "no control socket: \(directory) is not writable; ferryctl needs ferryd to run as root or a [control] socket path")
+            return nil
+        }
+        return path
     }
 
     /// What an operator can do about a failure to serve, from the system error it carries.

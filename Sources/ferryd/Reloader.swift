@@ -57,6 +57,28 @@ final class Reloader: Sendable {
         }
     }
 
+    /// Applies a change to the running configuration (ferryctl lun/acl add/remove), in turn with
+    /// reloads. The file is not rewritten: the next reload reads the file again.
+    func apply(
+        _ change: @escaping @Sendable (FerryConfiguration) throws -> FerryConfiguration
+    ) async -> Result<ReloadReport, ReloadFailure> {
+        await withCheckedContinuation { continuation in
+            serial.async {
+                let result: Result<ReloadReport, ReloadFailure>
+                do {
+                    result = .success(try self.target.reload(try change(self.target.configuration)))
+                } catch {
+                    result = .failure(ReloadFailure(problems: ["\(error)"]))
+                }
+                if case .success(let report) = result {
+                    self.logger.notice("runtime change", metadata: ["changes": "\(report.changes)"])
+                    self.notifier?.notify(["STATUS=\(self.target.status.summary)"])
+                }
+                continuation.resume(returning: result)
+            }
+        }
+    }
+
     private func reloadNow() -> Result<ReloadReport, ReloadFailure> {
         notifier?.notify([
             "RELOADING=1", "MONOTONIC_USEC=\(SystemdNotifier.monotonicMicroseconds())",

@@ -1,0 +1,117 @@
+import FerryConfig
+import FerryControl
+import FerryTarget
+import Foundation
+import Logging
+
+/// Answers ferryctl's requests (``ControlRequest``) from the running target.
+struct ControlResponder: Sendable {
+    let target: ISCSITarget
+    let reloader: Reloader
+    let logger: Logger
+
+    /// One line in, one line out; a line that is not a request is answered with an error.
+    func respond(to line: String) async -> String {
+        let response: ControlResponse
+        do throws(ControlFailure) {
+            let request = try ControlCodec.decode(ControlRequest.self, from: Data(line.utf8))
+            logger.info("control request", metadata: ["command": "\(request.command.rawValue)"])
+            response = await answer(request)
+        } catch {
+            response = ControlResponse(error: error)
+        }
+        let data = (try? ControlCodec.line(response)) ?? Data(#"{"error":{"message":"cannot encode the answer"}}"#.utf8)
+        return String(decoding: data.dropLast(), as: UTF8.self)
+    }
+
+    private func answer(_ request: ControlRequest) async -> ControlResponse {
+        switch request {
+        case .targets:
+            return ControlResponse(targets: await targets())
+        case .luns(let name):
+            let configuration = target.configuration
+            if let name, !configuration.targets.contains(where: { $0.name == name }) {
+                return .failure("no target \(name)", hint: "ferryctl targets lists them")
+            }
+            return ControlResponse(luns: luns(of: configuration.targets.filter { name == nil || $0.name == name }))
+        case .sessions:
+            return ControlResponse(sessions: await target.sessions().map(Self.info))
+        case .reload:
+            switch await reloader.reload() {
+            case .success(let report): return ControlResponse(changes: Self.summary(report))
+            case .failure(let failure):
+                return .failure(
+                    "reload refused; still serving the previous configuration:\n"
+                        + failure.problems.joined(separator: "\n"),
+                    hint: "fix \(reloader.source.name) (ferryctl check-config FILE shows every problem), then reload")
+            }
+        case .logout(let tsih):
+            guard target.logOut(tsih: tsih) else {
+                return .failure("no session with TSIH \(tsih)", hint: "ferryctl sessions lists them")
+            }
+            return ControlResponse(changes: ChangeSummary(changes: ["asked session \(tsih) to log out"]))
+        case .addLUN(let name, let definition):
+            let lun = LogicalUnit(
+                lun: definition.lun, path: definition.path, size: definition.size,
+                blockSize: definition.blockSize ?? 512, readOnly: definition.readOnly ?? false)
+            return await change { try $0.addingLogicalUnit(lun, to: name) }
+        case .removeLUN(let name, let lun):
+            return await change { try $0.removingLogicalUnit(lun, from: name) }
+        case .addInitiator(let name, let initiator):
+            return await change { try $0.addingAllowedInitiator(initiator, to: name) }
+        case .removeInitiator(let name, let initiator):
+            return await change { try $0.removingAllowedInitiator(initiator, from: name) }
+        }
+    }
+
+    private func change(
+        _ body: @escaping @Sendable (FerryConfiguration) throws -> FerryConfiguration
+    ) async -> ControlResponse {
+        switch await reloader.apply(body) {
+        case .success(let report):
+            var summary = Self.summary(report)
+            summary.warnings.append("runtime changes are not saved: put them in \(reloader.source.name) to keep them")
+            return ControlResponse(changes: summary)
+        case .failure(let failure):
+            return .failure(failure.problems.joined(separator: "\n"), hint: "nothing was changed")
+        }
+    }
+
+    private func targets() async -> [TargetInfo] {
+        let sessions = await target.sessions()
+        return target.configuration.targets.map { configured in
+            TargetInfo(
+                name: configured.name, alias: configured.alias, luns: configured.luns.count,
+                allowedInitiators: configured.allowedInitiators, chap: configured.chap != nil,
+                mutualCHAP: configured.mutualCHAP != nil,
+                sessions: sessions.filter { $0.targetName == configured.name }.count)
+        }
+    }
+
+    private func luns(of targets: [Target]) -> [LUNInfo] {
+        targets.flatMap { configured in
+            let kinds = target.backendKinds(target: configured.name)
+            return configured.luns.map { lun in
+                let size = (try? FileManager.default.attributesOfItem(atPath: lun.path)[.size] as? NSNumber)?
+                    .map { $0.uint64Value }
+                return LUNInfo(
+                    target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,
+                    device: kinds[lun.lun] ?? "-", path: lun.path, sizeBytes: size ?? lun.size,
+                    blockSize: lun.blockSize, readOnly: lun.readOnly, state: kinds[lun.lun] == nil ? "offline" : "online")
+            }
+        }
+    }
+
+    private static func info(_ session: SessionSnapshot) -> SessionInfo {
+        SessionInfo(
+            tsih: session.tsih, isid: session.isid, initiator: session.initiatorName,
+            target: session.discovery ? "" : session.targetName, type: session.discovery ? "Discovery" : "Normal",
+            connections: session.connections.map { SessionInfo.Connection(cid: $0.cid, address: $0.address) },
+            parameters: session.parameters, expCmdSN: session.expCmdSN, maxCmdSN: session.maxCmdSN,
+            tasks: session.tasks)
+    }
+
+    private static func summary(_ report: ReloadReport) -> ChangeSummary {
+        ChangeSummary(changes: report.changes, warnings: report.warnings, sessionsLoggedOut: report.sessionsLoggedOut)
+    }
+}
