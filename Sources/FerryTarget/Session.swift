@@ -1,6 +1,7 @@
 import FerryBackends
 import ISCSIProtocol
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import SCSI
 
@@ -18,6 +19,18 @@ final class Session: @unchecked Sendable {
     private(set) var logger: Logger
     private var machine: SessionStateMachine
     private var connections: [UInt16: any Channel] = [:]
+    /// The transmit end of each connection on this loop: PDUs are handed to it directly, without a
+    /// trip through the pipeline (which boxes every PDU in an `NIOAny`).
+    private var writers: [UInt16: PDUWriter] = [:]
+    /// Connections written to by the event being carried out; flushed once when it is done.
+    private var unflushed: [UInt16] = []
+    /// How deep the shell is in carrying out actions; flushes happen at depth 0.
+    private var runDepth = 0
+    /// Backend completions waiting for the loop. Backend threads append; one loop task drains a
+    /// whole batch, so that a burst of completions costs one wakeup and one flush.
+    private let completions = NIOLockedValueBox(CompletionInbox())
+    /// The batch being drained, kept to reuse its storage.
+    private var drainingCompletions: [CompletedTask] = []
     /// Full Feature Phase text negotiation, per connection (RFC 7143 §6.2).
     private var textNegotiations: [UInt16: TextNegotiationStateMachine] = [:]
     private let context: TargetContext
@@ -71,6 +84,9 @@ final class Session: @unchecked Sendable {
     func addConnection(_ cid: UInt16, channel: any Channel, statSN: UInt32, negotiated: NegotiatedParameters) {
         eventLoop.preconditionInEventLoop()
         connections[cid] = channel
+        if channel.eventLoop === eventLoop {
+            writers[cid] = try? channel.pipeline.syncOperations.handler(type: PDUWriter.self)
+        }
         textNegotiations[cid] = TextNegotiationStateMachine(
             parameters: negotiated, limits: context.negotiationLimits)
         machine.connectionAdded(cid, statSN: statSN)
@@ -79,6 +95,7 @@ final class Session: @unchecked Sendable {
     func removeConnection(_ cid: UInt16) {
         eventLoop.preconditionInEventLoop()
         guard connections.removeValue(forKey: cid) != nil else { return }
+        writers[cid] = nil
         textNegotiations[cid] = nil
         run(machine.connectionRemoved(cid))
         if connections.isEmpty { finish() }
@@ -189,23 +206,39 @@ final class Session: @unchecked Sendable {
 
     // MARK: Actions
 
-    private func run(_ actions: [SessionStateMachine.Action]) {
-        for action in actions { run(action) }
+    private func run(_ actions: consuming [SessionStateMachine.Action]) {
+        runDepth += 1
+        // Indices, not for-in: iterating would consume the buffer before it goes back.
+        for index in actions.indices { run(actions[index]) }
+        machine.recycle(actions)
+        runDepth -= 1
+        if runDepth == 0 { flush() }
+    }
+
+    /// Flushes every connection written to since the last flush.
+    private func flush() {
+        for cid in unflushed { connections[cid]?.flush() }
+        unflushed.removeAll(keepingCapacity: true)
     }
 
     private func run(_ action: SessionStateMachine.Action) {
         switch action {
-        case .send(let pdus, let cid):
-            guard let channel = connections[cid] else { return }
-            for pdu in pdus { channel.write(pdu, promise: nil) }
-            channel.flush()
+        case .send(let pdu, let cid):
+            if let writer = writers[cid] {
+                writer.enqueue(pdu)
+            } else if let channel = connections[cid] {
+                channel.write(pdu, promise: nil)
+            } else {
+                return
+            }
+            if !unflushed.contains(cid) { unflushed.append(cid) }
         case .submit(let request, let itt, let tag):
             guard let backend = node.backend(lun: request.lun) else {
                 complete(itt: itt, tag: tag, .completed(.checkCondition(.logicalUnitNotSupported)))
                 return
             }
             backend.submit(request, tag: tag) { [self] completion in
-                self.eventLoop.execute { self.complete(itt: itt, tag: tag, completion) }
+                self.backendCompleted(CompletedTask(itt: itt, tag: tag, completion: completion))
             }
         case .answerByTarget(let request, let itt, let tag):
             let result = node.answer(request)
@@ -269,6 +302,44 @@ final class Session: @unchecked Sendable {
 
     private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion) {
         run(machine.backendCompleted(itt: itt, tag: tag, completion))
+    }
+
+    // MARK: Backend completions
+
+    struct CompletedTask: Sendable {
+        var itt: UInt32
+        var tag: BackendTaskTag
+        var completion: BackendCompletion
+    }
+
+    struct CompletionInbox: Sendable {
+        var tasks: [CompletedTask] = []
+        /// A loop task is on its way to drain ``tasks``.
+        var drainScheduled = false
+    }
+
+    /// Called on a backend thread: queues the completion and wakes the loop unless a wakeup is
+    /// already pending.
+    private func backendCompleted(_ task: CompletedTask) {
+        let wake = completions.withLockedValue { inbox in
+            inbox.tasks.append(task)
+            defer { inbox.drainScheduled = true }
+            return !inbox.drainScheduled
+        }
+        if wake { eventLoop.execute { self.drainCompletions() } }
+    }
+
+    /// Feeds every queued completion to the machine, then flushes each connection once.
+    private func drainCompletions() {
+        completions.withLockedValue { inbox in
+            swap(&inbox.tasks, &drainingCompletions)
+            inbox.drainScheduled = false
+        }
+        runDepth += 1
+        for task in drainingCompletions { complete(itt: task.itt, tag: task.tag, task.completion) }
+        drainingCompletions.removeAll(keepingCapacity: true)
+        runDepth -= 1
+        flush()
     }
 
     /// The session ends with its last connection; tasks still at a backend complete into the

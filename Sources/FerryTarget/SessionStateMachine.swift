@@ -154,8 +154,9 @@ struct SessionStateMachine {
     }
 
     enum Action {
-        /// Write these PDUs to the connection, then flush.
-        case send([PDU], connection: UInt16)
+        /// Write this PDU to the connection. The shell flushes once it has carried out every
+        /// action of the event, so that the PDUs of one event leave in one system call.
+        case send(PDU, connection: UInt16)
         /// Hand the command to the logical unit's backend.
         case submit(SCSIRequest, itt: UInt32, tag: BackendTaskTag)
         /// The target answers the command itself (see ``LogicalUnitDisposition/answeredByTarget``)
@@ -889,12 +890,11 @@ struct SessionStateMachine {
     /// Builds and emits the PDUs of every transmittable entry, assigning StatSN in order.
     private mutating func drain(_ cid: UInt16) {
         guard var connection = connections[cid], connection.writable, !connection.queue.isEmpty else { return }
-        var out: [PDU] = []
         while let entry = connection.queue.popFirst() {
             switch entry {
             case .pdu(var pdu):
                 stamp(&pdu, connection: &connection)
-                out.append(pdu)
+                actions.append(.send(pdu, connection: cid))
             case .readyToTransfer(let itt, let ttt):
                 guard let task = tasks[itt], task.abort == nil, case .waitingForDataOut(var progress) = task.state,
                     let index = progress.outstanding.firstIndex(where: { $0.targetTransferTag == ttt })
@@ -903,22 +903,24 @@ struct SessionStateMachine {
                 let r2tSN = progress.nextR2TSN
                 progress.nextR2TSN &+= 1
                 tasks[itt]!.state = .waitingForDataOut(progress)
-                out.append(
-                    .readyToTransfer(ReadyToTransfer(
+                let r2tPDU = PDU.readyToTransfer(
+                    ReadyToTransfer(
                         lun: task.lun, initiatorTaskTag: itt, targetTransferTag: ttt,
                         sequence: StatusSequence(statSN: connection.statSN, expCmdSN: expCmdSN, maxCmdSN: maxCmdSN),
-                        r2tSN: r2tSN, bufferOffset: UInt32(r2t.offset), desiredDataTransferLength: UInt32(r2t.length))))
+                        r2tSN: r2tSN, bufferOffset: UInt32(r2t.offset), desiredDataTransferLength: UInt32(r2t.length)))
+                actions.append(.send(r2tPDU, connection: cid))
             case .taskResponse(let itt):
                 guard let task = tasks[itt], task.abort == nil,
                     case .completed(let status, let sense, let dataIn, let residual) = task.state
                 else { continue }
                 tasks[itt] = nil
                 refreshWindow()
-                appendResponse(task, status: status, sense: sense, dataIn: dataIn, residual: residual, to: &out, connection: &connection)
+                appendResponse(
+                    task, status: status, sense: sense, dataIn: dataIn, residual: residual, to: cid,
+                    connection: &connection)
             }
         }
         connections[cid] = connection
-        if !out.isEmpty { actions.append(.send(out, connection: cid)) }
     }
 
     private func stamp(_ pdu: inout PDU, connection: inout Connection) {
@@ -957,10 +959,10 @@ struct SessionStateMachine {
 
     /// Data-In PDUs (split by the initiator's MaxRecvDataSegmentLength, sequences by
     /// MaxBurstLength) with the status collapsed into the last one when there is no sense data,
-    /// else Data-In followed by a SCSI Response.
+    /// else Data-In followed by a SCSI Response. Each goes out as a ``Action/send(_:connection:)`` on `cid`.
     private mutating func appendResponse(
         _ task: Task, status: SCSIStatus, sense: [UInt8], dataIn: ByteBuffer, residual: Residual,
-        to out: inout [PDU], connection: inout Connection
+        to cid: UInt16, connection: inout Connection
     ) {
         let total = dataIn.readableBytes
         let collapse = total > 0 && sense.isEmpty
@@ -977,13 +979,14 @@ struct SessionStateMachine {
             let withStatus = last && collapse
             let statSN = connection.statSN
             if withStatus { connection.statSN &+= 1 }
-            out.append(
-                .scsiDataIn(SCSIDataIn(
+            let dataInPDU = PDU.scsiDataIn(
+                SCSIDataIn(
                     final: endOfSequence, status: withStatus ? status.rawValue : nil, lun: task.lun,
                     initiatorTaskTag: task.initiatorTaskTag, targetTransferTag: reservedTag,
                     sequence: StatusSequence(statSN: withStatus ? statSN : 0, expCmdSN: expCmdSN, maxCmdSN: maxCmdSN),
                     dataSN: dataSN, bufferOffset: UInt32(offset), residual: withStatus ? residual : .none,
-                    data: dataIn.getSlice(at: dataIn.readerIndex + offset, length: length)!)))
+                    data: dataIn.getSlice(at: dataIn.readerIndex + offset, length: length)!))
+            actions.append(.send(dataInPDU, connection: cid))
             dataSN &+= 1
             offset += length
         }
@@ -999,7 +1002,7 @@ struct SessionStateMachine {
             sequence: StatusSequence(statSN: connection.statSN, expCmdSN: expCmdSN, maxCmdSN: maxCmdSN),
             expDataSN: dataSN, residual: residual, data: data)
         connection.statSN &+= 1
-        out.append(.scsiResponse(response))
+        actions.append(.send(.scsiResponse(response), connection: cid))
     }
 
     private func rejectPDU(_ reason: Reject.Reason, header command: SCSICommand) -> Reject {
@@ -1021,9 +1024,20 @@ struct SessionStateMachine {
         return buffer.getSlice(at: buffer.readerIndex, length: 48)!
     }
 
+    /// Hands the actions of an event to the shell. The buffer moves out whole (no copy), and
+    /// ``recycle(_:)`` brings its storage back, so that steady traffic allocates no action arrays.
     private mutating func takeActions() -> [Action] {
-        defer { actions.removeAll(keepingCapacity: true) }
-        return actions
+        var taken: [Action] = []
+        swap(&taken, &actions)
+        return taken
+    }
+
+    /// Takes back an action buffer the shell has carried out, to reuse its storage for the next event.
+    mutating func recycle(_ buffer: consuming [Action]) {
+        guard actions.isEmpty, buffer.capacity > actions.capacity else { return }
+        var buffer = buffer
+        buffer.removeAll(keepingCapacity: true)
+        actions = buffer
     }
 }
 

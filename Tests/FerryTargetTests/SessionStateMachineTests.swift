@@ -54,10 +54,7 @@ private extension [SessionStateMachine.Action] {
         compactMap { if case .terminate(_, let tag) = $0 { tag } else { nil } }
     }
     var sent: [PDU] {
-        flatMap { action -> [PDU] in
-            if case .send(let pdus, _) = action { return pdus }
-            return []
-        }
+        compactMap { if case .send(let pdu, _) = $0 { pdu } else { nil } }
     }
     var tmfResponses: [TaskManagementFunctionResponse] {
         sent.compactMap { if case .taskManagementFunctionResponse(let r) = $0 { r } else { nil } }
