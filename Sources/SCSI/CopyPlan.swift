@@ -81,9 +81,9 @@ struct CopyPlan {
                 .illegalRequest, .unsupportedTargetDescriptorTypeCode,
                 senseKeySpecific: .fieldPointer(inCDB: false, byte: UInt16(offset), bit: nil))
         }
-        // > LU ID TYPE 00b: the LU IDENTIFIER field contains a logical unit number […]; other
-        // > values (proxy tokens, reserved) are not supported.
-        guard list[offset + 1] >> 6 == 0 else { throw .invalidFieldInParameterList(byte: offset + 1, bit: 7) }
+        // The LU ID TYPE field (bits 7-6 of byte 1) qualifies an LU IDENTIFIER field, which this
+        // descriptor does not have: the designator names the logical unit, and SPC-4 has the copy
+        // manager ignore LU ID TYPE here.
         // > PERIPHERAL DEVICE TYPE 00h: direct access block device.
         guard list[offset + 1] & 0x1f == 0 else {
             throw SenseData(

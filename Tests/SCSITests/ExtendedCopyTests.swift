@@ -235,8 +235,9 @@ struct CopyFixture {
         let f = CopyFixture()
         var list = CopyParameterList()
         list.segments = [CopyParameterList.blockToBlock(blocks: 1, sourceLBA: 0, destinationLBA: 1)]
+        // LU ID TYPE is ignored: the designator names the logical unit.
         list.targets = [CopyParameterList.identificationTarget(f.source.designator, luIDType: 3)]
-        #expect(f.extendedCopy(list.bytes).sense?.code == .invalidFieldInParameterList)
+        #expect(f.extendedCopy(list.bytes).status == .good)
         list.targets = [CopyParameterList.identificationTarget(f.source.designator, nul: true)]
         #expect(f.extendedCopy(list.bytes).sense?.senseKey == .copyAborted)
         list.targets = [CopyParameterList.identificationTarget([0x50, 9, 9, 9, 9, 9, 9, 9])]
