@@ -8,7 +8,7 @@ import Darwin
 
 extension AdditionalSenseCode {
     /// 0E/03: the Data-Out buffer holds fewer bytes than the CDB transfers.
-    static let invalidFieldInCommandInformationUnit = Self(0x0e, 0x03)
+    public static let invalidFieldInCommandInformationUnit = Self(0x0e, 0x03)
 }
 
 /// SBC-4 medium access commands of the emulated block device.
@@ -64,7 +64,7 @@ extension EmulatedBlockDevice {
         case OperationCode.verify10, OperationCode.verify12, OperationCode.verify16:
             return try verify(cdb, request.dataOut)
         case OperationCode.compareAndWrite:
-            return try compareAndWrite(cdb, request.dataOut)
+            return try compareAndWrite(cdb, request)
         case OperationCode.writeAtomic16:
             return try writeAtomic(cdb, request.dataOut)
         case OperationCode.orWrite16:
@@ -254,15 +254,21 @@ extension EmulatedBlockDevice {
     }
 
     /// COMPARE AND WRITE (SBC-4 §5.3): compare and write as one atomic operation.
-    func compareAndWrite(_ cdb: CDB, _ dataOut: ByteBuffer) throws(SenseData) -> SCSIResult {
+    func compareAndWrite(_ cdb: CDB, _ request: SCSIRequest) throws(SenseData) -> SCSIResult {
         var transfer = Transfer(cdb)
         transfer.blocks = UInt64(cdb[13])
         transfer.lengthByte = 13
         try checkRange(transfer, maximum: UInt64(limits.maximumCompareAndWriteLength))
+        let length = Int(transfer.blocks) * blockSize
+        // > The Data-Out Buffer contains the verify instance [and] the write instance of the
+        // > logical blocks: 2 × NUMBER OF LOGICAL BLOCKS of them. A zero count transfers none.
+        // An initiator offering more disagrees with the count (256 blocks wrap to 0 in the one-byte
+        // field): comparing fewer blocks than it meant and reporting GOOD would pass off a compare
+        // that never happened, so the field is refused. Fewer bytes fail in requireDataOut.
+        guard request.expectedDataTransferLength <= 2 * length else { throw .invalidFieldInCDB(byte: 13) }
         guard transfer.blocks > 0 else { return .good }
         try checkWritable()
-        let length = Int(transfer.blocks) * blockSize
-        let data = try requireDataOut(dataOut, 2 * length)
+        let data = try requireDataOut(request.dataOut, 2 * length)
         let verifyData = data.getSlice(at: data.readerIndex, length: length)!
         let writeData = data.getSlice(at: data.readerIndex + length, length: length)!
         try ordering.exclusive { () throws(SenseData) in

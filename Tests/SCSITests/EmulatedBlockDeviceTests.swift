@@ -21,12 +21,15 @@ struct Harness {
             copyTargets: CopyTargetDirectory())
     }
 
-    func run(_ cdb: [UInt8], data: [UInt8] = [], from nexus: ITNexus? = nil) -> SCSIResult {
+    func run(
+        _ cdb: [UInt8], data: [UInt8] = [], from nexus: ITNexus? = nil, expectedDataTransferLength: Int? = nil
+    ) -> SCSIResult {
         var padded = cdb
         padded += [UInt8](repeating: 0, count: max(0, 16 - cdb.count))
         let request = SCSIRequest(
             cdb: ByteBuffer(bytes: padded), lun: 0, nexus: nexus ?? self.nexus,
-            expectedDataTransferLength: max(data.count, 65536), dataOut: ByteBuffer(bytes: data))
+            expectedDataTransferLength: expectedDataTransferLength ?? (data.isEmpty ? 65536 : data.count),
+            dataOut: ByteBuffer(bytes: data))
         return device.execute(request)
     }
 }
@@ -198,6 +201,27 @@ extension SCSIResult {
         result.expectSense(.miscompare, .miscompareDuringVerifyOperation)
         #expect(result.sense?.information == 100)
         #expect(h.store.bytes[512] == 0x22)
+    }
+
+    @Test func compareAndWriteDataOutOfAnotherSize() {
+        let h = Harness()
+        var cdb = cdb16(0x89, lba: 0, blocks: 0)
+        cdb[13] = 1
+        // Four blocks for a one-block compare (two needed): refused, nothing written.
+        h.run(cdb, data: [UInt8](repeating: 0, count: 4 * 512)).expectSense(
+            .illegalRequest, .invalidFieldInCDB, fieldPointer: (13, nil))
+        // One block where two are needed.
+        h.run(cdb, data: [UInt8](repeating: 0, count: 512)).expectSense(
+            .illegalRequest, .invalidFieldInCommandInformationUnit)
+    }
+
+    @Test func compareAndWriteOfZeroBlocks() {
+        let h = Harness()
+        let cdb = cdb16(0x89, lba: 1, blocks: 0)
+        #expect(h.run(cdb, expectedDataTransferLength: 0).status == .good)
+        // 256 blocks do not fit the one-byte field: a Data-Out buffer with a zero count is refused.
+        h.run(cdb, data: [UInt8](repeating: 0, count: 2 * 256 * 512), expectedDataTransferLength: 2 * 256 * 512)
+            .expectSense(.illegalRequest, .invalidFieldInCDB, fieldPointer: (13, nil))
     }
 
     @Test func verify() {
