@@ -7,13 +7,19 @@ extension EmulatedBlockDevice {
     static let patternChunkSize = 1 << 20
 
     /// WRITE SAME(10) and WRITE SAME(16) (SBC-4 §5.50, §5.51).
-    func writeSame(_ cdb: CDB, _ dataOut: ByteBuffer) throws(SenseData) -> SCSIResult {
-        let transfer = Transfer(cdb)
+    func writeSame(_ cdb: CDB, _ request: SCSIRequest) throws(SenseData) -> SCSIResult {
+        var transfer = Transfer(cdb)
         let unmapRequested = transfer.flags & 0x08 != 0
         let noDataOutBuffer = cdb.operationCode == OperationCode.writeSame16 && transfer.flags & 0x01 != 0
-        // > If the WSNZ bit is set to one and the NUMBER OF LOGICAL BLOCKS field is set to zero,
-        // > then the device server shall terminate the command […] INVALID FIELD IN CDB.
-        guard transfer.blocks > 0 else { throw .invalidFieldInCDB(byte: transfer.lengthByte) }
+        if transfer.blocks == 0 {
+            // > If the NUMBER OF LOGICAL BLOCKS field is set to zero [and WSNZ is zero], then the
+            // > device server shall write [or unmap] all the logical blocks starting with the one
+            // > specified in the LOGICAL BLOCK ADDRESS field to the last logical block on the medium.
+            guard transfer.lba < blockCount else { throw .logicalBlockAddressOutOfRange }
+            transfer.blocks = blockCount - transfer.lba
+        }
+        // > If the number of logical blocks specified to be written or unmapped exceeds the value
+        // > in the MAXIMUM WRITE SAME LENGTH field […] INVALID FIELD IN CDB.
         try checkRange(transfer, maximum: limits.maximumWriteSameLength)
         try checkWritable()
         var pattern: ByteBuffer
@@ -21,7 +27,12 @@ extension EmulatedBlockDevice {
             pattern = allocator.buffer(capacity: blockSize)
             pattern.writeRepeatingByte(0, count: blockSize)
         } else {
-            pattern = try requireDataOut(dataOut, blockSize)
+            // > The Data-Out Buffer contains a single logical block: an initiator sending more
+            // > disagrees with the command as much as one sending less.
+            guard request.expectedDataTransferLength <= blockSize else {
+                throw SenseData(.illegalRequest, .invalidFieldInCommandInformationUnit)
+            }
+            pattern = try requireDataOut(request.dataOut, blockSize)
         }
         let isZero = pattern.readableBytesView.allSatisfy { $0 == 0 }
         try ordering.shared { () throws(SenseData) in

@@ -90,7 +90,7 @@ extension EmulatedBlockDevice {
         case OperationCode.readDefectData10, OperationCode.readDefectData12:
             return readDefectData(cdb)
         case OperationCode.writeSame10, OperationCode.writeSame16:
-            return try writeSame(cdb, request.dataOut)
+            return try writeSame(cdb, request)
         case OperationCode.unmap:
             return try unmap(cdb, request.dataOut)
         default:

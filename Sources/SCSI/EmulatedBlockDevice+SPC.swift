@@ -66,9 +66,7 @@ extension EmulatedBlockDevice {
         var page = [UInt8](repeating: 0, count: 64)
         page[1] = 0xb0
         page[3] = 0x3c
-        // > WSNZ: a write same no zero (WSNZ) bit set to one indicates that the device server
-        // > does not support a value of zero in the NUMBER OF LOGICAL BLOCKS field.
-        page[4] = 0x01
+        // WSNZ is zero: WRITE SAME with NUMBER OF LOGICAL BLOCKS zero writes to the end of the medium.
         page[5] = limits.maximumCompareAndWriteLength
         page.setBigEndian(UInt16(1), at: 6)  // OPTIMAL TRANSFER LENGTH GRANULARITY
         page.setBigEndian(limits.maximumTransferLength, at: 8)

@@ -334,10 +334,13 @@ struct BlockLimits: Sendable {
     init(blockSize: Int, maximumTransferLength: UInt32?) {
         self.maximumTransferLength = maximumTransferLength ?? UInt32(8 << 20 / blockSize)
         maximumCompareAndWriteLength = UInt8(min(255, self.maximumTransferLength))
-        maximumUnmapLBACount = UInt32((64 << 30) / blockSize)
+        // Deallocating is cheap on a sparse file, but one command still punches its holes with
+        // the write ordering lock held: 512 MiB at a time.
+        maximumUnmapLBACount = UInt32((512 << 20) / blockSize)
         maximumUnmapBlockDescriptorCount = 256
         optimalUnmapGranularity = UInt32(max(1, 4096 / blockSize))
-        maximumWriteSameLength = UInt64(maximumUnmapLBACount)
+        // WRITE SAME without UNMAP writes every block: as much at a time as one WRITE may carry.
+        maximumWriteSameLength = UInt64(self.maximumTransferLength)
         maximumAtomicTransferLength = min(self.maximumTransferLength, UInt32((1 << 20) / blockSize))
     }
 }

@@ -14,10 +14,11 @@ struct Harness {
         initiatorPortName: "iqn.2024-01.test:other,i,0x000000000002",
         targetPortName: "iqn.2024-01.test:target,t,0x0001", relativeTargetPortIdentifier: 1)
 
-    init(readOnly: Bool = false, supportsUnmap: Bool = true) {
+    init(readOnly: Bool = false, supportsUnmap: Bool = true, maximumTransferLength: UInt32? = nil) {
         store = MemoryBlockStore(byteCount: Self.blocks * 512, supportsUnmap: supportsUnmap)
         device = EmulatedBlockDevice(
-            store: store, configuration: .init(readOnly: readOnly, serial: "SERIAL1"),
+            store: store,
+            configuration: .init(readOnly: readOnly, serial: "SERIAL1", maximumTransferLength: maximumTransferLength),
             copyTargets: CopyTargetDirectory())
     }
 
@@ -126,7 +127,11 @@ extension SCSIResult {
         #expect(provisioning[5] == 0xe4)  // LBPU LBPWS LBPWS10 LBPRZ
         let limits = h.run([0x12, 0x01, 0xb0, 0, 0xff, 0]).bytes
         #expect(limits.count == 64)
-        #expect(limits[4] & 0x01 == 1)  // WSNZ
+        #expect(limits[4] & 0x01 == 0)  // WSNZ
+        func field(_ offset: Int) -> Int { limits[offset..<(offset + 4)].reduce(0) { $0 << 8 | Int($1) } }
+        #expect(field(8) == 16384)  // MAXIMUM TRANSFER LENGTH: 8 MiB
+        #expect(field(20) == 1024 * 1024)  // MAXIMUM UNMAP LBA COUNT: 512 MiB
+        #expect(field(40) == 16384)  // MAXIMUM WRITE SAME LENGTH (low half of eight bytes)
     }
 
     @Test func readCapacity() {
@@ -330,8 +335,22 @@ extension SCSIResult {
         #expect(h.device.dataOutLength(for: ByteBuffer(bytes: cdb16(0x93, lba: 0, blocks: 1, flags: 0x09))) == 0)
         #expect(h.run(cdb16(0x93, lba: 0, blocks: 1, flags: 0x09)).status == .good)
         #expect(h.store.bytes[0] == 0)
-        // WSNZ: zero blocks is an invalid field.
-        h.run(cdb10(0x41, lba: 0, blocks: 0), data: pattern).expectSense(.illegalRequest, .invalidFieldInCDB, fieldPointer: (7, nil))
+        // Zero blocks: to the end of the medium.
+        #expect(h.run(cdb10(0x41, lba: 2040, blocks: 0), data: pattern).status == .good)
+        #expect(h.store.bytes[2039 * 512] == 0 && h.store.bytes[2040 * 512] == 0xab && h.store.bytes.last == 0xab)
+        h.run(cdb10(0x41, lba: 2048, blocks: 0), data: pattern).expectSense(.illegalRequest, .logicalBlockAddressOutOfRange)
+        // Beyond MAXIMUM WRITE SAME LENGTH, whether counted in the CDB or to the end of the medium.
+        let small = Harness(maximumTransferLength: 8)
+        small.run(cdb10(0x41, lba: 0, blocks: 9), data: pattern).expectSense(
+            .illegalRequest, .invalidFieldInCDB, fieldPointer: (7, nil))
+        small.run(cdb10(0x41, lba: 2039, blocks: 0), data: pattern).expectSense(
+            .illegalRequest, .invalidFieldInCDB, fieldPointer: (7, nil))
+        #expect(small.run(cdb10(0x41, lba: 2040, blocks: 0), data: pattern).status == .good)
+        // The Data-Out buffer is one block, no more and no less.
+        h.run(cdb10(0x41, lba: 0, blocks: 1), data: pattern + pattern).expectSense(
+            .illegalRequest, .invalidFieldInCommandInformationUnit)
+        h.run(cdb10(0x41, lba: 0, blocks: 1), data: Array(pattern[..<256])).expectSense(
+            .illegalRequest, .invalidFieldInCommandInformationUnit)
         // ANCHOR is not supported.
         h.run(cdb10(0x41, lba: 0, blocks: 1, flags: 0x10), data: pattern).expectSense(
             .illegalRequest, .invalidFieldInCDB, fieldPointer: (1, 4))
