@@ -23,10 +23,18 @@ final class ConfiguredFerryd {
     /// Whether ferryd still runs.
     var isRunning: Bool { process.isRunning }
 
+    /// The configuration file ferryd reads (again on SIGHUP).
+    var configurationFile: URL { directory.appendingPathComponent("ferry.toml") }
+
+    /// Sends `signal` (SIGHUP: reload) to ferryd.
+    func send(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
     /// Runs `body` against a ferryd whose configuration `configuration(port, directory)` returns (a free port on
     /// 127.0.0.1 and the temporary directory for backing files). ferryd must stop cleanly on SIGTERM afterwards.
+    /// `environment` adds to the test's environment (e.g. `NOTIFY_SOCKET`).
     static func with<Result>(
-        configuration: (Int, String) -> String, _ body: (ConfiguredFerryd) async throws -> Result
+        configuration: (Int, String) -> String, environment: [String: String] = [:],
+        _ body: (ConfiguredFerryd) async throws -> Result
     ) async throws -> Result {
         let port = try FerrydProcess.freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -42,6 +50,7 @@ final class ConfiguredFerryd {
         process.executableURL = URL(fileURLWithPath: try FerrydProcess.locateFerryd())
         let logLevel = ProcessInfo.processInfo.environment["FERRYD_LOG_LEVEL"] ?? "info"
         process.arguments = ["--config", file.path, "--log-level", logLevel]
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = logHandle
         process.standardError = logHandle
         process.standardInput = FileHandle.nullDevice
