@@ -32,6 +32,9 @@ public final class FileBlockStore: BlockStore {
     public let identity: String
     /// The logical sector size of a block device (BLKSSZGET); 512 for regular files.
     public let logicalSectorSize: Int
+    /// The physical block size of a block device (BLKPBSZGET), the file system block of a regular
+    /// file (`st_blksize`): holes are punched and writes land in units of it.
+    public let physicalBlockSize: Int
     public let isBlockDevice: Bool
     private let descriptor: Int32
 
@@ -57,6 +60,7 @@ public final class FileBlockStore: BlockStore {
             kind = "block"
             var bytes: UInt64 = 0
             var sector: Int32 = 512
+            var physical: UInt32 = 0
             guard ioctl(fd, Self.BLKGETSIZE64, &bytes) == 0, ioctl(fd, Self.BLKSSZGET, &sector) == 0 else {
                 let error = errno
                 close(fd)
@@ -64,6 +68,7 @@ public final class FileBlockStore: BlockStore {
             }
             byteCount = bytes
             logicalSectorSize = Int(sector)
+            physicalBlockSize = ioctl(fd, Self.BLKPBSZGET, &physical) == 0 ? Int(physical) : Int(sector)
             supportsUnmap = !readOnly
             // BLKDISCARD does not promise zeroes on every device; BLKZEROOUT would be needed.
             unmappedReadsZero = false
@@ -71,6 +76,7 @@ public final class FileBlockStore: BlockStore {
             isBlockDevice = false
             kind = "file"
             logicalSectorSize = 512
+            physicalBlockSize = Int(info.st_blksize)
             if info.st_size == 0, let size, size > 0 {
                 guard ftruncate(fd, off_t(size)) == 0 else {
                     let error = errno
@@ -93,9 +99,10 @@ public final class FileBlockStore: BlockStore {
         close(descriptor)
     }
 
-    // From <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 119).
+    // From <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 123), _IO(0x12, 119).
     private static let BLKGETSIZE64: UInt = 0x8008_1272
     private static let BLKSSZGET: UInt = 0x1268
+    private static let BLKPBSZGET: UInt = 0x127b
     private static let BLKDISCARD: UInt = 0x1277
     // From <linux/falloc.h>.
     private static let FALLOC_FL_KEEP_SIZE: Int32 = 0x01

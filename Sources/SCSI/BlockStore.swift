@@ -10,6 +10,9 @@ public protocol BlockStore: AnyObject, Sendable {
     /// A stable identity for the store (e.g. device and inode), used to derive the default
     /// NAA identifier and serial number.
     var identity: String { get }
+    /// The unit in bytes in which the store allocates, deallocates and writes atomically: the
+    /// file system block of a file, the physical block of a device; 0 when unknown.
+    var physicalBlockSize: Int { get }
 
     /// Reads `buffer.count` bytes at `offset`. Short reads past the end are an error.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError)
@@ -22,6 +25,10 @@ public protocol BlockStore: AnyObject, Sendable {
     /// Whether the byte at `offset` is mapped, and how far (in bytes) that state extends,
     /// for GET LBA STATUS. Stores that do not know report everything mapped.
     func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64)
+}
+
+extension BlockStore {
+    public var physicalBlockSize: Int { 0 }
 }
 
 /// An I/O failure of a block store, with the errno that caused it.

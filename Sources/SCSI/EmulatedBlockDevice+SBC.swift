@@ -336,6 +336,8 @@ extension EmulatedBlockDevice {
         var data = [UInt8](repeating: 0, count: 32)
         data.setBigEndian(lastLBA, at: 0)
         data.setBigEndian(UInt32(blockSize), at: 8)
+        // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; LOWEST ALIGNED LOGICAL BLOCK ADDRESS 0.
+        data[13] = UInt8(physicalBlockExponent)
         if provisioning {
             data[14] = 0x80 | (store.unmappedReadsZero ? 0x40 : 0)  // LBPME, LBPRZ
         }

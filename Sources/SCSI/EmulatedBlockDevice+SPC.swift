@@ -68,7 +68,7 @@ extension EmulatedBlockDevice {
         page[3] = 0x3c
         // WSNZ is zero: WRITE SAME with NUMBER OF LOGICAL BLOCKS zero writes to the end of the medium.
         page[5] = limits.maximumCompareAndWriteLength
-        page.setBigEndian(UInt16(1), at: 6)  // OPTIMAL TRANSFER LENGTH GRANULARITY
+        page.setBigEndian(limits.optimalTransferLengthGranularity, at: 6)
         page.setBigEndian(limits.maximumTransferLength, at: 8)
         page.setBigEndian(limits.maximumTransferLength, at: 12)  // OPTIMAL TRANSFER LENGTH
         page.setBigEndian(limits.maximumTransferLength, at: 16)  // MAXIMUM PREFETCH LENGTH

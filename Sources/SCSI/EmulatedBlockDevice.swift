@@ -76,6 +76,9 @@ public final class EmulatedBlockDevice: Sendable {
     let naa: [UInt8]
     /// Whether logical block provisioning management is enabled (LBPME).
     let provisioning: Bool
+    /// LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT: the store's physical block holds
+    /// 2^exponent logical blocks.
+    let physicalBlockExponent: Int
     let limits: BlockLimits
     let supportedCommands: [SupportedCommand]
     /// Indexes into ``supportedCommands`` by operation code, and by operation code and service
@@ -107,7 +110,11 @@ public final class EmulatedBlockDevice: Sendable {
                 companyID: configuration.ieeeCompanyID, high: identityHash,
                 low: Self.fnv1a(store.identity, seed: 0x8422_2325_cbf2_9ce4))
         provisioning = configuration.thinProvisioning && store.supportsUnmap
-        limits = BlockLimits(blockSize: configuration.blockSize, maximumTransferLength: configuration.maximumTransferLength)
+        physicalBlockExponent = Self.physicalBlockExponent(
+            physicalBlockSize: store.physicalBlockSize, blockSize: configuration.blockSize)
+        limits = BlockLimits(
+            blockSize: configuration.blockSize, physicalBlockExponent: physicalBlockExponent,
+            maximumTransferLength: configuration.maximumTransferLength)
         supportedCommands = SupportedCommand.all(unmap: provisioning)
         var index: [UInt16: Int] = [:]
         var withActions: Set<UInt8> = []
@@ -301,6 +308,15 @@ public final class EmulatedBlockDevice: Sendable {
         }
     }
 
+    /// The exponent of a physical block that holds a power of two of logical blocks; 0 (one
+    /// logical block per physical block) for any other or an unknown physical block size.
+    static func physicalBlockExponent(physicalBlockSize: Int, blockSize: Int) -> Int {
+        guard physicalBlockSize > blockSize, physicalBlockSize % blockSize == 0 else { return 0 }
+        let ratio = physicalBlockSize / blockSize
+        guard ratio & (ratio - 1) == 0 else { return 0 }
+        return min(ratio.trailingZeroBitCount, 15)
+    }
+
     /// A 64-bit FNV-1a hash, for identifiers derived from the store identity.
     static func fnv1a(_ string: String, seed: UInt64) -> UInt64 {
         var hash = seed
@@ -324,6 +340,8 @@ public final class EmulatedBlockDevice: Sendable {
 /// The limits reported in the Block Limits VPD page and enforced by the device server.
 struct BlockLimits: Sendable {
     var maximumTransferLength: UInt32
+    /// OPTIMAL TRANSFER LENGTH GRANULARITY: one physical block.
+    var optimalTransferLengthGranularity: UInt16
     var maximumCompareAndWriteLength: UInt8
     var maximumUnmapLBACount: UInt32
     var maximumUnmapBlockDescriptorCount: UInt32
@@ -331,14 +349,16 @@ struct BlockLimits: Sendable {
     var maximumWriteSameLength: UInt64
     var maximumAtomicTransferLength: UInt32
 
-    init(blockSize: Int, maximumTransferLength: UInt32?) {
+    init(blockSize: Int, physicalBlockExponent: Int, maximumTransferLength: UInt32?) {
         self.maximumTransferLength = maximumTransferLength ?? UInt32(8 << 20 / blockSize)
+        optimalTransferLengthGranularity = 1 << physicalBlockExponent
         maximumCompareAndWriteLength = UInt8(min(255, self.maximumTransferLength))
         // Deallocating is cheap on a sparse file, but one command still punches its holes with
         // the write ordering lock held: 512 MiB at a time.
         maximumUnmapLBACount = UInt32((512 << 20) / blockSize)
         maximumUnmapBlockDescriptorCount = 256
-        optimalUnmapGranularity = UInt32(max(1, 4096 / blockSize))
+        // Holes are punched in whole physical blocks (file system blocks); a partial one is zeroed.
+        optimalUnmapGranularity = 1 << physicalBlockExponent
         // WRITE SAME without UNMAP writes every block: as much at a time as one WRITE may carry.
         maximumWriteSameLength = UInt64(self.maximumTransferLength)
         maximumAtomicTransferLength = min(self.maximumTransferLength, UInt32((1 << 20) / blockSize))

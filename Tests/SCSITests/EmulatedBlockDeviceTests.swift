@@ -14,8 +14,12 @@ struct Harness {
         initiatorPortName: "iqn.2024-01.test:other,i,0x000000000002",
         targetPortName: "iqn.2024-01.test:target,t,0x0001", relativeTargetPortIdentifier: 1)
 
-    init(readOnly: Bool = false, supportsUnmap: Bool = true, maximumTransferLength: UInt32? = nil) {
-        store = MemoryBlockStore(byteCount: Self.blocks * 512, supportsUnmap: supportsUnmap)
+    init(
+        readOnly: Bool = false, supportsUnmap: Bool = true, maximumTransferLength: UInt32? = nil,
+        physicalBlockSize: Int = 0
+    ) {
+        store = MemoryBlockStore(
+            byteCount: Self.blocks * 512, supportsUnmap: supportsUnmap, physicalBlockSize: physicalBlockSize)
         device = EmulatedBlockDevice(
             store: store,
             configuration: .init(readOnly: readOnly, serial: "SERIAL1", maximumTransferLength: maximumTransferLength),
@@ -142,6 +146,25 @@ extension SCSIResult {
         #expect(Array(data[0..<12]) == [0, 0, 0, 0, 0, 0, 0x07, 0xff, 0, 0, 0x02, 0x00])
         #expect(data[14] == 0xc0)  // LBPME, LBPRZ
         #expect(h.run([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 12, 0, 0]).bytes.count == 12)
+        #expect(data[13] == 0)  // one logical block per physical block when the store does not say
+    }
+
+    @Test func physicalBlocks() {
+        // 4096-byte physical blocks of 512-byte logical blocks: exponent 3, granularities of 8.
+        let h = Harness(physicalBlockSize: 4096)
+        let capacity = h.run([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0]).bytes
+        #expect(capacity[13] == 3 && capacity[14] & 0x3f == 0 && capacity[15] == 0)
+        let limits = h.run([0x12, 0x01, 0xb0, 0, 0xff, 0]).bytes
+        #expect(Array(limits[6...7]) == [0, 8])  // OPTIMAL TRANSFER LENGTH GRANULARITY
+        #expect(Array(limits[28...31]) == [0, 0, 0, 8])  // OPTIMAL UNMAP GRANULARITY
+        // Physical blocks that are no power of two of logical ones are not reported.
+        #expect(Harness(physicalBlockSize: 1536).run([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0])
+            .bytes[13] == 0)
+        // An unaligned WRITE SAME with UNMAP deallocates within physical blocks.
+        h.store.fill(0x55, offset: 0, count: 8 * 512)
+        #expect(h.run(cdb16(0x93, lba: 1, blocks: 6, flags: 0x09)).status == .good)
+        #expect(h.run(cdb16(0x88, lba: 1, blocks: 6)).bytes.allSatisfy { $0 == 0 })
+        #expect(h.store.bytes[0] == 0x55 && h.store.bytes[7 * 512] == 0x55)
     }
 
     @Test func writeThenRead() {

@@ -15,12 +15,14 @@ final class MemoryBlockStore: BlockStore {
     let supportsUnmap: Bool
     let unmappedReadsZero = true
     let identity = "memory:1"
+    let physicalBlockSize: Int
     /// The granularity of mapping state, in bytes.
     let mappingGranularity = 512
     private let contents: Mutex<Contents>
 
-    init(byteCount: Int, supportsUnmap: Bool = true) {
+    init(byteCount: Int, supportsUnmap: Bool = true, physicalBlockSize: Int = 0) {
         self.byteCount = UInt64(byteCount)
+        self.physicalBlockSize = physicalBlockSize
         self.supportsUnmap = supportsUnmap
         contents = Mutex(Contents(bytes: [UInt8](repeating: 0, count: byteCount), mapped: [Bool](repeating: false, count: byteCount / 512)))
     }
