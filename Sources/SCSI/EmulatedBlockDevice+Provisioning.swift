@@ -206,13 +206,21 @@ extension EmulatedBlockDevice {
     }
 
     /// Runs a sanitize operation with every other medium access held off, entering the sanitize
-    /// failure mode if it fails.
+    /// failure mode if it fails. Commands that arrive meanwhile end with NOT READY, SANITIZE IN
+    /// PROGRESS instead of waiting for it.
     private func runSanitize(_ operation: () throws(SenseData) -> Void) throws(SenseData) {
+        state.withLock { $0.sanitizeInProgress = true }
         do {
             try ordering.exclusive(operation)
-            state.withLock { $0.sanitizeFailed = false }
+            state.withLock {
+                $0.sanitizeInProgress = false
+                $0.sanitizeFailed = false
+            }
         } catch {
-            state.withLock { $0.sanitizeFailed = true }
+            state.withLock {
+                $0.sanitizeInProgress = false
+                $0.sanitizeFailed = true
+            }
             throw SenseData(.mediumError, .sanitizeCommandFailed)
         }
     }

@@ -113,8 +113,14 @@ extension EmulatedBlockDevice {
         }
     }
 
+    /// Fails a command that writes the medium with DATA PROTECT, WRITE PROTECTED when the logical
+    /// unit is read-only or software write protected (SWP of the control mode page).
     func checkWritable() throws(SenseData) {
-        guard !configuration.readOnly else { throw .writeProtected }
+        guard !isWriteProtected else { throw .writeProtected }
+    }
+
+    var isWriteProtected: Bool {
+        configuration.readOnly || state.withLock { $0.modePages.softwareWriteProtect }
     }
 
     func read(_ transfer: Transfer) throws(SenseData) -> SCSIResult {

@@ -13,9 +13,12 @@ extension EmulatedBlockDevice {
     func requestSense(_ cdb: CDB, nexus: ITNexus) -> SCSIResult {
         let descriptorFormat = cdb[1] & 0x01 != 0
         let sense: SenseData
+        let (inProgress, failed) = state.withLock { ($0.sanitizeInProgress, $0.sanitizeFailed) }
         if let code = unitAttentions.take(for: nexus) {
             sense = SenseData(.unitAttention, code)
-        } else if state.withLock({ $0.sanitizeFailed }) {
+        } else if inProgress {
+            sense = Self.sanitizeInProgress
+        } else if failed {
             sense = SenseData(.mediumError, .sanitizeCommandFailed)
         } else {
             sense = SenseData(.noSense, .noAdditionalSenseInformation)
@@ -134,7 +137,7 @@ extension EmulatedBlockDevice {
             }
         }
         // > DPOFUA: the device server supports the DPO and FUA bits; WP: write protected.
-        let deviceSpecific: UInt8 = (configuration.readOnly ? 0x80 : 0) | 0x10
+        let deviceSpecific: UInt8 = (isWriteProtected ? 0x80 : 0) | 0x10
         var data: [UInt8]
         if isTen {
             data = [0, 0, 0, deviceSpecific, longLBA ? 0x01 : 0x00, 0]

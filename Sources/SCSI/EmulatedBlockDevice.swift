@@ -65,6 +65,8 @@ public final class EmulatedBlockDevice: Sendable {
         var modePages: ModePages
         /// Set when a SANITIZE failed; cleared by a successful SANITIZE or EXIT FAILURE MODE.
         var sanitizeFailed = false
+        /// Set while a SANITIZE runs.
+        var sanitizeInProgress = false
     }
 
     let store: any BlockStore
@@ -235,12 +237,24 @@ public final class EmulatedBlockDevice: Sendable {
         if let conflict = reservations.check(request.cdb, from: nexus) {
             return conflict
         }
+        switch cdb.operationCode {
+        case OperationCode.inquiry, OperationCode.requestSense, OperationCode.reportLUNs:
+            break
+        default:
+            // > While the sanitize operation is in progress, the device server shall terminate
+            // > [every other] command with CHECK CONDITION status with the sense key set to NOT
+            // > READY and the additional sense code set to LOGICAL UNIT NOT READY, SANITIZE IN
+            // > PROGRESS.
+            if state.withLock({ $0.sanitizeInProgress }) { return checkCondition(Self.sanitizeInProgress) }
+        }
         do throws(SenseData) {
             return try dispatch(request, cdb)
         } catch {
             return checkCondition(error)
         }
     }
+
+    static let sanitizeInProgress = SenseData(.notReady, .logicalUnitNotReadySanitizeInProgress)
 
     /// CHECK CONDITION with `sense`, in descriptor format when D_SENSE is set.
     func checkCondition(_ sense: SenseData) -> SCSIResult {

@@ -59,6 +59,7 @@ struct ModePages: Sendable, Equatable {
         control[0] = controlPageCode
         control[1] = 0x0a
         control[2] = 0x04  // D_SENSE
+        control[4] = 0x08  // SWP
         control[5] = 0x40  // TAS
         var exceptions = [UInt8](repeating: 0, count: 12)
         exceptions[0] = informationalExceptionsControlPageCode
@@ -75,6 +76,10 @@ struct ModePages: Sendable, Equatable {
     var descriptorFormatSense: Bool { current[Self.controlPageCode]![2] & 0x04 != 0 }
     /// TAS of the current control mode page.
     var taskAbortedStatus: Bool { current[Self.controlPageCode]![5] & 0x40 != 0 }
+    /// SWP of the current control mode page:
+    /// > A software write protect (SWP) bit set to one specifies that the logical unit shall
+    /// > inhibit writing to the medium after writing all cached or buffered write data, if any.
+    var softwareWriteProtect: Bool { current[Self.controlPageCode]![4] & 0x08 != 0 }
 
     /// The pages MODE SENSE returns for `pageCode` and `subpageCode`; throws the sense data to
     /// report for a page or page control that is not implemented.

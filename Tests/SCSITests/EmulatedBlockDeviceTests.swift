@@ -1,5 +1,6 @@
 import NIOCore
 import SCSI
+import Synchronization
 import Testing
 
 /// A device over a 1 MiB in-memory store (2048 blocks of 512 bytes) and helpers to drive it.
@@ -426,6 +427,54 @@ extension SCSIResult {
         #expect(h.run([0x48, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0]).status == .good)
         h.run([0x48, 0x01, 0, 0, 0, 0, 0, 0, 6, 0], data: [0x00, 0, 0, 2, 1, 1])
             .expectSense(.illegalRequest, .invalidFieldInParameterList)
+    }
+
+    @Test func commandsDuringSanitizeReportSanitizeInProgress() {
+        let h = Harness()
+        let seen = Mutex<[SCSIResult]>([])
+        h.store.duringUnmap.withLock {
+            $0 = {
+                let results = [
+                    h.run([0x00, 0, 0, 0, 0, 0]), h.run(cdb16(0x88, lba: 0, blocks: 1)),
+                    h.run([0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]), h.run([0x03, 0, 0, 0, 18, 0]),
+                    h.run([0x12, 0, 0, 0, 36, 0]),
+                ]
+                seen.withLock { $0 += results }
+            }
+        }
+        #expect(h.run([0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]).status == .good)
+        let results = seen.withLock { $0 }
+        #expect(results.count == 5)
+        for result in results.prefix(3) {
+            result.expectSense(.notReady, .logicalUnitNotReadySanitizeInProgress)
+        }
+        #expect(results.count == 5 && Array(results[3].bytes[12...13]) == [0x04, 0x1b])  // REQUEST SENSE
+        #expect(results.count == 5 && results[4].status == .good)  // INQUIRY
+        #expect(h.run([0x00, 0, 0, 0, 0, 0]).status == .good)
+    }
+
+    @Test func softwareWriteProtect() {
+        let h = Harness()
+        let changeable = h.run([0x1a, 0x08, 0x4a, 0, 0xff, 0]).bytes
+        #expect(changeable[4 + 4] & 0x08 != 0)  // SWP is changeable
+        var parameters: [UInt8] = [0, 0, 0, 0] + h.run([0x1a, 0x08, 0x0a, 0, 0xff, 0]).bytes[4...]
+        parameters[4 + 4] |= 0x08
+        let select: [UInt8] = [0x15, 0x10, 0, 0, UInt8(parameters.count), 0]
+        #expect(h.run(select, data: parameters, from: h.otherNexus).status == .good)
+        h.run([0x00, 0, 0, 0, 0, 0]).expectSense(.unitAttention, .modeParametersChanged)
+        // WP in the mode parameter header; writes, UNMAP and SANITIZE fail.
+        #expect(h.run([0x1a, 0x08, 0x3f, 0, 0xff, 0]).bytes[2] & 0x80 != 0)
+        let block = [UInt8](repeating: 1, count: 512)
+        h.run(cdb10(0x2a, lba: 0, blocks: 1), data: block).expectSense(.dataProtect, .writeProtected)
+        h.run(cdb10(0x41, lba: 0, blocks: 1), data: block).expectSense(.dataProtect, .writeProtected)
+        h.run([0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0]).expectSense(.dataProtect, .writeProtected)
+        #expect(h.run(cdb10(0x28, lba: 0, blocks: 1)).status == .good)
+        // Cleared again, writes work.
+        parameters[4 + 4] &= ~0x08
+        #expect(h.run(select, data: parameters, from: h.otherNexus).status == .good)
+        _ = h.run([0x00, 0, 0, 0, 0, 0])
+        #expect(h.run(cdb10(0x2a, lba: 0, blocks: 1), data: block).status == .good)
+        #expect(h.run([0x1a, 0x08, 0x3f, 0, 0xff, 0]).bytes[2] & 0x80 == 0)
     }
 
     @Test func preFetchAndSynchronizeCache() {

@@ -19,6 +19,8 @@ final class MemoryBlockStore: BlockStore {
     /// The granularity of mapping state, in bytes.
     let mappingGranularity = 512
     private let contents: Mutex<Contents>
+    /// Called at the start of every unmap, outside the store's lock: a window into a running command.
+    let duringUnmap = Mutex<(@Sendable () -> Void)?>(nil)
 
     init(byteCount: Int, supportsUnmap: Bool = true, physicalBlockSize: Int = 0) {
         self.byteCount = UInt64(byteCount)
@@ -61,6 +63,7 @@ final class MemoryBlockStore: BlockStore {
     }
 
     func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {
+        duringUnmap.withLock { $0 }?()
         contents.withLock { contents in
             for index in Int(offset)..<Int(offset + length) { contents.bytes[index] = 0 }
             for unit in (Int(offset) / 512)..<(Int(offset + length) / 512) { contents.mapped[unit] = false }
