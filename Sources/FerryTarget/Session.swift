@@ -348,6 +348,9 @@ final class Session: @unchecked Sendable {
         guard !closed else { return }
         closed = true
         context.registry.remove(self)
+        // SAM-5 §6.3.4: the loss of an I_T nexus releases its SPC-2 reservation and establishes
+        // I_T NEXUS LOSS OCCURRED for it; a logout ends the nexus as surely as a dropped connection.
+        for backend in node.allBackends { backend.apply(.itNexusLoss(nexus)) }
         logger.info("session closed")
     }
 }
