@@ -90,7 +90,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             self.context.admit(summary, channel: context.channel, logger: logger).whenComplete { result in
                 let (handler, context) = loopBound.value
-                guard case .admitting(var machine) = handler.phase else { return }
+                guard case .admitting(var machine) = handler.phase else {
+                    // The connection ended before the final Login Response: a session created for this login has
+                    // no connection, so it would never end by itself.
+                    if case .success(let admission) = result, summary.tsih == 0 {
+                        handler.context.registry.remove(admission.session)
+                        handler.logger.notice("connection lost during login; session discarded")
+                    }
+                    return
+                }
                 let next: LoginAction
                 switch result {
                 case .success(let admission):
@@ -160,10 +168,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Once the connection is closing, later errors (the rest of the stream) are not news.
+        if case .closed = phase { return }
         guard let error = error as? ISCSIProtocolError else {
             logger.notice("connection error; closing", metadata: ["error": "\(error)"])
-            phase = .closed
-            context.close(promise: nil)
+            closeConnection(context: context)
             return
         }
         protocolError(error, context: context)
@@ -172,18 +181,48 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A PDU the parser could not take. Recoverable ones in full feature phase get a Reject
     /// (RFC 7143 §11.17); the others end the connection (ERL 0).
     private func protocolError(_ error: ISCSIProtocolError, context: ChannelHandlerContext) {
-        guard !error.isConnectionFatal, let reason = error.rejectReason, let header = error.rejectedHeader,
+        guard let reason = error.rejectReason, let header = error.rejectedHeader,
             case .fullFeature(let session, let cid) = phase
         else {
             // > RFC 7143 §7.8 / §6.7: at ERL 0 a header digest error or a framing error ends
             // > the connection; during login, anything malformed ends the login.
             logger.notice("protocol error; closing the connection", metadata: ["error": "\(error)"])
-            phase = .closed
-            context.close(promise: nil)
+            closeConnection(context: context)
             return
         }
-        logger.notice("rejecting PDU", metadata: ["error": "\(error)", "reason": "\(reason)"])
-        session.execute { $0.reject(reason, header: header, on: cid) }
+        guard error.isConnectionFatal else {
+            logger.notice("rejecting PDU", metadata: ["error": "\(error)", "reason": "\(reason)"])
+            session.execute { $0.reject(reason, header: header, on: cid) }
+            return
+        }
+        // The stream can no longer be framed (a data segment over MaxRecvDataSegmentLength): say why with a
+        // Reject carrying the header, then drop the connection.
+        logger.notice(
+            "protocol error; rejecting the PDU and closing the connection",
+            metadata: ["error": "\(error)", "reason": "\(reason)"])
+        phase = .closed
+        let channel = context.channel
+        session.execute { session in
+            session.reject(reason, header: header, on: cid)
+            session.removeConnection(cid)
+            channel.close(mode: .all, promise: nil)
+        }
+    }
+
+    /// Leaves the session, if the connection has joined one, and closes the channel.
+    private func closeConnection(context: ChannelHandlerContext) {
+        leaveSession()
+        phase = .closed
+        context.close(promise: nil)
+    }
+
+    /// Takes the connection out of its session: every path that ends a full feature phase connection comes here, or
+    /// the session would keep a dead connection and never end.
+    private func leaveSession() {
+        guard case .fullFeature(let session, let cid) = phase else { return }
+        phase = .closed
+        session.execute { $0.removeConnection(cid) }
+        logger.info("connection closed")
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -196,9 +235,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         loginTimeout?.cancel()
-        if case .fullFeature(let session, let cid) = phase {
-            session.execute { $0.removeConnection(cid) }
-            logger.info("connection closed")
+        switch phase {
+        case .login, .admitting:
+            logger.info("connection closed during login")
+        case .fullFeature:
+            leaveSession()
+        case .closed:
+            break
         }
         phase = .closed
         context.fireChannelInactive()

@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+extension AgainstFerryd {
+    /// Malformed and hostile PDUs, each on a connection of its own while a healthy session on another connection
+    /// keeps working: ferryd answers as RFC 7143 prescribes for ErrorRecoveryLevel 0, logs the event once, and
+    /// neither crashes nor disturbs other sessions.
+    @Suite struct HostileInputTests {
+        static let target = "iqn.2026-11.dev.ferry:hostile"
+        static let healthyInitiator = "iqn.2026-11.dev.ferry.test:healthy"
+        static let attacker = "iqn.2026-11.dev.ferry.test:attacker"
+
+        static func configuration(port: Int, directory: String) -> String {
+            // Two sessions: the healthy one and the attacker's. A session the attack leaves behind makes the
+            // login after it fail with 0x0302 (out of resources).
+            ConfiguredFerryd.portal(port: port, directory: directory)
+                + ConfiguredFerryd.target(target, directory: directory)
+                + "\n[limits]\nmax_sessions = 2\n"
+        }
+
+        /// Runs `attack` against ferryd, then checks that ferryd still runs, the healthy session still answers a
+        /// NOP-Out and a TEST UNIT READY, `logged` appears in exactly one new log line, and the attacker's session (if it
+        /// got one) ended with its connection: another session can log in.
+        private func withHealthySession(
+            logged: String, _ attack: (ConfiguredFerryd) throws -> Void
+        ) async throws {
+            try await ConfiguredFerryd.with(configuration: Self.configuration) { ferryd in
+                let healthy = try RawISCSIClient(port: ferryd.port)
+                let login = try healthy.login(initiatorName: Self.healthyInitiator, targetName: Self.target)
+                #expect(login.succeeded, "\(login.response.loginStatus)")
+                _ = try healthy.ping()
+
+                let before = ferryd.logLines(containing: logged)
+                try attack(ferryd)
+
+                // Let ferryd finish with the attacker's connection before looking.
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(ferryd.isRunning)
+                _ = try healthy.ping(data: Array("still there".utf8))
+                #expect(try healthy.testUnitReady() == 0)
+                #expect(ferryd.logLines(containing: logged) - before == 1, "\(ferryd.log.suffix(4000))")
+                let next = try RawISCSIClient(port: ferryd.port).login(
+                    initiatorName: Self.attacker, targetName: Self.target)
+                #expect(next.succeeded, "a login after the attack: \(next.response.loginStatus)")
+            }
+        }
+
+        /// A fresh connection logged in to the target (its own session).
+        private func attackerSession(
+            _ ferryd: ConfiguredFerryd, headerDigest: Bool = false, dataDigest: Bool = false
+        ) throws -> RawISCSIClient {
+            let client = try RawISCSIClient(port: ferryd.port)
+            let login = try client.login(
+                initiatorName: Self.attacker, targetName: Self.target, headerDigest: headerDigest,
+                dataDigest: dataDigest)
+            guard login.succeeded, client.headerDigest == headerDigest, client.dataDigest == dataDigest else {
+                throw IntegrationFailure("attacker login failed: \(login.response.loginStatus) \(login.keys)")
+            }
+            return client
+        }
+
+        /// A NOP-Out ping header with `dataSegmentLength` written in.
+        private func nopOutHeader(_ client: RawISCSIClient, dataSegmentLength: Int = 0) -> [UInt8] {
+            var header = client.header(
+                opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: client.nextTaskTag())
+            RawISCSIClient.put(0xffff_ffff, into: &header, at: 20)
+            header[5] = UInt8(truncatingIfNeeded: dataSegmentLength >> 16)
+            header[6] = UInt8(truncatingIfNeeded: dataSegmentLength >> 8)
+            header[7] = UInt8(truncatingIfNeeded: dataSegmentLength)
+            return header
+        }
+
+        @Test func truncatedPDUThenClose() async throws {
+            // A PDU cut short by the end of the stream is dropped; the connection's end is logged once.
+            try await withHealthySession(logged: "connection closed") { ferryd in
+                let client = try attackerSession(ferryd)
+                try client.send(Array(nopOutHeader(client).prefix(20)))
+                client.shutdown()
+                #expect(try client.drainUntilClosed().isEmpty)
+            }
+        }
+
+        @Test func truncatedLoginRequestThenClose() async throws {
+            try await withHealthySession(logged: "connection closed during login") { ferryd in
+                let client = try RawISCSIClient(port: ferryd.port)
+                try client.send([0x43, 0x87, 0, 0] + [UInt8](repeating: 0, count: 20))
+                client.shutdown()
+                #expect(try client.drainUntilClosed().isEmpty)
+            }
+        }
+
+        @Test func dataSegmentOverMaxRecvDataSegmentLengthEndsTheConnection() async throws {
+            try await withHealthySession(logged: "dataSegmentTooLong") { ferryd in
+                let client = try attackerSession(ferryd)
+                let length = client.targetMaxRecvDataSegmentLength + 4
+                try client.send(nopOutHeader(client, dataSegmentLength: length))
+                try client.send([UInt8](repeating: 0xee, count: 4096))
+                // > RFC 7143 §7.3 (protocol errors): the only recovery is to drop the connection; the target may
+                // > first answer with a Reject, reason Protocol Error (0x04).
+                let received = try client.drainUntilClosed()
+                #expect(received.allSatisfy { $0.opcode == RawOpcode.reject && $0.rejectReason == 0x04 })
+            }
+        }
+
+        @Test func unknownOpcodeIsRejectedAsCommandNotSupported() async throws {
+            try await withHealthySession(logged: "unknownOpcode") { ferryd in
+                let client = try attackerSession(ferryd)
+                var header = client.header(opcode: 0x0f, flags: 0x80, initiatorTaskTag: client.nextTaskTag())
+                try client.send(client.encode(header: header))
+                let reject = try client.expectPDU()
+                // > RFC 7143 §11.17.1: 0x05 Command not supported.
+                #expect(reject.opcode == RawOpcode.reject)
+                #expect(reject.rejectReason == 0x05)
+                #expect(Array(reject.data.prefix(48)) == header)
+                // The connection goes on.
+                _ = try client.ping()
+                client.shutdown()
+            }
+        }
+
+        @Test func headerDigestErrorEndsTheConnection() async throws {
+            try await withHealthySession(logged: "headerDigestError") { ferryd in
+                let client = try attackerSession(ferryd, headerDigest: true)
+                var bytes = client.encode(header: nopOutHeader(client))
+                bytes[48] ^= 0xff
+                try client.send(bytes)
+                // > RFC 7143 §7.8: at ErrorRecoveryLevel 0 a header digest error ends the connection; nothing is
+                // > answered, since no field of the header can be trusted.
+                #expect(try client.drainUntilClosed().isEmpty)
+            }
+        }
+
+        @Test func dataDigestErrorIsRejectedAndTheConnectionGoesOn() async throws {
+            try await withHealthySession(logged: "dataDigestError") { ferryd in
+                let client = try attackerSession(ferryd, headerDigest: true, dataDigest: true)
+                let header = nopOutHeader(client, dataSegmentLength: 8)
+                var bytes = client.encode(header: header, data: Array("corrupt!".utf8))
+                bytes[bytes.count - 1] ^= 0xff
+                try client.send(bytes)
+                // > RFC 7143 §7.8: a PDU other than Data-Out with a payload digest error is answered with a Reject,
+                // > reason Data Digest Error (0x02), and discarded.
+                let reject = try client.expectPDU()
+                #expect(reject.opcode == RawOpcode.reject)
+                #expect(reject.rejectReason == 0x02)
+                _ = try client.ping(data: Array("intact".utf8))
+                client.shutdown()
+            }
+        }
+    }
+}
