@@ -194,11 +194,12 @@ final class TargetContext: Sendable {
         try channel.pipeline.syncOperations.addHandler(handler)
     }
 
-    /// The targets `initiatorName` may see, with every portal's address, for SendTargets.
-    func sendTargetsEntries(for initiatorName: String) -> [SendTargetsEntry] {
+    /// The targets `initiatorName` may see, with every portal's address, for SendTargets. A wildcard portal is
+    /// reported as `localAddress`, the IP address the asking connection arrived on.
+    func sendTargetsEntries(for initiatorName: String, localAddress: String?) -> [SendTargetsEntry] {
         let addresses = configuration.portals.map { portal in
-            let host = portal.host.contains(":") ? "[\(portal.host)]" : portal.host
-            return "\(host):\(portal.port),\(portal.portalGroupTag)"
+            SendTargetsEntry.targetAddress(
+                host: portal.host, port: portal.port, portalGroupTag: portal.portalGroupTag, localAddress: localAddress)
         }
         return nodes.values.filter { $0.admits(initiatorName: initiatorName) }.sorted { $0.name < $1.name }.map {
             SendTargetsEntry(name: $0.name, addresses: addresses)

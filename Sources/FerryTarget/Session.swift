@@ -274,7 +274,8 @@ final class Session: @unchecked Sendable {
             }
         case .handleText(let request, let cid):
             guard var negotiation = textNegotiations[cid] else { return }
-            let visible = context.sendTargetsEntries(for: initiatorName)
+            let visible = context.sendTargetsEntries(
+                for: initiatorName, localAddress: connections[cid]?.localAddress?.ipAddress)
             let action = negotiation.textRequestReceived(
                 request, sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), visibleTargets: visible)
             textNegotiations[cid] = negotiation

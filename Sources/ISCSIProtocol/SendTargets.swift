@@ -51,3 +51,32 @@ public enum SendTargets {
         return pairs
     }
 }
+
+extension SendTargetsEntry {
+    /// The TargetAddress of a network portal, `host:port,tag`, with IPv6 hosts in brackets.
+    ///
+    /// A wildcard portal (`0.0.0.0` or `::`) listens on every address, and no initiator can connect to the wildcard
+    /// itself, so it is reported as `localAddress`: the address the asking connection arrived on.
+    /// > In a Discovery session, a target MUST return all path information (IP address-port pairs and Target
+    /// > Portal Group Tags) for the targets on the target Network Entity ...
+    ///
+    /// - Parameters:
+    ///   - host: the configured host, IPv6 without brackets.
+    ///   - localAddress: the IP address of the connection's local end, without brackets; an IPv4-mapped IPv6
+    ///     address (`::ffff:192.0.2.1`, what a dual-stack `::` listener sees) is reported as the IPv4 address.
+    public static func targetAddress(host: String, port: Int, portalGroupTag: UInt16, localAddress: String?) -> String {
+        var reported = host
+        if isWildcard(host), let localAddress {
+            let mappedPrefix = "::ffff:"
+            let isMapped = localAddress.lowercased().hasPrefix(mappedPrefix) && localAddress.contains(".")
+            reported = isMapped ? String(localAddress.dropFirst(mappedPrefix.count)) : localAddress
+        }
+        let bracketed = reported.contains(":") ? "[\(reported)]" : reported
+        return "\(bracketed):\(port),\(portalGroupTag)"
+    }
+
+    /// Whether `host` is the IPv4 or IPv6 unspecified address.
+    static func isWildcard(_ host: String) -> Bool {
+        host == "0.0.0.0" || (host.contains(":") && host.split(separator: ":").allSatisfy { $0.allSatisfy { $0 == "0" } })
+    }
+}
