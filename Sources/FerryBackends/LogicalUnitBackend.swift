@@ -53,4 +53,13 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
 
     /// Flushes and releases the device. Called once when the logical unit is removed.
     func shutdown()
+
+    /// The largest Data-In or Data-Out buffer, in bytes, that one command may move; nil when
+    /// the backend has no limit of its own. A passthrough device's limit is its request queue's
+    /// max_sectors_kb: the transport keeps MaxBurstLength and FirstBurstLength within it.
+    var maximumTransferLength: Int? { get }
+}
+
+extension LogicalUnitBackend {
+    public var maximumTransferLength: Int? { nil }
 }

@@ -79,7 +79,13 @@ public struct LogicalUnit: Sendable, Hashable {
     public enum Backend: String, Sendable, Hashable {
         /// The emulated SBC disk over a regular file or a block device.
         case emulated
+        /// SCSI passthrough: the initiators' commands go to a real SCSI disk through the Linux SCSI
+        /// generic driver (/dev/sgN, or SG_IO on /dev/sdX). docs/passthrough.md describes it.
+        case sg
     }
+
+    /// The default ``commandTimeout``: below the 30 s that Linux initiators wait for a command.
+    public static let defaultCommandTimeout = 20_000
 
     public var lun: UInt64
     public var path: String
@@ -94,11 +100,13 @@ public struct LogicalUnit: Sendable, Hashable {
     public var serial: String?
     /// Write cache enabled (WCE in the caching mode page) at start.
     public var writeCache: Bool
+    /// Passthrough: milliseconds the kernel gives a command before it aborts it.
+    public var commandTimeout: Int
 
     public init(
         lun: UInt64, path: String, backend: Backend = .emulated, size: UInt64? = nil, blockSize: Int = 512,
         readOnly: Bool = false, vendor: String = "FERRY", product: String = "EMULATED DISK", serial: String? = nil,
-        writeCache: Bool = true
+        writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout
     ) {
         self.lun = lun
         self.path = path
@@ -110,6 +118,7 @@ public struct LogicalUnit: Sendable, Hashable {
         self.product = product
         self.serial = serial
         self.writeCache = writeCache
+        self.commandTimeout = commandTimeout
     }
 }
 

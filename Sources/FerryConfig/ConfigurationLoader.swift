@@ -255,17 +255,32 @@ private struct ConfigurationLoader {
             node,
             allowed: [
                 "lun", "path", "backend", "size", "block_size", "read_only", "vendor", "product", "serial",
-                "write_cache",
+                "write_cache", "command_timeout",
             ])
         let defaults = LogicalUnit(lun: 0, path: "")
 
-        var backend = LogicalUnit.Backend.emulated
+        var named: LogicalUnit.Backend?
         if let name = string(node, "backend") {
-            if let parsed = LogicalUnit.Backend(rawValue: name) {
-                backend = parsed
-            } else {
-                report(node.path + [.key("backend")], "\(node.context)backend \"\(name)\" is unknown; use \"emulated\"")
+            named = LogicalUnit.Backend(rawValue: name)
+            if named == nil {
+                report(
+                    node.path + [.key("backend")],
+                    "\(node.context)backend \"\(name)\" is unknown; use \"sg\" or \"emulated\"")
             }
+        }
+        let configuredPath = string(node, "path", required: true)
+        let isWorldWideName = configuredPath.map(LogicalUnit.Backend.isWorldWideName) ?? false
+        let path = isWorldWideName ? configuredPath : configuredPath.map { absolute($0) }
+        let backend = named ?? path.map { LogicalUnit.Backend.automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
+        let commandTimeout = milliseconds(node, "command_timeout", in: 1_000...600_000)
+        let onlyFor: (LogicalUnit.Backend, [String]) =
+            backend == .sg
+            ? (.emulated, ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache"])
+            : (.sg, ["command_timeout"])
+        for key in onlyFor.1 where node.table[key] != nil {
+            report(
+                node.path + [.key(key)],
+                "\(node.context)\(key) applies only to backend \"\(onlyFor.0.rawValue)\" (this LUN's is \"\(backend.rawValue)\")")
         }
 
         let blockSize = integer(node, "block_size", in: 0...Int.max) ?? defaults.blockSize
@@ -279,10 +294,11 @@ private struct ConfigurationLoader {
                 node.path + [.key("size")], "\(node.context)size \(size) is not a multiple of block_size \(blockSize)")
         }
 
-        let path = string(node, "path", required: true).map { absolute($0) }
         if let path, path.isEmpty {
             report(node.path + [.key("path")], "\(node.context)path is empty")
-        } else if let path, size == nil, !FileManager.default.fileExists(atPath: path) {
+        } else if let path, backend == .sg, !isWorldWideName, !FileManager.default.fileExists(atPath: path) {
+            report(node.path + [.key("path")], "\(node.context)\(path) does not exist")
+        } else if let path, backend == .emulated, size == nil, !FileManager.default.fileExists(atPath: path) {
             report(
                 node.path + [.key("path")],
                 "\(node.context)\(path) does not exist; give a size to create it as a sparse file")
@@ -297,7 +313,8 @@ private struct ConfigurationLoader {
         guard let number, let path else { return nil }
         return LogicalUnit(
             lun: UInt64(number), path: path, backend: backend, size: size, blockSize: blockSize, readOnly: readOnly,
-            vendor: vendor, product: product, serial: serial, writeCache: writeCache)
+            vendor: vendor, product: product, serial: serial, writeCache: writeCache,
+            commandTimeout: commandTimeout ?? defaults.commandTimeout)
     }
 
     /// The smallest CHAP secret without IPsec: RFC 7143 §9.2.1 asks for IPsec below 96 random bits.
@@ -480,6 +497,32 @@ private struct ConfigurationLoader {
             return nil
         }
         return bytes
+    }
+
+    /// A duration in milliseconds: an integer number of milliseconds, or a string with the unit
+    /// `ms` or `s` ("500ms", "20s").
+    private mutating func milliseconds(_ node: Node, _ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let value = value(node, key, required: false) else { return nil }
+        let keyPath = node.path + [.key(key)]
+        var milliseconds = value.int
+        if milliseconds == nil, let text = value.string {
+            if text.hasSuffix("ms") {
+                milliseconds = Int(text.dropLast(2))
+            } else if text.hasSuffix("s") {
+                milliseconds = Int(text.dropLast()).flatMap { $0 <= Int.max / 1000 ? $0 * 1000 : nil }
+            }
+        }
+        guard let milliseconds else {
+            report(keyPath, "\(node.context)\(key) must be milliseconds, or a string such as \"20s\" or \"500ms\"")
+            return nil
+        }
+        guard range.contains(milliseconds) else {
+            report(
+                keyPath,
+                "\(node.context)\(key) must be in \(range.lowerBound)...\(range.upperBound) milliseconds")
+            return nil
+        }
+        return milliseconds
     }
 
     /// INQUIRY identification text: printable ASCII (SPC-4 §4.3.1) of at most `maximumLength` bytes.

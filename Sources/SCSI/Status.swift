@@ -123,6 +123,9 @@ public struct SenseData: Sendable, Hashable, Error, CustomStringConvertible {
     public var information: UInt64?
     public var commandSpecificInformation: UInt32
     public var senseKeySpecific: SenseKeySpecific?
+    /// Sense data that a device returned (passthrough), sent to the initiator byte for byte by
+    /// ``bytes(descriptorFormat:)``; the fields above then only describe it.
+    public var verbatim: [UInt8]?
 
     public init(
         _ senseKey: SenseKey, _ code: AdditionalSenseCode, information: UInt64? = nil,
@@ -133,6 +136,26 @@ public struct SenseData: Sendable, Hashable, Error, CustomStringConvertible {
         self.information = information
         self.commandSpecificInformation = commandSpecificInformation
         self.senseKeySpecific = senseKeySpecific
+    }
+
+    /// Sense data from a device, kept intact: `senseKey` and `code` are read from fixed (70h, 71h)
+    /// or descriptor (72h, 73h) format; nil when `bytes` holds no valid response code.
+    public init?(verbatim bytes: [UInt8]) {
+        guard let first = bytes.first else { return nil }
+        let keyByte: UInt8
+        let code: AdditionalSenseCode
+        switch first & 0x7f {
+        case 0x70, 0x71:
+            keyByte = bytes.count > 2 ? bytes[2] : 0
+            code = AdditionalSenseCode(bytes.count > 12 ? bytes[12] : 0, bytes.count > 13 ? bytes[13] : 0)
+        case 0x72, 0x73:
+            keyByte = bytes.count > 1 ? bytes[1] : 0
+            code = AdditionalSenseCode(bytes.count > 2 ? bytes[2] : 0, bytes.count > 3 ? bytes[3] : 0)
+        default:
+            return nil
+        }
+        self.init(SenseKey(rawValue: keyByte & 0x0f) ?? .vendorSpecific, code)
+        verbatim = bytes
     }
 
     public var description: String { "sense key \(senseKey) ASC/ASCQ \(code)" }
@@ -162,6 +185,7 @@ public struct SenseData: Sendable, Hashable, Error, CustomStringConvertible {
     /// Encodes fixed-format sense data (response code 0x70, 18 bytes) or descriptor-format
     /// sense data (response code 0x72) when `descriptorFormat` is set (D_SENSE in the control mode page).
     public func bytes(descriptorFormat: Bool = false) -> [UInt8] {
+        if let verbatim { return verbatim }
         var sks: [UInt8]? = nil
         switch senseKeySpecific {
         case .none:

@@ -292,8 +292,8 @@ private let minimal = """
             try lunProblems("lun = 0\npath = \"x\"\nsize = \"1X\"\n").last?.hasPrefix(
                 "10: \(prefix)size \"1X\" must be") == true)
         #expect(
-            try lunProblems("lun = 0\npath = \"x\"\nsize = \"2T\"\nbackend = \"sg\"\n") == [
-                #"11: \#(prefix)backend "sg" is unknown; use "emulated""#
+            try lunProblems("lun = 0\npath = \"x\"\nsize = \"2T\"\nbackend = \"tape\"\n") == [
+                #"11: \#(prefix)backend "tape" is unknown; use "sg" or "emulated""#
             ])
         #expect(try lunProblems("lun = 0\nsize = \"1M\"\n") == ["7: \(prefix)path is missing"])
         #expect(
