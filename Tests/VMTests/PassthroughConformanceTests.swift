@@ -38,7 +38,7 @@ extension InVirtualMachine {
             if violations.isEmpty {
                 VirtualMachine.expectSuccess(run, "passthrough conformance")
             } else {
-                print("VM passthrough conformance: \(run.duration) in all")
+                print("VM passthrough conformance: \(VirtualMachine.seconds(run.duration)) in all")
                 Issue.record("passthrough conformance:\n\(violations.joined(separator: "\n"))\n\(run.diagnostics)")
             }
         }

@@ -40,7 +40,7 @@ struct GuestRun {
     var diagnostics: String {
         let exit = exitCode.map { "exit status \($0)" } ?? (timedOut ? "killed at the hard timeout" : "no exit status")
         return """
-            guest run: \(exit) after \(duration); all files kept in \(directory.path)
+            guest run: \(exit) after \(VirtualMachine.seconds(duration)); all files kept in \(directory.path)
             --- guest output (last 12000 characters) ---
             \(output.suffix(12000))
             --- dmesg (last 6000 characters) ---
@@ -169,13 +169,19 @@ enum VirtualMachine {
     /// removes the run's files when it did, and keeps them (naming the directory) when it did not.
     /// Always prints how long the run took.
     static func expectSuccess(_ run: GuestRun, _ what: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        let script = run.scriptDuration.map { ", guest script \($0)" } ?? ""
-        print("VM \(what): \(run.duration) in all\(script)")
+        let script = run.scriptDuration.map { ", guest script \(seconds($0))" } ?? ""
+        print("VM \(what): \(seconds(run.duration)) in all\(script)")
         if run.exitCode == 0 {
             discard(run)
         } else {
             Issue.record("\(what) failed in the VM.\n\(run.diagnostics)", sourceLocation: sourceLocation)
         }
+    }
+
+    /// `12.3 s`.
+    static func seconds(_ duration: Duration) -> String {
+        let (whole, attoseconds) = duration.components
+        return "\(whole).\(attoseconds / 100_000_000_000_000_000) s"
     }
 
     /// Removes a run's files (the parent directory holds the console and qemu logs).

@@ -1,14 +1,58 @@
 # Shows, straight on scsi_debug's /dev/sgN (no Ferry), each scsi_debug behaviour that
-# passthrough-known-failures.txt blames for a conformance failure. Read its output in
-# $FERRY_RESULTS/scsi-debug-probes.log.
+# passthrough-known-failures.txt blames for a conformance failure. conformance.sh saves the output
+# in $FERRY_RESULTS/scsi-debug-probes.log and the test prints it. Each probe says what a
+# conforming device answers and which conformance tests the behaviour breaks.
 #   scsi-debug-probes.sh /dev/sgN
 set -u
 sg=$1
+blocks=$(($(sg_readcap "$sg" | sed -n 's/.*Last LBA=\([0-9]*\).*/\1/p') + 1))
+# 8 bytes of an LBA, big-endian, as sg_raw arguments.
+lba64() { printf '%016x' "$1" | sed 's/../& /g'; }
+lba32() { printf '%08x' "$1" | sed 's/../& /g'; }
 probe() {
+    echo
     echo "--- $1"
     shift
     echo "\$ $*"
-    "$@" 2>&1
-    echo "(exit $?)"
+    "$@" 2>&1 | grep -v '^ *[0-9a-f]\{2,3\}  '
+    echo "(exit ${PIPESTATUS[0]})"
 }
-probe "INQUIRY" sg_inq "$sg"
+head -c 512 /dev/zero >/tmp/zero-block
+echo "scsi_debug $sg: $blocks blocks of 512 bytes"
+
+probe "standard INQUIRY VERSION is 7 (SPC-5); libiscsi 1.19 accepts 4, 5 or 6 (Inquiry.Standard)" \
+    sg_inq "$sg"
+probe "INQUIRY with EVPD=0 and PAGE CODE 0x80 succeeds; SPC-4 wants INVALID FIELD IN CDB (Inquiry.EVPD)" \
+    sg_raw -r 96 "$sg" 12 00 80 00 60 00
+probe "READ(16) of 1 block at LBA 2^64-1 succeeds: the LBA + length check wraps (Read16.BeyondEol)" \
+    sg_raw -r 512 "$sg" 88 00 $(lba64 $((0xffffffffffffffff))) 00 00 00 01 00 00
+probe "WRITE(16) of 1 block at LBA 2^64-1 succeeds: the same wrap (Write16.BeyondEol)" \
+    sg_raw -s 512 -i /tmp/zero-block "$sg" 8a 00 $(lba64 $((0xffffffffffffffff))) 00 00 00 01 00 00
+probe "PRE-FETCH(16) at LBA 2^64-1 ends CONDITION MET: the same wrap (Prefetch16.BeyondEol)" \
+    sg_raw "$sg" 90 00 $(lba64 $((0xffffffffffffffff))) 00 00 00 01 00 00
+probe "WRITE SAME(16) at LBA 2^64-1 succeeds: the same wrap (WriteSame16.BeyondEol)" \
+    sg_raw -s 512 -i /tmp/zero-block "$sg" 93 00 $(lba64 $((0xffffffffffffffff))) 00 00 00 01 00 00
+probe "VERIFY(16) BYTCHK=0 at LBA 2^64-1 does not fail with LBA OUT OF RANGE (Verify16.BeyondEol)" \
+    sg_raw "$sg" 8f 00 $(lba64 $((0xffffffffffffffff))) 00 00 00 01 00 00
+probe "GET LBA STATUS at LBA 2^64-1 succeeds: the same wrap (GetLBAStatus.BeyondEol)" \
+    sg_raw -r 24 "$sg" 9e 12 $(lba64 $((0xffffffffffffffff))) 00 00 00 18 00 00
+probe "VERIFY(10) of 0 blocks past the end succeeds; SBC-4 wants LBA OUT OF RANGE (Verify10.ZeroBlocks)" \
+    sg_raw "$sg" 2f 00 $(lba32 $((blocks + 1))) 00 00 00 00
+probe "VERIFY(16) of 0 blocks past the end succeeds (Verify16.ZeroBlocks)" \
+    sg_raw "$sg" 8f 00 $(lba64 $((blocks + 1))) 00 00 00 00 00 00
+probe "READ(10) with RDPROTECT=1 on a device without protection succeeds; SBC-4 wants INVALID FIELD IN CDB (Read10/12/16.ReadProtect)" \
+    sg_raw -r 512 "$sg" 28 20 00 00 00 00 00 00 01 00
+probe "WRITE(10) with WRPROTECT=1 on a device without protection succeeds (Write10/12/16.WriteProtect, WriteSame10/16.WriteProtect)" \
+    sg_raw -s 512 -i /tmp/zero-block "$sg" 2a 20 00 00 00 00 00 00 01 00
+probe "VERIFY(10) with VRPROTECT=1 on a device without protection succeeds (Verify10/16.VerifyProtect)" \
+    sg_raw "$sg" 2f 20 00 00 00 00 00 00 01 00
+probe "WRITE SAME(10) with NUMBER OF LOGICAL BLOCKS 0 succeeds (WriteSame10/16.ZeroBlocks)" \
+    sg_raw -s 512 -i /tmp/zero-block "$sg" 41 00 00 00 00 00 00 00 00 00
+probe "Block Limits VPD page and the standard INQUIRY's version descriptors (Inquiry.BlockLimits)" \
+    sg_vpd -p bl "$sg"
+probe "Logical Block Provisioning VPD page: LBPU and LBPME clear, yet UNMAP is listed (Unmap.VPD)" \
+    sg_vpd -p lbpv "$sg"
+probe "REPORT SUPPORTED OPERATION CODES lists UNMAP (Unmap.VPD)" \
+    sg_opcodes -o 0x42 "$sg"
+probe "REPORT SUPPORTED OPERATION CODES for one command: 0x7f (ReportSupportedOpcodes.OneCommand)" \
+    sg_opcodes -o 0x7f -s 0x9 "$sg"
