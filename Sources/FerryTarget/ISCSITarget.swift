@@ -299,7 +299,8 @@ extension TargetContext: LoginPolicy {
         {
             // > RFC 7143 §6.3.5: session reinstatement: the old session is logged out implicitly.
             logger.notice("reinstating session", metadata: ["oldTSIH": "\(old.tsih)"])
-            registry.remove(old)
+            // The successor has the same I_T nexus: the old one is lost before the successor runs a command.
+            if registry.remove(old) { old.nexusLost() }
             old.execute { $0.closeAllConnections() }
         }
         guard let tsih = registry.allocateTSIH() else {

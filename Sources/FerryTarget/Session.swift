@@ -348,10 +348,15 @@ final class Session: @unchecked Sendable {
     private func finish() {
         guard !closed else { return }
         closed = true
-        context.registry.remove(self)
-        // SAM-5 §6.3.4: the loss of an I_T nexus releases its SPC-2 reservation and establishes
-        // I_T NEXUS LOSS OCCURRED for it; a logout ends the nexus as surely as a dropped connection.
-        for backend in node.allBackends { backend.apply(.itNexusLoss(nexus)) }
+        // A session replaced by reinstatement lost its nexus when its successor was admitted.
+        if context.registry.remove(self) { nexusLost() }
         logger.info("session closed")
+    }
+
+    /// Applies the loss of this session's I_T nexus to every logical unit of the target. SAM-5 §6.3.4:
+    /// the loss of an I_T nexus releases its SPC-2 reservation and establishes I_T NEXUS LOSS OCCURRED
+    /// for it; a logout ends the nexus as surely as a dropped connection. Thread safe.
+    func nexusLost() {
+        for backend in node.allBackends { backend.apply(.itNexusLoss(nexus)) }
     }
 }

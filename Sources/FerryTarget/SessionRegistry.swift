@@ -41,12 +41,17 @@ final class SessionRegistry: Sendable {
         SessionMetrics.record(target: session.node.name, sessions: count)
     }
 
-    func remove(_ session: Session) {
-        let count = state.withLock { state in
-            if state.sessions[session.tsih] === session { state.sessions[session.tsih] = nil }
-            return state.sessions.values.filter { $0.node === session.node }.count
+    /// Removes `session`; returns whether it was still registered, so that of session reinstatement and the
+    /// session's own end exactly one acts on the session's end.
+    @discardableResult
+    func remove(_ session: Session) -> Bool {
+        let (removed, count) = state.withLock { state in
+            let removed = state.sessions[session.tsih] === session
+            if removed { state.sessions[session.tsih] = nil }
+            return (removed, state.sessions.values.filter { $0.node === session.node }.count)
         }
         SessionMetrics.record(target: session.node.name, sessions: count)
+        return removed
     }
 
     func session(tsih: UInt16) -> Session? {
