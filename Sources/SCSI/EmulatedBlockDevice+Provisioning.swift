@@ -27,8 +27,8 @@ extension EmulatedBlockDevice {
             pattern = allocator.buffer(capacity: blockSize)
             pattern.writeRepeatingByte(0, count: blockSize)
         } else {
-            // > The Data-Out Buffer contains a single logical block: an initiator sending more
-            // > disagrees with the command as much as one sending less.
+            // The Data-Out buffer holds a single logical block: an initiator sending more disagrees
+            // with the command as much as one sending less.
             guard request.expectedDataTransferLength <= blockSize else {
                 throw SenseData(.illegalRequest, .invalidFieldInCommandInformationUnit)
             }

@@ -266,11 +266,11 @@ extension EmulatedBlockDevice {
         transfer.lengthByte = 13
         try checkRange(transfer, maximum: UInt64(limits.maximumCompareAndWriteLength))
         let length = Int(transfer.blocks) * blockSize
-        // > The Data-Out Buffer contains the verify instance [and] the write instance of the
-        // > logical blocks: 2 × NUMBER OF LOGICAL BLOCKS of them. A zero count transfers none.
-        // An initiator offering more disagrees with the count (256 blocks wrap to 0 in the one-byte
-        // field): comparing fewer blocks than it meant and reporting GOOD would pass off a compare
-        // that never happened, so the field is refused. Fewer bytes fail in requireDataOut.
+        // The Data-Out buffer holds the verify instance and the write instance of the logical
+        // blocks: 2 × NUMBER OF LOGICAL BLOCKS of them; a zero count transfers none. An initiator
+        // offering more disagrees with the count (256 blocks wrap to 0 in the one-byte field):
+        // comparing fewer blocks than it meant and reporting GOOD would pass off a compare that
+        // never happened, so the field is refused. Fewer bytes fail in requireDataOut.
         guard request.expectedDataTransferLength <= 2 * length else { throw .invalidFieldInCDB(byte: 13) }
         guard transfer.blocks > 0 else { return .good }
         try checkWritable()

@@ -159,8 +159,8 @@ extension SCSIResult {
         #expect(Array(limits[6...7]) == [0, 8])  // OPTIMAL TRANSFER LENGTH GRANULARITY
         #expect(Array(limits[28...31]) == [0, 0, 0, 8])  // OPTIMAL UNMAP GRANULARITY
         // Physical blocks that are no power of two of logical ones are not reported.
-        #expect(Harness(physicalBlockSize: 1536).run([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0])
-            .bytes[13] == 0)
+        let odd = Harness(physicalBlockSize: 1536)
+        #expect(odd.run([0x9e, 0x10] + [UInt8](repeating: 0, count: 8) + [0, 0, 0, 32, 0, 0]).bytes[13] == 0)
         // An unaligned WRITE SAME with UNMAP deallocates within physical blocks.
         h.store.fill(0x55, offset: 0, count: 8 * 512)
         #expect(h.run(cdb16(0x93, lba: 1, blocks: 6, flags: 0x09)).status == .good)
@@ -362,7 +362,8 @@ extension SCSIResult {
         // Zero blocks: to the end of the medium.
         #expect(h.run(cdb10(0x41, lba: 2040, blocks: 0), data: pattern).status == .good)
         #expect(h.store.bytes[2039 * 512] == 0 && h.store.bytes[2040 * 512] == 0xab && h.store.bytes.last == 0xab)
-        h.run(cdb10(0x41, lba: 2048, blocks: 0), data: pattern).expectSense(.illegalRequest, .logicalBlockAddressOutOfRange)
+        h.run(cdb10(0x41, lba: 2048, blocks: 0), data: pattern).expectSense(
+            .illegalRequest, .logicalBlockAddressOutOfRange)
         // Beyond MAXIMUM WRITE SAME LENGTH, whether counted in the CDB or to the end of the medium.
         let small = Harness(maximumTransferLength: 8)
         small.run(cdb10(0x41, lba: 0, blocks: 9), data: pattern).expectSense(
