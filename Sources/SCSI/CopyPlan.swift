@@ -144,6 +144,8 @@ struct CopyPlan {
         guard sourceLBA <= source.blockCount, sourceBlocks <= source.blockCount - sourceLBA,
             destinationLBA <= destination.blockCount, destinationBlocks <= destination.blockCount - destinationLBA
         else { throw SenseData(.copyAborted, .copyTargetDeviceNotReachable) }
+        // A write-protected destination (read-only, or SWP) refuses the copy as it refuses a WRITE.
+        guard !destination.isWriteProtected() else { throw SenseData(.copyAborted, .writeProtected) }
         return Segment(
             source: source, destination: destination, sourceOffset: sourceLBA * UInt64(source.blockSize),
             destinationOffset: destinationLBA * UInt64(destination.blockSize), byteCount: byteCount)

@@ -8,12 +8,18 @@ public struct CopyEndpoint: Sendable {
     public var blockCount: UInt64
     /// The NAA designator bytes of the logical unit (VPD page 83h), 8 or 16 bytes.
     public var designator: [UInt8]
+    /// Whether the logical unit refuses writes now (read-only, or SWP set in its control mode page).
+    public var isWriteProtected: @Sendable () -> Bool
 
-    public init(store: any BlockStore, blockSize: Int, blockCount: UInt64, designator: [UInt8]) {
+    public init(
+        store: any BlockStore, blockSize: Int, blockCount: UInt64, designator: [UInt8],
+        isWriteProtected: @escaping @Sendable () -> Bool = { false }
+    ) {
         self.store = store
         self.blockSize = blockSize
         self.blockCount = blockCount
         self.designator = designator
+        self.isWriteProtected = isWriteProtected
     }
 }
 

@@ -138,7 +138,9 @@ public final class EmulatedBlockDevice: Sendable {
 
     /// This logical unit as a source or destination of EXTENDED COPY.
     public var copyEndpoint: CopyEndpoint {
-        CopyEndpoint(store: store, blockSize: blockSize, blockCount: blockCount, designator: naa)
+        CopyEndpoint(
+            store: store, blockSize: blockSize, blockCount: blockCount, designator: naa,
+            isWriteProtected: { [weak self] in self?.isWriteProtected ?? true })
     }
 
     /// TAS of the control mode page: a task aborted by another I_T nexus ends with TASK ABORTED.

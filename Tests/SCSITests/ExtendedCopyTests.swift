@@ -180,6 +180,32 @@ struct CopyFixture {
         #expect(status == [0, 0, 0, 8, 0x01, 0, 1, 0, 0, 0, 0x08, 0x00])
     }
 
+    @Test func writeProtectedDestinationAbortsTheCopy() {
+        let f = CopyFixture()
+        let locked = CopyEndpoint(
+            store: MemoryStoreForCopyTests(byteCount: CopyFixture.blocks * 512), blockSize: 512,
+            blockCount: UInt64(CopyFixture.blocks), designator: [0x50, 9, 9, 9, 9, 9, 9, 9], isWriteProtected: { true })
+        f.directory.register(locked)
+        f.fill(f.source, lba: 0, blocks: 1, with: 0x5a)
+        var list = CopyParameterList()
+        list.targets = [
+            CopyParameterList.identificationTarget(f.source.designator),
+            CopyParameterList.identificationTarget(locked.designator),
+        ]
+        list.segments = [
+            CopyParameterList.blockToBlock(source: 0, destination: 1, blocks: 1, sourceLBA: 0, destinationLBA: 0)
+        ]
+        let result = f.extendedCopy(list.bytes)
+        #expect(result.sense?.senseKey == .copyAborted)
+        #expect(result.sense?.code == .writeProtected)
+        #expect(f.contents(locked, lba: 0, blocks: 1).allSatisfy { $0 == 0 })
+        // The protected logical unit may still be the source.
+        list.segments = [
+            CopyParameterList.blockToBlock(source: 1, destination: 0, blocks: 1, sourceLBA: 0, destinationLBA: 0)
+        ]
+        #expect(f.extendedCopy(list.bytes).status == .good)
+    }
+
     @Test func overlappingCopyMovesDataIntact() {
         let f = CopyFixture()
         let pattern = (0..<(3000 * 512)).map { UInt8(truncatingIfNeeded: $0 / 512) }
