@@ -1,31 +1,48 @@
+import NIOConcurrencyHelpers
 public import NIOCore
 public import NIOPosix
 public import SCSI
-import Synchronization
 
 /// The emulated SBC disk behind the backend seam: an ``EmulatedBlockDevice`` over a
 /// ``BlockStore``, run on a thread pool so that blocking I/O never touches an event loop.
+///
+/// Tasks wait in the backend's own queue, and at most `concurrency` workers on the pool take
+/// them one after the other: a burst of commands wakes a few threads, not one per command, and a
+/// busy worker goes on to the next task without sleeping.
 ///
 /// Termination follows SAM-5's "cancel if not started, otherwise wait": a task still queued
 /// for an I/O thread completes at once with ``BackendCompletion/terminated``; a task whose
 /// I/O has started completes when that I/O returns.
 public final class EmulatedBackend: LogicalUnitBackend {
-    private enum Entry {
-        case queued(@Sendable (BackendCompletion) -> Void)
-        case running
+    private struct Job {
+        var tag: BackendTaskTag
+        var request: SCSIRequest
+        var completion: @Sendable (BackendCompletion) -> Void
+    }
+
+    private struct Queue {
+        var waiting = CircularBuffer<Job>(initialCapacity: 64)
+        /// Workers submitted to the pool and not yet finished.
+        var workers = 0
     }
 
     public let device: EmulatedBlockDevice
     private let store: any BlockStore
     public let kind: String
     private let threadPool: NIOThreadPool
-    private let entries = Mutex<[BackendTaskTag: Entry]>([:])
+    private let concurrency: Int
+    private let queue = NIOLockedValueBox(Queue())
 
-    public init(device: EmulatedBlockDevice, store: any BlockStore, kind: String, threadPool: NIOThreadPool) {
+    /// - Parameter concurrency: the most tasks the device runs at once (threads it occupies).
+    public init(
+        device: EmulatedBlockDevice, store: any BlockStore, kind: String, threadPool: NIOThreadPool,
+        concurrency: Int = max(2, System.coreCount * 2)
+    ) {
         self.store = store
         self.device = device
         self.kind = kind
         self.threadPool = threadPool
+        self.concurrency = max(1, concurrency)
     }
 
     public var taskAbortedStatus: Bool { device.taskAbortedStatus }
@@ -38,27 +55,32 @@ public final class EmulatedBackend: LogicalUnitBackend {
         _ request: SCSIRequest, tag: BackendTaskTag,
         completion: @escaping @Sendable (BackendCompletion) -> Void
     ) {
-        entries.withLock { $0[tag] = .queued(completion) }
-        threadPool.submit { [self] _ in
-            let start = entries.withLock { entries -> Bool in
-                guard case .queued = entries[tag] else { return false }
-                entries[tag] = .running
-                return true
-            }
-            guard start else { return }  // terminated while queued: already completed
-            let result = device.execute(request)
-            entries.withLock { _ = $0.removeValue(forKey: tag) }
-            completion(.completed(result))
+        let startWorker = queue.withLockedValue { queue in
+            queue.waiting.append(Job(tag: tag, request: request, completion: completion))
+            guard queue.workers < concurrency else { return false }
+            queue.workers += 1
+            return true
+        }
+        if startWorker { threadPool.submit { [self] _ in work() } }
+    }
+
+    /// A worker: runs queued tasks until there are none.
+    private func work() {
+        while let job = queue.withLockedValue({ queue -> Job? in
+            if let job = queue.waiting.popFirst() { return job }
+            queue.workers -= 1
+            return nil
+        }) {
+            job.completion(.completed(device.execute(job.request)))
         }
     }
 
     public func terminate(_ tag: BackendTaskTag) {
-        let dropped = entries.withLock { entries -> (@Sendable (BackendCompletion) -> Void)? in
-            guard case .queued(let completion) = entries[tag] else { return nil }
-            entries.removeValue(forKey: tag)
-            return completion
+        let dropped = queue.withLockedValue { queue -> Job? in
+            guard let index = queue.waiting.firstIndex(where: { $0.tag == tag }) else { return nil }
+            return queue.waiting.remove(at: index)
         }
-        dropped?(.terminated)
+        dropped?.completion(.terminated)
     }
 
     public func pendingUnitAttention(for nexus: ITNexus) -> (senseKey: SenseKey, code: AdditionalSenseCode)? {
