@@ -48,7 +48,9 @@ probe "VERIFY(10) with VRPROTECT=1 on a device without protection succeeds (Veri
     sg_raw "$sg" 2f 20 00 00 00 00 00 00 01 00
 probe "WRITE SAME(10) with NUMBER OF LOGICAL BLOCKS 0 succeeds (WriteSame10/16.ZeroBlocks)" \
     sg_raw -s 512 -i /tmp/zero-block "$sg" 41 00 00 00 00 00 00 00 00 00
-probe "Block Limits VPD page and the standard INQUIRY's version descriptors (Inquiry.BlockLimits)" \
+probe "standard INQUIRY version descriptors claim SBC-4 (0x0600), not SBC-3, which libiscsi 1.19 looks for before it accepts a 60-byte Block Limits page (Inquiry.BlockLimits)" \
+    sg_inq -d "$sg"
+probe "Block Limits VPD page: 60 bytes, MAXIMUM COMPARE AND WRITE LENGTH 0 (Inquiry.BlockLimits)" \
     sg_vpd -p bl "$sg"
 probe "Logical Block Provisioning VPD page: LBPU and LBPME clear, yet UNMAP is listed (Unmap.VPD)" \
     sg_vpd -p lbpv "$sg"
@@ -56,3 +58,17 @@ probe "REPORT SUPPORTED OPERATION CODES lists UNMAP (Unmap.VPD)" \
     sg_opcodes -o 0x42 "$sg"
 probe "REPORT SUPPORTED OPERATION CODES for one command: 0x7f (ReportSupportedOpcodes.OneCommand)" \
     sg_opcodes -o 0x7f -s 0x9 "$sg"
+probe "COMPARE AND WRITE of 1 block at LBA 100 (compare 'A', write 'B') then READ: is the block 'B'? (CompareAndWrite.Simple)" \
+    bash -c "head -c 512 /dev/zero | tr '\\0' A >/tmp/a; head -c 512 /dev/zero | tr '\\0' B >/tmp/b; cat /tmp/a /tmp/b >/tmp/ab
+        sg_raw -s 512 -i /tmp/a $sg 8a 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep Status
+        sg_raw -s 1024 -i /tmp/ab $sg 89 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep -A3 Status
+        sg_raw -r 512 -o /tmp/readback $sg 88 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep Status
+        od -An -c -N 8 /tmp/readback"
+probe "COMPARE AND WRITE that must miscompare (block 100 holds 'B' or 'A', compare data is 'C') (CompareAndWrite.Miscompare)" \
+    bash -c "head -c 512 /dev/zero | tr '\\0' C >/tmp/c; cat /tmp/c /tmp/b >/tmp/cb
+        sg_raw -s 1024 -i /tmp/cb $sg 89 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep -A3 Status"
+disk=$(ls /sys/class/scsi_generic/${sg#/dev/}/device/block 2>/dev/null)
+probe "the kernel's transfer limits for this device (Ferry clamps Block Limits and bursts to them)" \
+    bash -c "grep . /sys/block/$disk/queue/max_sectors_kb /sys/block/$disk/queue/max_hw_sectors_kb; sg_vpd -p bl $sg | grep -i 'transfer length'"
+probe "WRITE(16) of 2048 blocks (1 MiB) straight through sg (ExtendedCopy.Simple writes 2048 blocks)" \
+    bash -c "head -c 1048576 /dev/zero >/tmp/mib; sg_raw -s 1048576 -i /tmp/mib $sg 8a 00 00 00 00 00 00 00 00 00 00 00 08 00 00 00 2>&1 | grep -A3 Status"
