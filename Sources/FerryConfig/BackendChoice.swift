@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension LogicalUnit.Backend {
@@ -54,7 +54,8 @@ extension LogicalUnit.Backend {
         let fileManager = FileManager.default
         switch status.st_mode & S_IFMT {
         case S_IFCHR:
-            return fileManager.fileExists(atPath: "\(sysfs)/class/scsi_generic/\(name)") ? .scsiGeneric : .otherCharacterDevice
+            return fileManager.fileExists(atPath: "\(sysfs)/class/scsi_generic/\(name)")
+                ? .scsiGeneric : .otherCharacterDevice
         case S_IFBLK:
             return fileManager.fileExists(atPath: "\(sysfs)/class/block/\(name)/device/scsi_device")
                 ? .scsiDisk : .otherBlockDevice

@@ -271,16 +271,17 @@ private struct ConfigurationLoader {
         let configuredPath = string(node, "path", required: true)
         let isWorldWideName = configuredPath.map(LogicalUnit.Backend.isWorldWideName) ?? false
         let path = isWorldWideName ? configuredPath : configuredPath.map { absolute($0) }
-        let backend = named ?? path.map { LogicalUnit.Backend.automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
+        let backend = named ?? path.map { .automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
         let commandTimeout = milliseconds(node, "command_timeout", in: 1_000...600_000)
-        let onlyFor: (LogicalUnit.Backend, [String]) =
+        let (otherBackend, otherKeys): (LogicalUnit.Backend, [String]) =
             backend == .sg
             ? (.emulated, ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache"])
             : (.sg, ["command_timeout"])
-        for key in onlyFor.1 where node.table[key] != nil {
+        for key in otherKeys where node.table[key] != nil {
             report(
                 node.path + [.key(key)],
-                "\(node.context)\(key) applies only to backend \"\(onlyFor.0.rawValue)\" (this LUN's is \"\(backend.rawValue)\")")
+                "\(node.context)\(key) applies only to backend \"\(otherBackend.rawValue)\""
+                    + " (this LUN's is \"\(backend.rawValue)\")")
         }
 
         let blockSize = integer(node, "block_size", in: 0...Int.max) ?? defaults.blockSize

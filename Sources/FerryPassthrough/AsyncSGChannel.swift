@@ -7,9 +7,9 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The asynchronous sg v3 data path on /dev/sgN.
@@ -150,7 +150,10 @@ final class AsyncSGChannel: SGChannel {
         case .toDevice(let buffer):
             // The command (in the slot) holds `buffer`, which keeps its storage alive and unchanged
             // until the completion; the kernel copies from it during write().
-            (data, length) = (buffer.withUnsafeReadableBytes { UnsafeMutableRawPointer(mutating: $0.baseAddress) }, buffer.readableBytes)
+            (data, length) = (
+                buffer.withUnsafeReadableBytes { UnsafeMutableRawPointer(mutating: $0.baseAddress) },
+                buffer.readableBytes
+            )
         case .fromDevice(let count):
             var buffer = ByteBufferAllocator().buffer(capacity: count)
             data = buffer.withUnsafeMutableWritableBytes { $0.baseAddress }
@@ -252,7 +255,8 @@ final class AsyncSGChannel: SGChannel {
             let ready = poll(&pollFDs, nfds_t(pollFDs.count), -1)
             if ready < 0 {
                 if errno == EINTR { continue }
-                logger.error("poll on sg file descriptors failed", metadata: ["error": "\(SGSystemCallError(errno: errno))"])
+                logger.error(
+                    "poll on sg file descriptors failed", metadata: ["error": "\(SGSystemCallError(errno: errno))"])
                 break
             }
             if pollFDs[fds.count].revents != 0 {
@@ -315,7 +319,8 @@ final class AsyncSGChannel: SGChannel {
             state.goneErrno = errno
             var failed: [Slot] = []
             let perFile = SGQueueScheduler<BackendTaskTag>.requestsPerFileDescriptor
-            for slot in Int32(fileIndex * perFile)..<Int32((fileIndex + 1) * perFile) where state.slots[Int(slot)] != nil {
+            for slot in Int32(fileIndex * perFile)..<Int32((fileIndex + 1) * perFile)
+            where state.slots[Int(slot)] != nil {
                 failed.append(release(&state, slot, fileIndex: fileIndex))
             }
             let waiting = state.scheduler.removeAllWaiting().compactMap { state.waiting.removeValue(forKey: $0) }

@@ -45,7 +45,8 @@ public struct PassthroughCapabilities: Sendable, Hashable {
         case (true, false):
             "CAP_SYS_ADMIN is missing: device and target resets (SG_SCSI_RESET) for task management will fail"
         case (false, true):
-            "CAP_SYS_RAWIO is missing: the kernel passes only common commands (READ, WRITE, INQUIRY…) and refuses the rest"
+            "CAP_SYS_RAWIO is missing: the kernel passes only common commands (READ, WRITE, INQUIRY…) "
+                + "and refuses the rest"
         case (false, false):
             "CAP_SYS_RAWIO and CAP_SYS_ADMIN are missing: the kernel passes only common commands (READ, WRITE, "
                 + "INQUIRY…) and refuses the rest, and device resets will fail"

@@ -90,7 +90,9 @@ public enum CommandTransfer {
     /// (the initiator's Expected Data Transfer Length was smaller), the CDB rewritten to write the
     /// whole blocks received, as the emulated device does; nil when `cdb` needs no rewrite.
     /// A result of zero blocks means there is nothing to send to the device.
-    public static func shortenedWrite(_ cdb: ByteBuffer, received: Int, blockSize: Int) -> (cdb: ByteBuffer, blocks: Int)? {
+    public static func shortenedWrite(_ cdb: ByteBuffer, received: Int, blockSize: Int) -> (
+        cdb: ByteBuffer, blocks: Int
+    )? {
         let view = CDB(cdb)
         guard let asked = dataOutLength(of: view, blockSize: blockSize), received < asked else { return nil }
         let offset: Int

@@ -64,7 +64,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
         let identity = try SGProbe.identify(device.node)
         if identity.peripheralDeviceType != 0x00 {
             logger.warning(
-                "the device is not a direct access block device; Ferry passes its commands through but sizes them as a disk's",
+                "the device is not a direct access block device; Ferry sizes its commands as a disk's",
                 metadata: ["peripheralDeviceType": "\(identity.peripheralDeviceType)"])
         }
         let channel: any SGChannel
@@ -209,7 +209,9 @@ public final class PassthroughBackend: LogicalUnitBackend {
         let asked = CommandTransfer.dataOutLength(of: cdb, blockSize: blockSize)
         if request.dataOut.readableBytes > 0 || (asked ?? 0) > 0 {
             var dataOut = request.dataOut
-            if let shortened = CommandTransfer.shortenedWrite(bytes, received: dataOut.readableBytes, blockSize: blockSize) {
+            if let shortened = CommandTransfer.shortenedWrite(
+                bytes, received: dataOut.readableBytes, blockSize: blockSize)
+            {
                 // The initiator sent fewer bytes than the CDB asks for: write the whole blocks
                 // received, as the emulated device does.
                 guard shortened.blocks > 0 else { return .answer(.good) }
@@ -259,7 +261,8 @@ public final class PassthroughBackend: LogicalUnitBackend {
                             "the device did not complete a command",
                             metadata: [
                                 "tag": "\(tag)", "hostStatus": "\(outcome.hostStatus)",
-                                "driverStatus": "\(outcome.driverStatus)", "durationMilliseconds": "\(outcome.duration)",
+                                "driverStatus": "\(outcome.driverStatus)",
+                                "durationMilliseconds": "\(outcome.duration)",
                                 "answer": "\(result.sense.map { "\($0)" } ?? "\(result.status)")",
                             ])
                     } else if result.status == .checkCondition, logger.logLevel <= .debug {
@@ -306,7 +309,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif

@@ -67,16 +67,22 @@ extension SGOutcome {
     /// whose answer was lost, ends with CHECK CONDITION and sense data chosen per SPC-4 §4.5.6 so
     /// that the initiator's usual reaction is the right one:
     ///
-    /// | host byte | sense key | ASC/ASCQ | why |
-    /// | --- | --- | --- | --- |
-    /// | DID_TIME_OUT (and DRIVER_TIMEOUT) | ABORTED COMMAND | 08/01 LOGICAL UNIT COMMUNICATION TIME-OUT | the kernel aborted it after `command_timeout`; retrying may succeed |
-    /// | DID_RESET, DID_ABORT, DID_BUS_BUSY, DID_SOFT_ERROR, DID_IMM_RETRY, DID_REQUEUE, DID_TRANSPORT_DISRUPTED, DID_TRANSPORT_MARGINAL | ABORTED COMMAND | 08/00 LOGICAL UNIT COMMUNICATION FAILURE | lost on the way to the device; retry |
-    /// | DID_PARITY | ABORTED COMMAND | 47/00 SCSI PARITY ERROR | as the device would say it |
-    /// | DID_ERROR, DID_BAD_INTR, DID_ALLOC_FAILURE, other driver errors | ABORTED COMMAND | 44/00 INTERNAL TARGET FAILURE | the host adapter failed it; a retry may succeed |
-    /// | DID_TARGET_FAILURE | HARDWARE ERROR | 44/00 INTERNAL TARGET FAILURE | permanent: the midlayer says not to retry |
-    /// | DID_MEDIUM_ERROR | MEDIUM ERROR | 00/00 | the midlayer saw a medium error it did not keep the sense of |
-    /// | DID_NO_CONNECT, DID_BAD_TARGET, DID_TRANSPORT_FAILFAST | NOT READY | 04/00 LOGICAL UNIT NOT READY, CAUSE NOT REPORTABLE | the device is unreachable |
-    /// | DID_NEXUS_FAILURE | (status RESERVATION CONFLICT) | | the midlayer's rewrite of a conflict |
+    /// - DID_TIME_OUT (and DRIVER_TIMEOUT): ABORTED COMMAND, 08/01 LOGICAL UNIT COMMUNICATION
+    ///   TIME-OUT. The kernel aborted it after `command_timeout`; a retry may succeed.
+    /// - DID_RESET, DID_ABORT, DID_BUS_BUSY, DID_SOFT_ERROR, DID_IMM_RETRY, DID_REQUEUE,
+    ///   DID_TRANSPORT_DISRUPTED, DID_TRANSPORT_MARGINAL: ABORTED COMMAND, 08/00 LOGICAL UNIT
+    ///   COMMUNICATION FAILURE. Lost on the way to the device; retry.
+    /// - DID_PARITY: ABORTED COMMAND, 47/00 SCSI PARITY ERROR, as the device would say it.
+    /// - DID_ERROR, DID_BAD_INTR, DID_ALLOC_FAILURE, unknown host bytes and other driver errors:
+    ///   ABORTED COMMAND, 44/00 INTERNAL TARGET FAILURE. The host adapter failed it; a retry may succeed.
+    /// - DID_TARGET_FAILURE: HARDWARE ERROR, 44/00. Permanent: the midlayer says not to retry.
+    /// - DID_MEDIUM_ERROR: MEDIUM ERROR, 00/00 (the midlayer did not keep the device's sense).
+    /// - DID_NO_CONNECT, DID_BAD_TARGET, DID_TRANSPORT_FAILFAST: NOT READY, 04/00 LOGICAL UNIT NOT
+    ///   READY, CAUSE NOT REPORTABLE. The device is unreachable.
+    /// - DID_NEXUS_FAILURE: status RESERVATION CONFLICT (the midlayer's rewrite of a conflict).
+    ///
+    /// ASC 2Eh (COMMAND TIMEOUT …) is avoided: Linux 6.5 and later take it for a command duration
+    /// limit abort and fail the I/O without a retry.
     ///
     /// CHECK CONDITION from the device without sense data (SAM-5 requires some), and a status
     /// byte SAM-5 no longer defines, become ABORTED COMMAND 44/00.

@@ -2,9 +2,9 @@ internal import CSGUtils
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// What the synchronous probes at open learned about a device (libsgutils2's sg_ll_* commands).
@@ -51,7 +51,8 @@ enum SGProbe {
         }
 
         var inquiry = [UInt8](repeating: 0, count: 96)
-        let inquiryStatus = sg_ll_inquiry_v2(fd, false, 0, &inquiry, Int32(inquiry.count), timeoutSeconds, nil, false, 0)
+        let inquiryStatus = sg_ll_inquiry_v2(
+            fd, false, 0, &inquiry, Int32(inquiry.count), timeoutSeconds, nil, false, 0)
         guard inquiryStatus == 0 else {
             throw .probeFailed(node, "INQUIRY failed: \(categoryDescription(inquiryStatus))")
         }

@@ -1,9 +1,9 @@
 internal import CSGUtils
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The errno values the passthrough backend tells apart.

@@ -5,9 +5,9 @@ import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The data path for a SCSI disk named as a block device without an sg node: synchronous SG_IO
@@ -26,7 +26,8 @@ final class SynchronousSGChannel: SGChannel {
     init(node: String, threads: Int) throws(PassthroughError) {
         switch SGSystemCalls.open(node, flags: O_RDWR) {
         case .success(let fd): self.fd = fd
-        case .failure(let error): throw .cannotOpen(node, errno: error.errno, hint: SGProbe.openHint(errno: error.errno))
+        case .failure(let error):
+            throw .cannotOpen(node, errno: error.errno, hint: SGProbe.openHint(errno: error.errno))
         }
         threadPool = NIOThreadPool(numberOfThreads: threads)
         threadPool.start()
@@ -52,12 +53,15 @@ final class SynchronousSGChannel: SGChannel {
     }
 
     private func run(_ command: SGCommand) -> SGCommand.Completion {
-        withUnsafeTemporaryAllocation(byteCount: SGCommand.maximumCDBLength + SGCommand.senseBufferLength, alignment: 16) {
+        withUnsafeTemporaryAllocation(
+            byteCount: SGCommand.maximumCDBLength + SGCommand.senseBufferLength, alignment: 16
+        ) {
             scratch -> SGCommand.Completion in
             let cdb = scratch.baseAddress!
             let sense = cdb + SGCommand.maximumCDBLength
             func issue(_ data: UnsafeMutableRawPointer?, _ length: Int) -> Result<SGOutcome, SGSystemCallError> {
-                var header = command.header(cdbBuffer: cdb, senseBuffer: sense, data: data, dataLength: length, packID: 0)
+                var header = command.header(
+                    cdbBuffer: cdb, senseBuffer: sense, data: data, dataLength: length, packID: 0)
                 return SGSystemCalls.sgIO(fd, &header).map { SGCommand.outcome(of: header, senseBuffer: sense) }
             }
             switch command.direction {
@@ -81,7 +85,9 @@ final class SynchronousSGChannel: SGChannel {
         }
     }
 
-    private static func completion(_ result: Result<SGOutcome, SGSystemCallError>, dataIn: ByteBuffer) -> SGCommand.Completion {
+    private static func completion(_ result: Result<SGOutcome, SGSystemCallError>, dataIn: ByteBuffer)
+        -> SGCommand.Completion
+    {
         switch result {
         case .success(let outcome): .finished(outcome, dataIn: dataIn)
         case .failure(let error): .refused(errno: error.errno)

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// The device node a passthrough LUN's `path` names, as found through sysfs.
@@ -85,7 +85,8 @@ public struct SysfsTopology: Sendable {
         }
         guard fileManager.fileExists(atPath: block + "/device/scsi_device") else {
             throw .noDevice(
-                path, "\(name) is not a whole SCSI disk (a partition or a virtual block device): use backend \"emulated\"")
+                path,
+                "\(name) is not a whole SCSI disk (a partition or a virtual block device): use backend \"emulated\"")
         }
         if let generic = firstEntry(of: block + "/device/scsi_generic") {
             let node = join("/dev/\(generic)")
@@ -100,7 +101,8 @@ public struct SysfsTopology: Sendable {
     /// SCSI disk bound to it (then the sg node's BLKSECTGET answers).
     public func maximumTransferBytes(of device: PassthroughDevice) -> Int? {
         guard let disk = device.blockDeviceName,
-            let text = try? String(contentsOfFile: join("/sys/class/block/\(disk)/queue/max_sectors_kb"), encoding: .utf8),
+            let text = try? String(
+                contentsOfFile: join("/sys/class/block/\(disk)/queue/max_sectors_kb"), encoding: .utf8),
             let kilobytes = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), kilobytes > 0
         else { return nil }
         return kilobytes * 1024

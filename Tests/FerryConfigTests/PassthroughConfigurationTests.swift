@@ -18,7 +18,9 @@ import Testing
         """
 
     /// The LUN `lines` describe, or the problems loading it reports.
-    private func load(_ lines: String, directory: String = NSTemporaryDirectory()) -> Result<LogicalUnit, ConfigurationError> {
+    private func load(_ lines: String, directory: String = NSTemporaryDirectory()) -> Result<
+        LogicalUnit, ConfigurationError
+    > {
         do throws(ConfigurationError) {
             let configuration = try FerryConfiguration(
                 toml: Self.header + lines, fileName: "ferry.toml", baseDirectory: directory,
@@ -41,8 +43,11 @@ import Testing
         #expect(lun.backend == .sg)
         #expect(lun.path == "/dev/null")
         #expect(lun.commandTimeout == 15_000)
-        #expect(try load("path = \"/dev/null\"\nbackend = \"sg\"\ncommand_timeout = 2500\n").get().commandTimeout == 2_500)
-        #expect(try load("path = \"/dev/null\"\nbackend = \"sg\"\ncommand_timeout = \"1500ms\"\n").get().commandTimeout == 1_500)
+        #expect(
+            try load("path = \"/dev/null\"\nbackend = \"sg\"\ncommand_timeout = 2500\n").get().commandTimeout == 2_500)
+        #expect(
+            try load("path = \"/dev/null\"\nbackend = \"sg\"\ncommand_timeout = \"1500ms\"\n").get().commandTimeout
+                == 1_500)
         #expect(try load("path = \"/dev/null\"\nbackend = \"sg\"\n").get().commandTimeout == 20_000)
     }
 
@@ -70,7 +75,8 @@ import Testing
     }
 
     @Test func sgPathMustExistUnlessItIsAWorldWideName() throws {
-        #expect(problems("path = \"/dev/sg-missing\"\nbackend = \"sg\"\n") == [prefix + "/dev/sg-missing does not exist"])
+        #expect(
+            problems("path = \"/dev/sg-missing\"\nbackend = \"sg\"\n") == [prefix + "/dev/sg-missing does not exist"])
         let lun = try load("path = \"wwn-0x5000c500a1b2c3d4\"\n").get()
         #expect(lun.backend == .sg)
         #expect(lun.path == "wwn-0x5000c500a1b2c3d4")
@@ -105,7 +111,8 @@ import Testing
     @Test func classifyReadsSysfsForDevices() throws {
         // /dev/null is a character device; a fake sysfs that lists it as scsi_generic makes it one.
         let sysfs = NSTemporaryDirectory() + "ferry-sysfs-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: sysfs + "/class/scsi_generic/null", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: sysfs + "/class/scsi_generic/null", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: sysfs) }
         #expect(LogicalUnit.Backend.classify("/dev/null", sysfs: sysfs) == .scsiGeneric)
         let file = sysfs + "/plain"

@@ -3,7 +3,8 @@ import Testing
 
 @Suite struct CapabilitiesTests {
     @Test func readsTheEffectiveSet() {
-        let root = PassthroughCapabilities.parse(status: "Name:\tferryd\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n")
+        let root = PassthroughCapabilities.parse(
+            status: "Name:\tferryd\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n")
         #expect(root == PassthroughCapabilities(rawIO: true, admin: true))
         #expect(root?.missing == nil)
         // CAP_SYS_RAWIO (bit 17) only.

@@ -1,13 +1,17 @@
-@testable import FerryPassthrough
 import NIOCore
 import SCSI
 import Testing
 
+@testable import FerryPassthrough
+
 @Suite struct CommandTransferTests {
-    private func cdb(_ bytes: [UInt8]) -> CDB { CDB(ByteBuffer(bytes: bytes + [UInt8](repeating: 0, count: 16 - bytes.count))) }
+    private func cdb(_ bytes: [UInt8]) -> CDB {
+        CDB(ByteBuffer(bytes: bytes + [UInt8](repeating: 0, count: 16 - bytes.count)))
+    }
 
     @Test func dataOutLengths() {
-        #expect(CommandTransfer.dataOutLength(of: cdb([0x2a, 0, 0, 0, 0, 0, 0, 0x00, 0x08, 0]), blockSize: 512) == 4096)
+        #expect(
+            CommandTransfer.dataOutLength(of: cdb([0x2a, 0, 0, 0, 0, 0, 0, 0x00, 0x08, 0]), blockSize: 512) == 4096)
         #expect(CommandTransfer.dataOutLength(of: cdb([0x0a, 0, 0, 0, 0, 0]), blockSize: 512) == 256 * 512)
         var write16 = [UInt8](repeating: 0, count: 16)
         write16[0] = 0x8a
@@ -19,11 +23,14 @@ import Testing
     }
 
     @Test func dataInLengths() {
-        #expect(CommandTransfer.dataInLength(of: cdb([0x28, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0]), blockSize: 512) == 131_072)
+        #expect(
+            CommandTransfer.dataInLength(of: cdb([0x28, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0]), blockSize: 512) == 131_072)
         #expect(CommandTransfer.dataInLength(of: cdb([0x12, 0x01, 0xb0, 0x00, 0x40, 0]), blockSize: 512) == 64)
         #expect(CommandTransfer.dataInLength(of: cdb([0x1a, 0, 0x3f, 0, 0xff, 0]), blockSize: 512) == 255)
         #expect(CommandTransfer.dataInLength(of: cdb([0x25]), blockSize: 512) == 8)
-        #expect(CommandTransfer.dataInLength(of: cdb([0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]), blockSize: 512) == 32)
+        #expect(
+            CommandTransfer.dataInLength(of: cdb([0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32]), blockSize: 512)
+                == 32)
         #expect(CommandTransfer.dataInLength(of: cdb([0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0]), blockSize: 512) == nil)
     }
 

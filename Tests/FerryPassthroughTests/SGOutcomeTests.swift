@@ -1,6 +1,7 @@
-@testable import FerryPassthrough
 import SCSI
 import Testing
+
+@testable import FerryPassthrough
 
 @Suite struct SGOutcomeTests {
     @Test func goodPassesThrough() {
@@ -73,11 +74,15 @@ import Testing
     }
 
     @Test func unknownHostStatusAndDriverErrors() {
-        #expect(SGOutcome(status: 0, hostStatus: 0x7f).result.sense == SenseData(.abortedCommand, .internalTargetFailure))
+        #expect(
+            SGOutcome(status: 0, hostStatus: 0x7f).result.sense == SenseData(.abortedCommand, .internalTargetFailure))
         // DRIVER_TIMEOUT (06h) without a host byte, from older kernels.
-        #expect(SGOutcome(status: 0, driverStatus: 0x06).result.sense == SenseData(.abortedCommand, AdditionalSenseCode(0x08, 0x01)))
+        #expect(
+            SGOutcome(status: 0, driverStatus: 0x06).result.sense
+                == SenseData(.abortedCommand, AdditionalSenseCode(0x08, 0x01)))
         // DRIVER_ERROR (04h) with a suggestion flag in the high nibble.
-        #expect(SGOutcome(status: 0, driverStatus: 0x24).result.sense == SenseData(.abortedCommand, .internalTargetFailure))
+        #expect(
+            SGOutcome(status: 0, driverStatus: 0x24).result.sense == SenseData(.abortedCommand, .internalTargetFailure))
         // DRIVER_SENSE alone is no error.
         #expect(SGOutcome(status: 0, driverStatus: 0x08).result.status == .good)
     }
