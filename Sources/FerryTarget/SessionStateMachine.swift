@@ -296,14 +296,12 @@ struct SessionStateMachine {
             return takeActions()
         }
         if task.abort != nil { return takeActions() }
-        let progressIfAny: DataOutProgress?
+        var progress: DataOutProgress
         switch task.state {
-        case .waitingForDataOut(let p): progressIfAny = p
+        case .waitingForDataOut(let p): progress = p
         case .waitingForCmdSN:
-            progressIfAny = Self.initialProgress(task.command, dataOutLength: task.dataOutLength, parameters: parameters)
-        default: progressIfAny = nil
-        }
-        guard var progress = progressIfAny else {
+            progress = Self.initialProgress(task.command, dataOutLength: task.dataOutLength, parameters: parameters)
+        default:
             queue(.pdu(.reject(rejectPDU(.protocolError, header: dataOut))), on: cid)
             return takeActions()
         }
@@ -317,6 +315,7 @@ struct SessionStateMachine {
                 queue(.pdu(.reject(rejectPDU(.protocolError, header: dataOut))), on: cid)
                 return takeActions()
             }
+            detachProgress(of: &task)
             progress.expectedDataSN &+= 1
             if dataOut.final { progress.unsolicitedDone = true; progress.expectedDataSN = 0 }
         } else {
@@ -331,6 +330,7 @@ struct SessionStateMachine {
                 queue(.pdu(.reject(rejectPDU(.protocolError, header: dataOut))), on: cid)
                 return takeActions()
             }
+            detachProgress(of: &task)
             r2t.received += length
             r2t.expectedDataSN &+= 1
             if r2t.received == r2t.length || dataOut.final {
@@ -344,6 +344,14 @@ struct SessionStateMachine {
         tasks[task.initiatorTaskTag] = task
         if task.ordered { advanceDataOut(task.initiatorTaskTag) }
         return takeActions()
+    }
+
+    /// Leaves the caller's copy of a task's ``DataOutProgress`` the only holder of its gather buffer
+    /// and R2T queue, so that they change in place instead of being copied (copy-on-write): the
+    /// task's entry and `task` let go of them until the caller stores the progress back.
+    private mutating func detachProgress(of task: inout Task) {
+        task.state = .waitingForCmdSN
+        tasks[task.initiatorTaskTag]?.state = .waitingForCmdSN
     }
 
     /// The connection's parser found a PDU it cannot take but can keep framing after: the
@@ -589,6 +597,7 @@ struct SessionStateMachine {
         // Wait for unsolicited data before soliciting the rest.
         guard progress.unsolicitedDone else { return }
         if progress.requestedUpTo < progress.received { progress.requestedUpTo = progress.received }
+        detachProgress(of: &task)
         var issued: [UInt32] = []
         while progress.outstanding.count < parameters.maxOutstandingR2T && progress.requestedUpTo < progress.expected {
             let length = min(parameters.maxBurstLength, progress.expected - progress.requestedUpTo)
