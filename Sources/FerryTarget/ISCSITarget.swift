@@ -291,9 +291,8 @@ extension TargetContext: LoginPolicy {
         if state.withLock({ $0.refusingLogins }) {
             return loop.makeFailedFuture(AdmissionError(status: .serviceUnavailable, reason: "the target is stopping"))
         }
-        if registry.count >= configuration.limits.maxSessions {
-            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "maximum number of sessions reached"))
-        }
+        // Reinstatement first: it frees the old session's place, so that an initiator coming back after a network
+        // failure is not refused while its dead session still counts.
         if summary.sessionType == .normal,
             let old = registry.session(initiatorName: summary.initiatorName, isid: summary.isid, targetName: node.name)
         {
@@ -302,6 +301,9 @@ extension TargetContext: LoginPolicy {
             // The successor has the same I_T nexus: the old one is lost before the successor runs a command.
             if registry.remove(old) { old.nexusLost() }
             old.execute { $0.closeAllConnections() }
+        }
+        if registry.count >= configuration.limits.maxSessions {
+            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "maximum number of sessions reached"))
         }
         guard let tsih = registry.allocateTSIH() else {
             return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "no TSIH left"))

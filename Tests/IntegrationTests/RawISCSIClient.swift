@@ -31,7 +31,9 @@ struct RawPDU {
     static func textKeys(_ data: [UInt8]) -> [(key: String, value: String)] {
         data.split(separator: 0).compactMap { pair in
             guard let equals = pair.firstIndex(of: UInt8(ascii: "=")) else { return nil }
-            return (String(decoding: pair[..<equals], as: UTF8.self), String(decoding: pair[(equals + 1)...], as: UTF8.self))
+            return (
+                String(decoding: pair[..<equals], as: UTF8.self), String(decoding: pair[(equals + 1)...], as: UTF8.self)
+            )
         }
     }
 }
@@ -86,8 +88,8 @@ final class RawISCSIClient {
     /// The MaxRecvDataSegmentLength the target declared during login.
     private(set) var targetMaxRecvDataSegmentLength = 8192
 
-    /// Connects to 127.0.0.1:`port`; every receive gives up after `timeout`.
-    init(port: Int, timeout: Duration = .seconds(10)) throws {
+    /// Connects to 127.0.0.1:`port`; every receive gives up after `timeout`. `isid` defaults to a random one.
+    init(port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10)) throws {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw IntegrationFailure("socket() failed: errno \(errno)") }
         var address = sockaddr_in()
@@ -107,7 +109,7 @@ final class RawISCSIClient {
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
         self.descriptor = descriptor
         // A random qualifier under the "random" ISID type (RFC 7143 §11.12.5: T = 11b).
-        isid = [0xc0] + (0..<5).map { _ in UInt8.random(in: 0...255) }
+        self.isid = isid ?? [0xc0] + (0..<5).map { _ in UInt8.random(in: 0...255) }
     }
 
     deinit { close(descriptor) }
@@ -117,7 +119,9 @@ final class RawISCSIClient {
     func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let written = bytes[offset...].withUnsafeBytes {
+                Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             guard written > 0 else { throw IntegrationFailure("send failed: errno \(errno)") }
             offset += written
         }
@@ -133,7 +137,9 @@ final class RawISCSIClient {
             let read = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             if read == 0 { return nil }
             if read < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK { throw IntegrationFailure("no answer from the target in time") }
+                if errno == EAGAIN || errno == EWOULDBLOCK {
+                    throw IntegrationFailure("no answer from the target in time")
+                }
                 if errno == ECONNRESET { return nil }
                 throw IntegrationFailure("recv failed: errno \(errno)")
             }
@@ -314,10 +320,11 @@ final class RawISCSIClient {
             throw IntegrationFailure("the target did not leave SecurityNegotiation: \(keys)")
         }
 
-        var operational = identity + [
-            ("HeaderDigest", headerDigest ? "CRC32C" : "None"), ("DataDigest", dataDigest ? "CRC32C" : "None"),
-            ("MaxRecvDataSegmentLength", "262144"), ("ErrorRecoveryLevel", "0"),
-        ]
+        var operational =
+            identity + [
+                ("HeaderDigest", headerDigest ? "CRC32C" : "None"), ("DataDigest", dataDigest ? "CRC32C" : "None"),
+                ("MaxRecvDataSegmentLength", "262144"), ("ErrorRecoveryLevel", "0"),
+            ]
         if targetName != nil {
             operational += [("InitialR2T", "Yes"), ("ImmediateData", "Yes"), ("MaxBurstLength", "262144")]
         }
