@@ -72,3 +72,5 @@ probe "the kernel's transfer limits for this device (Ferry clamps Block Limits a
     bash -c "grep . /sys/block/$disk/queue/max_sectors_kb /sys/block/$disk/queue/max_hw_sectors_kb; sg_vpd -p bl $sg | grep -i 'transfer length'"
 probe "WRITE(16) of 2048 blocks (1 MiB) straight through sg (ExtendedCopy.Simple writes 2048 blocks)" \
     bash -c "head -c 1048576 /dev/zero >/tmp/mib; sg_raw -s 1048576 -i /tmp/mib $sg 8a 00 00 00 00 00 00 00 00 00 00 00 08 00 00 00 2>&1 | grep -A3 Status"
+probe "VERIFY(16) BYTCHK=0 with 1 block of data-out anyway, as Verify16.MismatchNoCmp sends it: does scsi_debug answer? (30 s limit)" \
+    timeout 30 sg_raw -s 512 -i /tmp/zero-block "$sg" 8f 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00
