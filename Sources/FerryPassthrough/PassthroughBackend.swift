@@ -57,7 +57,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
 
     /// Resolves and probes the device and opens its data path. Blocks (the probes are
     /// synchronous); call it before serving initiators.
-    public init(configuration: Configuration, logger: Logger) throws(PassthroughError) {
+    public convenience init(configuration: Configuration, logger: Logger) throws(PassthroughError) {
         var logger = logger
         logger[metadataKey: "device"] = "\(configuration.path)"
         let device = try configuration.topology.resolve(configuration.path)
@@ -81,13 +81,9 @@ public final class PassthroughBackend: LogicalUnitBackend {
             limit = SGProbe.maximumTransferBytes(fd: fd)
             SGSystemCalls.close(fd)
         }
-        self.configuration = configuration
-        self.device = device
-        self.identity = identity
-        self.maximumTransferLength = limit
-        self.reservations = ReservationState(unitAttentions: unitAttentions)
-        self.channel = channel
-        self.logger = logger
+        self.init(
+            configuration: configuration, device: device, identity: identity, maximumTransferLength: limit,
+            channel: channel, logger: logger)
         logger.info(
             "passthrough logical unit open",
             metadata: [
@@ -95,6 +91,20 @@ public final class PassthroughBackend: LogicalUnitBackend {
                 "maximumTransferLength": "\(limit.map(String.init) ?? "unknown")",
                 "commandTimeoutMilliseconds": "\(configuration.commandTimeoutMilliseconds)",
             ])
+    }
+
+    /// A backend over an open channel (tests drive it with a channel of their own).
+    init(
+        configuration: Configuration, device: PassthroughDevice, identity: DeviceIdentity, maximumTransferLength: Int?,
+        channel: any SGChannel, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.device = device
+        self.identity = identity
+        self.maximumTransferLength = maximumTransferLength
+        self.reservations = ReservationState(unitAttentions: unitAttentions)
+        self.channel = channel
+        self.logger = logger
     }
 
     /// Says what is missing when the process lacks the capabilities passthrough needs; call once

@@ -1,0 +1,205 @@
+import FerryBackends
+import Logging
+import NIOCore
+import SCSI
+import Synchronization
+import Testing
+
+@testable import FerryPassthrough
+
+/// The backend above the device, driven with a channel that records commands instead of sending
+/// them: what Ferry answers itself, what reaches the device, and what comes back.
+@Suite struct PassthroughBackendTests {
+    final class RecordingChannel: SGChannel {
+        let started = Mutex<[SGCommand]>([])
+        let terminated = Mutex<[BackendTaskTag]>([])
+
+        func start(_ command: SGCommand) { started.withLock { $0.append(command) } }
+        func terminate(_ tag: BackendTaskTag) { terminated.withLock { $0.append(tag) } }
+        func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError> { .success(()) }
+        func shutdown() {}
+
+        var commands: [SGCommand] { started.withLock { $0 } }
+    }
+
+    final class Completions: Sendable {
+        private let received = Mutex<[BackendTaskTag: SCSIResult?]>([:])
+
+        func callback(_ tag: BackendTaskTag) -> @Sendable (BackendCompletion) -> Void {
+            { completion in
+                self.received.withLock {
+                    switch completion {
+                    case .completed(let result): $0[tag] = .some(result)
+                    case .terminated: $0[tag] = .some(nil)
+                    }
+                }
+            }
+        }
+
+        /// The result of `tag`: nil while it has not completed, .some(nil) when terminated.
+        subscript(_ tag: BackendTaskTag) -> SCSIResult?? { received.withLock { $0[tag] } }
+
+        func terminated(_ tag: BackendTaskTag) -> Bool {
+            received.withLock { entry in
+                guard case .some(.none) = entry[tag] else { return false }
+                return true
+            }
+        }
+    }
+
+    let channel = RecordingChannel()
+    let completions = Completions()
+    let backend: PassthroughBackend
+    let first = ITNexus(
+        initiatorPortName: "iqn.a,i,0x1", targetPortName: "iqn.t,t,0x1", relativeTargetPortIdentifier: 1)
+    let second = ITNexus(
+        initiatorPortName: "iqn.b,i,0x1", targetPortName: "iqn.t,t,0x1", relativeTargetPortIdentifier: 1)
+    private var nextTag = 0
+
+    init() {
+        backend = PassthroughBackend(
+            configuration: .init(path: "/dev/sg0", commandTimeoutMilliseconds: 3_000),
+            device: PassthroughDevice(node: "/dev/sg0", access: .generic, blockDeviceName: "sda", genericName: "sg0"),
+            identity: DeviceIdentity(
+                peripheralDeviceType: 0, vendor: "Linux", product: "scsi_debug", revision: "0191", blockSize: 512,
+                blockCount: 131_072, notReadyReason: nil),
+            maximumTransferLength: 512 * 1024, channel: channel, logger: Logger(label: "test"))
+    }
+
+    /// Submits `cdb` from `nexus`; returns its tag.
+    private mutating func submit(
+        _ cdb: [UInt8], from nexus: ITNexus, expected: Int = 0, dataOut: [UInt8] = [],
+        attribute: SCSITaskAttribute = .simple
+    ) -> BackendTaskTag {
+        nextTag += 1
+        let tag = BackendTaskTag(UInt64(nextTag))
+        var padded = cdb
+        padded += [UInt8](repeating: 0, count: max(0, 16 - cdb.count))
+        let request = SCSIRequest(
+            cdb: ByteBuffer(bytes: padded), lun: 0, nexus: nexus, attribute: attribute,
+            expectedDataTransferLength: expected, dataOut: ByteBuffer(bytes: dataOut))
+        backend.submit(request, tag: tag, completion: completions.callback(tag))
+        return tag
+    }
+
+    private let read10: [UInt8] = [0x28, 0, 0, 0, 0, 0x10, 0, 0, 8, 0]
+
+    @Test mutating func reservationsAreKeptPerNexusAboveTheDevice() {
+        let reserve = submit([0x16, 0, 0, 0, 0, 0], from: first)
+        #expect(completions[reserve]??.status == .good)
+        let conflicting = submit(read10, from: second, expected: 4096)
+        #expect(completions[conflicting]??.status == .reservationConflict)
+        #expect(channel.commands.isEmpty)
+        let holder = submit(read10, from: first, expected: 4096)
+        #expect(completions[holder] == nil)
+        #expect(channel.commands.map(\.tag) == [holder])
+        guard case .fromDevice(4096) = channel.commands.first?.direction else {
+            Issue.record("READ(10) of 8 blocks should ask the device for 4096 bytes")
+            return
+        }
+        #expect(Array(channel.commands[0].cdb.readableBytesView) == read10)
+        #expect(channel.commands[0].atTail)
+        #expect(channel.commands[0].timeoutMilliseconds == 3_000)
+    }
+
+    @Test mutating func persistentReservationsAreFerrys() {
+        var register = [UInt8](repeating: 0, count: 24)
+        register[15] = 0xa1  // SERVICE ACTION RESERVATION KEY
+        let registered = submit([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0], from: first, expected: 24, dataOut: register)
+        #expect(completions[registered]??.status == .good)
+        let keys = submit([0x5e, 0x00, 0, 0, 0, 0, 0, 0x01, 0x00, 0], from: second, expected: 256)
+        #expect(completions[keys]??.dataIn.getInteger(at: 8, as: UInt64.self) == 0xa1)
+        #expect(channel.commands.isEmpty)
+    }
+
+    @Test mutating func ferrysUnitAttentionsComeFirst() {
+        _ = submit([0, 0, 0, 0, 0, 0], from: first)
+        backend.apply(.logicalUnitReset)
+        #expect(backend.pendingUnitAttention(for: first)?.code == .busDeviceResetFunctionOccurred)
+        let inquiry = submit([0x12, 0, 0, 0, 96, 0], from: first, expected: 96)
+        #expect(completions[inquiry] == nil)
+        let read = submit(read10, from: first, expected: 4096)
+        #expect(completions[read]??.sense == SenseData(.unitAttention, .busDeviceResetFunctionOccurred))
+        let again = submit(read10, from: first, expected: 4096)
+        #expect(completions[again] == nil)
+        #expect(channel.commands.map(\.tag) == [BackendTaskTag(1), inquiry, again])
+    }
+
+    @Test mutating func blockLimitsAreClampedOnTheWayBack() {
+        let tag = submit([0x12, 0x01, 0xb0, 0x00, 0x40, 0], from: first, expected: 64)
+        var page = ByteBuffer(bytes: [0x00, 0xb0, 0x00, 0x3c, 0, 0, 0, 0])
+        page.writeInteger(UInt32(0xffff))
+        page.writeInteger(UInt32(0xffff))
+        page.writeBytes([UInt8](repeating: 0, count: 48))
+        channel.commands[0].completion(.finished(SGOutcome(status: 0), dataIn: page))
+        let result = completions[tag]??.dataIn
+        #expect(result?.getInteger(at: 8, as: UInt32.self) == 1024)
+        #expect(result?.getInteger(at: 12, as: UInt32.self) == 1024)
+        #expect(backend.maximumTransferLength == 512 * 1024)
+    }
+
+    @Test mutating func statusSenseAndDataComeBackIntact() {
+        let tag = submit(read10, from: first, expected: 4096)
+        let sense: [UInt8] = [0xf0, 0, 0x03, 0, 0, 0x10, 0x02, 10, 0, 0, 0, 0, 0x11, 0x00, 0, 0, 0, 0]
+        channel.commands[0].completion(
+            .finished(SGOutcome(status: 0x02, driverStatus: 0x08, sense: sense), dataIn: ByteBuffer()))
+        #expect(completions[tag]??.status == .checkCondition)
+        #expect(completions[tag]??.sense?.bytes() == sense)
+        let short = submit(read10, from: first, expected: 4096)
+        channel.commands[1].completion(
+            .finished(SGOutcome(status: 0, residual: 1024), dataIn: ByteBuffer(repeating: 7, count: 3072)))
+        #expect(completions[short]??.dataIn.readableBytes == 3072)
+        let timedOut = submit(read10, from: first, expected: 4096)
+        channel.commands[2].completion(.finished(SGOutcome(status: 0, hostStatus: 0x03), dataIn: ByteBuffer()))
+        #expect(completions[timedOut]??.sense == SenseData(.abortedCommand, AdditionalSenseCode(0x08, 0x01)))
+        let refused = submit(read10, from: first, expected: 4096)
+        channel.commands[3].completion(.refused(errno: SGErrno.noDevice))
+        #expect(completions[refused]??.sense?.senseKey == .notReady)
+    }
+
+    @Test mutating func transfersBeyondTheQueueLimitAreRefused() {
+        // READ(10) of 2048 blocks: 1 MiB, twice the 512 KiB limit.
+        let tag = submit([0x28, 0, 0, 0, 0, 0, 0, 0x08, 0x00, 0], from: first, expected: 1 << 20)
+        #expect(completions[tag]??.sense == .invalidFieldInCDB(byte: 7))
+        #expect(channel.commands.isEmpty)
+        // An allocation length beyond it is cut to it instead.
+        _ = submit([0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0], from: first, expected: 1 << 20)
+        guard case .fromDevice(let length) = channel.commands.first?.direction else {
+            Issue.record("GET LBA STATUS should reach the device")
+            return
+        }
+        #expect(length == 512 * 1024)
+    }
+
+    @Test mutating func shortWritesWriteTheWholeBlocksReceived() {
+        let tag = submit(
+            [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 8, 0], from: first, expected: 1536,
+            dataOut: [UInt8](repeating: 1, count: 1536))
+        #expect(completions[tag] == nil)
+        #expect(Array(channel.commands[0].cdb.readableBytesView) == [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 3, 0])
+        guard case .toDevice(let data) = channel.commands[0].direction else {
+            Issue.record("WRITE(10) should send its Data-Out buffer")
+            return
+        }
+        #expect(data.readableBytes == 1536)
+        let nothing = submit(
+            [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 8, 0], from: first, expected: 100, dataOut: [UInt8](repeating: 1, count: 100)
+        )
+        #expect(completions[nothing]??.status == .good)
+        #expect(channel.commands.count == 1)
+        #expect(backend.dataOutLength(for: ByteBuffer(bytes: [0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0])) == 4096)
+    }
+
+    @Test mutating func headOfQueueGoesToTheHeadOfTheDeviceQueue() {
+        _ = submit(read10, from: first, expected: 4096, attribute: .headOfQueue)
+        #expect(channel.commands[0].atTail == false)
+    }
+
+    @Test mutating func terminationReachesTheChannel() {
+        let tag = submit(read10, from: first, expected: 4096)
+        backend.terminate(tag)
+        #expect(channel.terminated.withLock { $0 } == [tag])
+        channel.commands[0].completion(.terminated)
+        #expect(completions.terminated(tag))
+    }
+}
