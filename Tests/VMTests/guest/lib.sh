@@ -41,7 +41,8 @@ load_scsi_debug() {
 #   start_ferryd emulated            a 64 MiB sparse file in tmpfs
 #   start_ferryd sg /dev/sgN         passthrough through the sg backend
 start_ferryd() {
-    [ -n "${FERRYD:-}" ] && [ -x "$FERRYD" ] || fail "FERRYD is not set to ferryd's path"
+    [ -n "${FERRYD:-}" ] || fail "FERRYD is not set to ferryd's path"
+    [ -x "$FERRYD" ] || fail "$FERRYD is not an executable in the guest (was it being rebuilt?)"
     mkdir -p "$ferry_directory/state"
     local lun
     case "$1" in
