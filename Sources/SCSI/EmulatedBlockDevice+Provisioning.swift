@@ -36,8 +36,10 @@ extension EmulatedBlockDevice {
         }
         let isZero = pattern.readableBytesView.allSatisfy { $0 == 0 }
         try ordering.shared { () throws(SenseData) in
-            // > If the UNMAP bit is set to one, the device server […] may deallocate the LBAs when
-            // > subsequent reads return the data in the Data-Out buffer (LBPRZ).
+            // > The device server shall perform the write operations specified by a WRITE SAME command
+            // > and shall not perform any unmap operations if the device server sets the LBPRZ field to
+            // > xx1b (see 6.6.7), and: a) any bit in the user data transferred from the Data-Out Buffer
+            // > is not zero […] (SBC-4 §4.7.3.4.4)
             if unmapRequested && provisioning && store.unmappedReadsZero && isZero {
                 try deallocate(lba: transfer.lba, blocks: transfer.blocks)
             } else {

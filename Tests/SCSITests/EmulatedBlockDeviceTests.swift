@@ -381,6 +381,18 @@ extension SCSIResult {
             .illegalRequest, .invalidFieldInCDB, fieldPointer: (1, 4))
     }
 
+    /// SBC-4 §4.7.3.4.4: with LBPRZ set, WRITE SAME with UNMAP and a Data-Out block that is not
+    /// all zeroes writes that block and unmaps nothing (libiscsi's WriteSame10.UnmapUntilEnd wants zeroes).
+    @Test func writeSameUnmapWithNonZeroBlockWrites() {
+        let h = Harness()
+        #expect(h.run(cdb16(0x9e, lba: 0, blocks: 32, flags: 0x10)).bytes[14] & 0x40 != 0)  // LBPRZ
+        h.store.fill(0x77, offset: 0, count: 2048 * 512)
+        let ones = [UInt8](repeating: 0xff, count: 512)
+        #expect(h.run(cdb10(0x41, lba: 2040, blocks: 0, flags: 0x08), data: ones).status == .good)
+        #expect(h.store.bytes[2039 * 512] == 0x77 && h.store.bytes[(2040 * 512)...].allSatisfy { $0 == 0xff })
+        #expect(try! h.store.mappingStatus(at: 2040 * 512).mapped)
+    }
+
     @Test func reportSupportedOperationCodes() {
         let h = Harness()
         let all = h.run([0xa3, 0x0c, 0x00, 0, 0, 0, 0, 0, 0x40, 0, 0, 0]).bytes
