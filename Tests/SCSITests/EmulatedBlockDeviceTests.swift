@@ -393,6 +393,20 @@ extension SCSIResult {
         #expect(try! h.store.mappingStatus(at: 2040 * 512).mapped)
     }
 
+    /// SBC-4 §5.6.2.3: the first LBA status descriptor starts at the starting LBA (report type 0h),
+    /// also in the middle of a physical block (libiscsi's GetLBAStatus.UnmapSingle wants the next one).
+    @Test func getLBAStatusStartsAtTheStartingLBA() {
+        let h = Harness(physicalBlockSize: 4096)
+        h.store.fill(0x41, offset: 0, count: 264 * 512)
+        var list: [UInt8] = [0, 22, 0, 16, 0, 0, 0, 0]
+        list += [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0]
+        #expect(h.run([0x42, 0, 0, 0, 0, 0, 0, 0, UInt8(list.count), 0], data: list).status == .good)
+        let inside = h.run(cdb16(0x9e, lba: 1, blocks: 24, flags: 0x12)).bytes
+        #expect(Array(inside[8..<24]) == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 1, 0, 0, 0])
+        let after = h.run(cdb16(0x9e, lba: 9, blocks: 24, flags: 0x12)).bytes
+        #expect(Array(after[8..<16]) == [0, 0, 0, 0, 0, 0, 0, 9] && after[20] == 0)
+    }
+
     @Test func reportSupportedOperationCodes() {
         let h = Harness()
         let all = h.run([0xa3, 0x0c, 0x00, 0, 0, 0, 0, 0, 0x40, 0, 0, 0]).bytes
