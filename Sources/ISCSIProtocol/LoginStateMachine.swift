@@ -126,7 +126,8 @@ public struct LoginStateMachine: Sendable {
         var authentication: Authentication = .pending
         var authenticatedUser: String?
         var negotiator: OperationalNegotiator
-        var seenKeys: Set<String> = []
+        /// Every key the initiator sent, with its value.
+        var seenKeys: [String: String] = [:]
         var accumulator: TextSegmentAccumulator
         /// Our own response text still to send, with the transition to apply after its last chunk.
         var outgoing: (chunker: TextResponseChunker, transit: Bool, nextStage: LoginStage)?
@@ -331,8 +332,12 @@ public struct LoginStateMachine: Sendable {
         // > Neither the initiator nor the target should attempt to declare or negotiate a parameter more than once
         // > during login ... If such an attempt is detected by the target, the target MUST respond with Login reject
         // > (initiator error).
+        // One leniency: libiscsi declares its identity again, unchanged, in LoginOperationalNegotiation when the
+        // target answered AuthMethod=None to its AuthMethod=CHAP,None. The same value again changes nothing, so
+        // only a different one is refused.
         for pair in pairs {
-            guard context.seenKeys.insert(pair.key).inserted else {
+            guard let previous = context.seenKeys.updateValue(pair.value, forKey: pair.key) else { continue }
+            guard Self.identityKeys.contains(pair.key), previous == pair.value else {
                 throw LoginFailure(.initiatorError, "key \(pair.key) negotiated twice during login")
             }
         }
@@ -524,12 +529,12 @@ public struct LoginStateMachine: Sendable {
         key == "AuthMethod" || CHAPAuthenticator.keys.contains(key)
     }
 
+    /// The declarative keys that say who logs in to what (RFC 7143 §13.4-13.6, §13.21).
+    private static let identityKeys: Set<String> = ["InitiatorName", "InitiatorAlias", "TargetName", "SessionType"]
+
     /// Keys answered by identification, authentication or the operational negotiator.
     private static func isHandledKey(_ key: String) -> Bool {
-        switch key {
-        case "InitiatorName", "InitiatorAlias", "TargetName", "SessionType": true
-        default: isSecurityKey(key) || OperationalNegotiator.operationalKeys.contains(key)
-        }
+        identityKeys.contains(key) || isSecurityKey(key) || OperationalNegotiator.operationalKeys.contains(key)
     }
 
     // MARK: - Responses

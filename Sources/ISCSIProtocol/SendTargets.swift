@@ -77,6 +77,7 @@ extension SendTargetsEntry {
 
     /// Whether `host` is the IPv4 or IPv6 unspecified address.
     static func isWildcard(_ host: String) -> Bool {
-        host == "0.0.0.0" || (host.contains(":") && host.split(separator: ":").allSatisfy { $0.allSatisfy { $0 == "0" } })
+        host == "0.0.0.0"
+            || (host.contains(":") && host.split(separator: ":").allSatisfy { $0.allSatisfy { $0 == "0" } })
     }
 }

@@ -358,6 +358,52 @@ extension LoginAction {
         #expect(!action.isRejection)
     }
 
+    // MARK: Keys declared twice
+
+    @Test func identityRepeatedUnchangedAfterAuthMethodNoneIsAccepted() throws {
+        // libiscsi with CHAP credentials against a target without CHAP: it offers AuthMethod=CHAP,None, is answered
+        // None, and declares InitiatorName, TargetName and SessionType again in LoginOperationalNegotiation.
+        var machine = makeMachine()
+        let security = machine.loginRequestReceived(
+            request(
+                .securityNegotiation, .loginOperationalNegotiation,
+                identity + [("AuthMethod", "CHAP,None")]))
+        #expect(keys(try #require(security.response).data)["AuthMethod"] == "None")
+        let operational = machine.loginRequestReceived(
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase,
+                identity + [("HeaderDigest", "None")]))
+        guard case .admitSession(let summary) = operational else {
+            Issue.record("expected admitSession, got \(operational)")
+            return
+        }
+        #expect(summary.initiatorName == initiator && summary.target?.name == targetName)
+    }
+
+    @Test func identityRedeclaredWithAnotherValueIsAnInitiatorError() {
+        var machine = makeMachine()
+        _ = machine.loginRequestReceived(
+            request(
+                .securityNegotiation, .loginOperationalNegotiation, transit: false, identity + [("AuthMethod", "None")])
+        )
+        let action = machine.loginRequestReceived(
+            request(
+                .securityNegotiation, .loginOperationalNegotiation, transit: false,
+                [("InitiatorName", "iqn.2024-01.dev.ferry:someone-else")]))
+        #expect(action.status == .initiatorError)
+    }
+
+    @Test func anOperationalKeyNegotiatedTwiceWithTheSameValueIsAnInitiatorError() {
+        var machine = makeMachine()
+        _ = machine.loginRequestReceived(
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase, transit: false,
+                identity + [("MaxBurstLength", "65536")]))
+        let action = machine.loginRequestReceived(
+            request(.loginOperationalNegotiation, .fullFeaturePhase, transit: false, [("MaxBurstLength", "65536")]))
+        #expect(action.status == .initiatorError)
+    }
+
     @Test func unknownSessionType() {
         var machine = makeMachine()
         let action = machine.loginRequestReceived(

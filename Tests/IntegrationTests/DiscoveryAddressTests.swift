@@ -14,7 +14,8 @@ extension AgainstFerryd {
             }
             try await ConfiguredFerryd.with(configuration: configuration) { ferryd in
                 let client = try RawISCSIClient(port: ferryd.port)
-                #expect(try client.login(initiatorName: "iqn.2026-11.dev.ferry.test:discovery", targetName: nil).succeeded)
+                #expect(
+                    try client.login(initiatorName: "iqn.2026-11.dev.ferry.test:discovery", targetName: nil).succeeded)
                 let pairs = try client.sendTargets()
                 #expect(pairs.filter { $0.key == "TargetName" }.map(\.value) == [Self.target])
                 #expect(pairs.filter { $0.key == "TargetAddress" }.map(\.value) == ["127.0.0.1:\(ferryd.port),1"])

@@ -19,8 +19,8 @@ extension AgainstFerryd {
         }
 
         /// Runs `attack` against ferryd, then checks that ferryd still runs, the healthy session still answers a
-        /// NOP-Out and a TEST UNIT READY, `logged` appears in exactly one new log line, and the attacker's session (if it
-        /// got one) ended with its connection: another session can log in.
+        /// NOP-Out and a TEST UNIT READY, `logged` appears in exactly one new log line, and the attacker's session
+        /// (if it got one) ended with its connection: another session can log in.
         private func withHealthySession(
             logged: String, _ attack: (ConfiguredFerryd) throws -> Void
         ) async throws {

@@ -124,7 +124,8 @@ extension AgainstFerryd {
                 #expect(good.output.contains("Vendor:FERRY"), "\(good.output)")
 
                 let bad = try await ExternalTool.run(
-                    tool, ["iscsi://\(Self.user)%wrong-secret-here@\(base)/\(Self.chapTarget)/0"], timeout: .seconds(60))
+                    tool, ["iscsi://\(Self.user)%wrong-secret-here@\(base)/\(Self.chapTarget)/0"], timeout: .seconds(60)
+                )
                 #expect(bad.status != 0, "\(bad.output)")
 
                 // libiscsi takes the target's credentials as URL arguments (target_user, target_password).
@@ -140,6 +141,45 @@ extension AgainstFerryd {
                 let impostor = try await ExternalTool.run(tool, [impostorURL], timeout: .seconds(60))
                 #expect(impostor.status != 0, "\(impostor.output)")
                 #expect(ferryd.isRunning)
+            }
+        }
+
+        // MARK: Discovery
+
+        static func discoveryCHAPConfiguration(port: Int, directory: String) -> String {
+            ConfiguredFerryd.portal(port: port, directory: directory)
+                + "\n[discovery.chap]\nuser = \"\(user)\"\nsecret = \"\(secret)\"\n"
+                + ConfiguredFerryd.target(openTarget, directory: directory)
+        }
+
+        @Test func discoveryCHAPIsRequiredWhenConfigured() async throws {
+            try await ConfiguredFerryd.with(configuration: Self.discoveryCHAPConfiguration) { ferryd in
+                let none = try RawISCSIClient(port: ferryd.port).login(
+                    initiatorName: Self.initiator, targetName: nil, authMethod: "None")
+                #expect(none.response.loginStatus == (2, 0x01), "\(none.response.loginStatus)")
+                let wrong = try RawISCSIClient(port: ferryd.port).login(
+                    initiatorName: Self.initiator, targetName: nil,
+                    chap: RawCHAP(algorithm: 7, user: Self.user, secret: "not-the-secret-at-all"))
+                #expect(wrong.response.loginStatus == (2, 0x01), "\(wrong.response.loginStatus)")
+
+                let client = try RawISCSIClient(port: ferryd.port)
+                let login = try client.login(
+                    initiatorName: Self.initiator, targetName: nil,
+                    chap: RawCHAP(algorithm: 7, user: Self.user, secret: Self.secret))
+                #expect(login.succeeded, "\(login.response.loginStatus)")
+                #expect(try client.sendTargets().contains { $0.key == "TargetName" && $0.value == Self.openTarget })
+
+                // Discovery CHAP guards discovery only: the open target still takes logins without it.
+                let normal = try RawISCSIClient(port: ferryd.port).login(
+                    initiatorName: Self.initiator, targetName: Self.openTarget, authMethod: "None")
+                #expect(normal.succeeded, "\(normal.response.loginStatus)")
+
+                let tool = try ExternalTool.locate("iscsi-ls")
+                let listed = try await ExternalTool.run(
+                    tool, ["-s", "iscsi://\(Self.user)%\(Self.secret)@127.0.0.1:\(ferryd.port)/"],
+                    timeout: .seconds(60))
+                #expect(listed.status == 0, "\(listed.output)")
+                #expect(listed.output.contains("Target:\(Self.openTarget)"), "\(listed.output)")
             }
         }
 
