@@ -11,13 +11,17 @@ extension FerryConfiguration {
 
     /// Adds `lun` to `target`: the number must be free, the path absolute and not used by another LUN, the
     /// block size 512 or 4096, a size (if any) a multiple of it, and a missing file needs a size.
-    public func addingLogicalUnit(_ lun: LogicalUnit, to targetName: String) throws(ChangeRefused) -> FerryConfiguration {
+    public func addingLogicalUnit(_ lun: LogicalUnit, to targetName: String) throws(ChangeRefused) -> FerryConfiguration
+    {
         let index = try targetIndex(targetName)
         if targets[index].luns.contains(where: { $0.lun == lun.lun }) {
-            throw ChangeRefused(description: "target \(targetName) already has LUN \(lun.lun); remove it first or pick another number")
+            throw ChangeRefused(
+                description: "target \(targetName) already has LUN \(lun.lun); remove it first or pick another number")
         }
         guard lun.lun <= 16_383 else { throw ChangeRefused(description: "LUN \(lun.lun) is above 16383") }
-        guard lun.path.hasPrefix("/") else { throw ChangeRefused(description: "the path must be absolute: \(lun.path)") }
+        guard lun.path.hasPrefix("/") else {
+            throw ChangeRefused(description: "the path must be absolute: \(lun.path)")
+        }
         for target in targets {
             if let other = target.luns.first(where: { $0.path == lun.path }) {
                 throw ChangeRefused(description: "\(lun.path) already backs LUN \(other.lun) of \(target.name)")
@@ -27,7 +31,8 @@ extension FerryConfiguration {
             throw ChangeRefused(description: "the block size must be 512 or 4096, not \(lun.blockSize)")
         }
         if let size = lun.size, size == 0 || size % UInt64(lun.blockSize) != 0 {
-            throw ChangeRefused(description: "the size \(size) is not a positive multiple of the block size \(lun.blockSize)")
+            throw ChangeRefused(
+                description: "the size \(size) is not a positive multiple of the block size \(lun.blockSize)")
         }
         if lun.size == nil && !FileManager.default.fileExists(atPath: lun.path) {
             throw ChangeRefused(description: "\(lun.path) does not exist; give a size to create it as a sparse file")
@@ -38,7 +43,8 @@ extension FerryConfiguration {
         return configuration
     }
 
-    public func removingLogicalUnit(_ lun: UInt64, from targetName: String) throws(ChangeRefused) -> FerryConfiguration {
+    public func removingLogicalUnit(_ lun: UInt64, from targetName: String) throws(ChangeRefused) -> FerryConfiguration
+    {
         let index = try targetIndex(targetName)
         guard targets[index].luns.contains(where: { $0.lun == lun }) else {
             throw ChangeRefused(description: "target \(targetName) has no LUN \(lun)")
@@ -50,7 +56,9 @@ extension FerryConfiguration {
 
     /// Adds `initiator` to the target's `allowed_initiators`. Note that an empty list admits everyone, so the first
     /// entry restricts the target to that initiator.
-    public func addingAllowedInitiator(_ initiator: String, to targetName: String) throws(ChangeRefused)
+    public func addingAllowedInitiator(
+        _ initiator: String, to targetName: String
+    ) throws(ChangeRefused)
         -> FerryConfiguration
     {
         let index = try targetIndex(targetName)
@@ -65,7 +73,9 @@ extension FerryConfiguration {
         return configuration
     }
 
-    public func removingAllowedInitiator(_ initiator: String, from targetName: String) throws(ChangeRefused)
+    public func removingAllowedInitiator(
+        _ initiator: String, from targetName: String
+    ) throws(ChangeRefused)
         -> FerryConfiguration
     {
         let index = try targetIndex(targetName)

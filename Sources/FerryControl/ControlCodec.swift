@@ -19,7 +19,9 @@ public enum ControlCodec {
     }
 
     /// Decodes one line (without its newline); the error says what was wrong with it.
-    public static func decode<Value: Decodable>(_ type: Value.Type, from line: some DataProtocol) throws(ControlFailure)
+    public static func decode<Value: Decodable>(
+        _ type: Value.Type, from line: some DataProtocol
+    ) throws(ControlFailure)
         -> Value
     {
         do {

@@ -11,7 +11,9 @@ public struct ControlTable: Sendable, Hashable {
     /// The table, one line per row, ending in a newline; "(none)" under the header when empty.
     public func render() -> String {
         let all = [headers] + rows
-        let widths = headers.indices.map { column in all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+        let widths = headers.indices.map { column in
+            all.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+        }
         var text = ""
         for row in all {
             let cells = headers.indices.map { column -> String in
@@ -37,7 +39,8 @@ extension ControlTable {
             headers: ["TARGET", "LUNS", "SESSIONS", "AUTH", "ALLOWED INITIATORS"],
             rows: targets.map { target in
                 let auth = target.mutualCHAP ? "mutual CHAP" : target.chap ? "CHAP" : "none"
-                let allowed = target.allowedInitiators.isEmpty ? "any" : target.allowedInitiators.joined(separator: ", ")
+                let allowed =
+                    target.allowedInitiators.isEmpty ? "any" : target.allowedInitiators.joined(separator: ", ")
                 return [target.name, "\(target.luns)", "\(target.sessions)", auth, allowed]
             })
     }
@@ -58,7 +61,9 @@ extension ControlTable {
             headers: ["TSIH", "INITIATOR", "TARGET", "ISID", "CONNECTIONS", "CMDSN WINDOW", "TASKS", "PARAMETERS"],
             rows: sessions.map { session in
                 let connections = session.connections.map { "\($0.cid)@\($0.address)" }.joined(separator: ", ")
-                let keys = ["MaxBurstLength", "FirstBurstLength", "ImmediateData", "InitialR2T", "MaxRecvDataSegmentLength"]
+                let keys = [
+                    "MaxBurstLength", "FirstBurstLength", "ImmediateData", "InitialR2T", "MaxRecvDataSegmentLength",
+                ]
                 let parameters = keys.compactMap { key in session.parameters[key].map { "\(key)=\($0)" } }
                 return [
                     "\(session.tsih)", session.initiator, session.type == "Discovery" ? "(discovery)" : session.target,

@@ -86,7 +86,8 @@ public final class ISCSITarget: Service {
     ) -> RepeatedTask {
         let loops = Array(group.makeIterator())
         let half = (interval / 2).components
-        let period = TimeAmount.nanoseconds(max(half.seconds * 1_000_000_000 + half.attoseconds / 1_000_000_000, 1_000_000))
+        let nanoseconds = half.seconds * 1_000_000_000 + half.attoseconds / 1_000_000_000
+        let period = TimeAmount.nanoseconds(max(nanoseconds, 1_000_000))
         return loops[0].scheduleRepeatedAsyncTask(initialDelay: .zero, delay: period) { task in
             let beats = loops.map { $0.submit {} }
             return EventLoopFuture.andAllSucceed(beats, on: loops[0]).map { observer.eventLoopsResponsive() }

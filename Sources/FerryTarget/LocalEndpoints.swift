@@ -5,9 +5,9 @@ import NIOPosix
 public import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A Unix stream socket, mode 0600, that answers every line it receives with one line: the

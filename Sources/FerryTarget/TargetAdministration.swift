@@ -136,7 +136,9 @@ extension TargetContext {
         try reloadLock.withLock { _ throws(ReloadError) in try reloadLocked(new, logoutWithin: seconds) }
     }
 
-    private func reloadLocked(_ requested: FerryConfiguration, logoutWithin seconds: UInt16) throws(ReloadError)
+    private func reloadLocked(
+        _ requested: FerryConfiguration, logoutWithin seconds: UInt16
+    ) throws(ReloadError)
         -> ReloadReport
     {
         let old = configuration
@@ -156,7 +158,9 @@ extension TargetContext {
             new.metricsAddress = old.metricsAddress
         }
         if new.limits != old.limits { report.changes.append("limits apply to new sessions") }
-        if new.discoveryAuthentication != old.discoveryAuthentication { report.changes.append("discovery CHAP changed") }
+        if new.discoveryAuthentication != old.discoveryAuthentication {
+            report.changes.append("discovery CHAP changed")
+        }
 
         let oldTargets = Dictionary(uniqueKeysWithValues: old.targets.map { ($0.name, $0) })
         let currentNodes = nodes
@@ -169,7 +173,8 @@ extension TargetContext {
                 let running = currentNodes[target.name]?.logicalUnits ?? [:]
                 var units: [UInt64: any LogicalUnitBackend] = [:]
                 for lun in target.luns {
-                    if let unchanged = previous?.luns.first(where: { $0 == lun }), let backend = running[unchanged.lun] {
+                    if let unchanged = previous?.luns.first(where: { $0 == lun }), let backend = running[unchanged.lun]
+                    {
                         units[lun.lun] = backend
                     } else {
                         let backend = try openBackend(lun, target: target.name)
@@ -192,7 +197,8 @@ extension TargetContext {
             var nodes: [String: TargetNode] = [:]
             for (target, units) in plans {
                 guard let node = state.nodes[target.name], let previous = oldTargets[target.name] else {
-                    nodes[target.name] = TargetNode(configuration: target, portalGroupTag: portalGroupTag, logicalUnits: units)
+                    nodes[target.name] = TargetNode(
+                        configuration: target, portalGroupTag: portalGroupTag, logicalUnits: units)
                     report.changes.append("added target \(target.name) with \(units.count) LUN(s)")
                     continue
                 }

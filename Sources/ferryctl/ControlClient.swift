@@ -2,9 +2,9 @@ import FerryControl
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One connection to ferryd's control socket: a request line out, a response line back.
@@ -19,7 +19,9 @@ struct ControlClient {
             var offset = 0
             while offset < bytes.count {
                 let written = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
-                guard written > 0 else { throw CommandFailure("cannot send to ferryd: \(String(cString: strerror(errno)))") }
+                guard written > 0 else {
+                    throw CommandFailure("cannot send to ferryd: \(String(cString: strerror(errno)))")
+                }
                 offset += written
             }
         }
@@ -39,9 +41,9 @@ struct ControlClient {
 
     private func connect() throws -> Int32 {
         #if canImport(Glibc)
-        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         #else
-        let descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
+            let descriptor = socket(AF_UNIX, SOCK_STREAM, 0)
         #endif
         guard descriptor >= 0 else { throw CommandFailure("socket(AF_UNIX): \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()

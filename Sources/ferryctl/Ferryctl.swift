@@ -118,10 +118,12 @@ extension Ferryctl {
             let problems: [String]
             var summary = ""
             do {
-                let configuration = try FerryConfiguration.load(contentsOf: file, defaultStateDirectory: "/var/lib/ferry")
+                let configuration = try FerryConfiguration.load(
+                    contentsOf: file, defaultStateDirectory: "/var/lib/ferry")
                 problems = []
                 let luns = configuration.targets.reduce(0) { $0 + $1.luns.count }
-                summary = "\(configuration.portals.count) portal(s), \(configuration.targets.count) target(s), \(luns) LUN(s)"
+                summary =
+                    "\(configuration.portals.count) portal(s), \(configuration.targets.count) target(s), \(luns) LUN(s)"
             } catch {
                 problems = error.problems.map(\.description)
             }
@@ -160,7 +162,8 @@ extension Ferryctl {
 
             func validate() throws {
                 if let size, ByteCount.parse(size) == nil {
-                    throw ValidationError("--size \(size) is not a size: use bytes or a K, M, G or T suffix (1024-based)")
+                    throw ValidationError(
+                        "--size \(size) is not a size: use bytes or a K, M, G or T suffix (1024-based)")
                 }
             }
 
@@ -226,7 +229,11 @@ enum ByteCount {
     static func parse(_ text: String) -> UInt64? {
         let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
         var digits = Substring(text.uppercased())
-        if digits.hasSuffix("IB") { digits = digits.dropLast(2) } else if digits.hasSuffix("B") { digits = digits.dropLast() }
+        if digits.hasSuffix("IB") {
+            digits = digits.dropLast(2)
+        } else if digits.hasSuffix("B") {
+            digits = digits.dropLast()
+        }
         var multiplier: UInt64 = 1
         if let last = digits.last, let unit = units[last] {
             multiplier = unit

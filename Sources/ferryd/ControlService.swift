@@ -97,7 +97,8 @@ struct ControlResponder: Sendable {
                 return LUNInfo(
                     target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,
                     device: kinds[lun.lun] ?? "-", path: lun.path, sizeBytes: size ?? lun.size,
-                    blockSize: lun.blockSize, readOnly: lun.readOnly, state: kinds[lun.lun] == nil ? "offline" : "online")
+                    blockSize: lun.blockSize, readOnly: lun.readOnly,
+                    state: kinds[lun.lun] == nil ? "offline" : "online")
             }
         }
     }

@@ -150,7 +150,8 @@ struct Ferryd: AsyncParsableCommand {
             atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
         guard access(directory, W_OK) == 0 else {
             logger.notice(
-                "no control socket: \(directory) is not writable; ferryctl needs ferryd to run as root or a [control] socket path")
+                "no control socket: its directory is not writable (run as root, or set [control] socket)",
+                metadata: ["directory": "\(directory)"])
             return nil
         }
         return path

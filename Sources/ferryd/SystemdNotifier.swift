@@ -2,9 +2,9 @@ import FerryTarget
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The service manager notification protocol (sd_notify(3)), without libsystemd: each state
@@ -54,9 +54,9 @@ struct SystemdNotifier: Sendable {
     func notify(_ assignments: [String]) {
         let message = assignments.joined(separator: "\n")
         #if canImport(Glibc)
-        let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         #else
-        let descriptor = socket(AF_UNIX, SOCK_DGRAM, 0)
+            let descriptor = socket(AF_UNIX, SOCK_DGRAM, 0)
         #endif
         guard descriptor >= 0 else { return }
         defer { close(descriptor) }

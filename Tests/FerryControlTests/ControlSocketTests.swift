@@ -29,10 +29,13 @@ import Testing
     @Test func theWireFormIsAFlatObjectNamedByCommand() throws {
         let line = try ControlCodec.line(ControlRequest.removeLUN(target: "iqn.2026-11.dev.ferry:a", lun: 3))
         #expect(
-            String(decoding: line, as: UTF8.self) == #"{"command":"lun-remove","lun":3,"target":"iqn.2026-11.dev.ferry:a"}"#
+            String(decoding: line, as: UTF8.self)
+                == #"{"command":"lun-remove","lun":3,"target":"iqn.2026-11.dev.ferry:a"}"#
                 + "\n")
         let typed = #"{"command": "luns", "target": "iqn.2026-11.dev.ferry:b"}"#
-        #expect(try ControlCodec.decode(ControlRequest.self, from: Data(typed.utf8)) == .luns(target: "iqn.2026-11.dev.ferry:b"))
+        #expect(
+            try ControlCodec.decode(ControlRequest.self, from: Data(typed.utf8))
+                == .luns(target: "iqn.2026-11.dev.ferry:b"))
     }
 
     @Test func badRequestsSayWhatIsWrong() {
@@ -66,7 +69,8 @@ import Testing
         let line = try ControlCodec.line(response)
         #expect(try ControlCodec.decode(ControlResponse.self, from: line.dropLast()) == response)
         let failure = ControlResponse.failure("no session with TSIH 9", hint: "ferryctl sessions lists them")
-        #expect(try ControlCodec.decode(ControlResponse.self, from: try ControlCodec.line(failure).dropLast()) == failure)
+        #expect(
+            try ControlCodec.decode(ControlResponse.self, from: try ControlCodec.line(failure).dropLast()) == failure)
         #expect(failure.error?.description == "no session with TSIH 9\nferryctl sessions lists them")
     }
 }
@@ -111,7 +115,9 @@ import Testing
 
     @Test func targetsShowAuthenticationAndAccess() {
         let text = ControlTable(targets: [
-            TargetInfo(name: "iqn.2026-11.dev.ferry:a", luns: 2, allowedInitiators: [], chap: true, mutualCHAP: false, sessions: 1),
+            TargetInfo(
+                name: "iqn.2026-11.dev.ferry:a", luns: 2, allowedInitiators: [], chap: true, mutualCHAP: false,
+                sessions: 1),
             TargetInfo(
                 name: "iqn.2026-11.dev.ferry:b", luns: 1, allowedInitiators: ["iqn.x:1", "iqn.x:2"], chap: true,
                 mutualCHAP: true, sessions: 0),
@@ -125,7 +131,8 @@ import Testing
     @Test func lunSizesUseExactBinaryUnits() {
         let luns = [1 << 30, 3 << 20, 4096, 1000].enumerated().map { index, size in
             LUNInfo(
-                target: "t", lun: UInt64(index), backend: "emulated", device: "file", path: "/p", sizeBytes: UInt64(size),
+                target: "t", lun: UInt64(index), backend: "emulated", device: "file", path: "/p",
+                sizeBytes: UInt64(size),
                 blockSize: 512, readOnly: index == 3, state: "online")
         }
         let rows = ControlTable(luns: luns).rows
@@ -140,7 +147,11 @@ import Testing
                 connections: [.init(cid: 0, address: "[::1]:4000"), .init(cid: 1, address: "10.0.0.2:4001")],
                 parameters: ["ImmediateData": "Yes"], expCmdSN: 5, maxCmdSN: 132, tasks: 0)
         ]).rows[0]
-        #expect(row == ["3", "iqn.i", "(discovery)", "0x80", "0@[::1]:4000, 1@10.0.0.2:4001", "5..132", "0", "ImmediateData=Yes"])
+        #expect(
+            row == [
+                "3", "iqn.i", "(discovery)", "0x80", "0@[::1]:4000, 1@10.0.0.2:4001", "5..132", "0",
+                "ImmediateData=Yes",
+            ])
     }
 
     @Test func changeSummariesListWarningsAndLogouts() {

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension AgainstFerryd {
@@ -34,7 +34,10 @@ extension AgainstFerryd {
                 #expect(stat(socket, &status) == 0 && status.st_mode & 0o777 == 0o600, "the socket is mode 0600")
 
                 let client = try RawISCSIClient(port: ferryd.port)
-                #expect(try client.login(initiatorName: Self.initiator, targetName: Self.target).response.loginStatus == (0, 0))
+                #expect(
+                    try client.login(initiatorName: Self.initiator, targetName: Self.target).response.loginStatus == (
+                        0, 0
+                    ))
                 #expect(try client.read10(lba: 0, blocks: 2).count == 1024)
 
                 let sessions = try await run("sessions", "--json")
@@ -52,20 +55,25 @@ extension AgainstFerryd {
 
                 let targets = try await run("targets")
                 let row = targets.output.split(separator: "\n").first { $0.hasPrefix(Self.target) }
-                #expect(row?.split(separator: " ", omittingEmptySubsequences: true).prefix(4) == [
-                    Substring(Self.target), "1", "1", "none",
-                ], "\(targets.output)")
+                #expect(
+                    row?.split(separator: " ", omittingEmptySubsequences: true).prefix(4) == [
+                        Substring(Self.target), "1", "1", "none",
+                    ], "\(targets.output)")
 
-                let added = try await run("lun", "add", Self.target, "1", "\(ferryd.directory.path)/ctl1.img", "--size", "4M")
+                let added = try await run(
+                    "lun", "add", Self.target, "1", "\(ferryd.directory.path)/ctl1.img", "--size", "4M")
                 #expect(added.status == 0 && added.output.contains("added LUN 1 to \(Self.target)"), "\(added.output)")
                 let luns = try await run("luns", Self.target)
                 #expect(luns.output.contains("  1    emulated  file    online  4 MiB   512    rw"), "\(luns.output)")
                 #expect(try client.ping().opcode == RawOpcode.nopIn, "adding a LUN leaves the session alone")
 
                 let refused = try await run("acl", "add", Self.target, "Not A Name")
-                #expect(refused.status != 0 && refused.output.contains("initiator name \"Not A Name\""), "\(refused.output)")
+                #expect(
+                    refused.status != 0 && refused.output.contains("initiator name \"Not A Name\""), "\(refused.output)"
+                )
                 let missing = try await run("logout", "65000")
-                #expect(missing.status != 0 && missing.output.contains("ferryctl sessions lists them"), "\(missing.output)")
+                #expect(
+                    missing.status != 0 && missing.output.contains("ferryctl sessions lists them"), "\(missing.output)")
 
                 let metrics = try Self.httpGet(port: metricsPort, path: "/metrics")
                 #expect(metrics.hasPrefix("HTTP/1.1 200 OK"), "\(metrics)")
@@ -92,7 +100,9 @@ extension AgainstFerryd {
                 .write(to: bad, atomically: true, encoding: .utf8)
             let checked = try await ExternalTool.run(ferryctl, ["check-config", bad.path], timeout: .seconds(30))
             #expect(checked.status != 0, "\(checked.output)")
-            #expect(checked.output.contains("\(bad.path):4: metrics: address \"127.0.0.1\" needs a port"), "\(checked.output)")
+            #expect(
+                checked.output.contains("\(bad.path):4: metrics: address \"127.0.0.1\" needs a port"),
+                "\(checked.output)")
             #expect(checked.output.contains("no [[target]]"), "\(checked.output)")
         }
 

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension AgainstFerryd {
@@ -66,11 +66,20 @@ extension AgainstFerryd {
                     ], "\(before)")
 
                 let unaffected = try RawISCSIClient(port: port)
-                #expect(try unaffected.login(initiatorName: Self.stays, targetName: Self.keep).response.loginStatus == (0, 0))
+                #expect(
+                    try unaffected.login(initiatorName: Self.stays, targetName: Self.keep).response.loginStatus == (
+                        0, 0
+                    ))
                 let deniedLater = try RawISCSIClient(port: port)
-                #expect(try deniedLater.login(initiatorName: Self.denied, targetName: Self.keep).response.loginStatus == (0, 0))
+                #expect(
+                    try deniedLater.login(initiatorName: Self.denied, targetName: Self.keep).response.loginStatus == (
+                        0, 0
+                    ))
                 let removedLater = try RawISCSIClient(port: port)
-                #expect(try removedLater.login(initiatorName: Self.stays, targetName: Self.gone).response.loginStatus == (0, 0))
+                #expect(
+                    try removedLater.login(initiatorName: Self.stays, targetName: Self.gone).response.loginStatus == (
+                        0, 0
+                    ))
 
                 // A broken file is refused as a whole; everything stays as it was.
                 try "[[target]]\nname = 5\n".write(to: ferryd.configurationFile, atomically: true, encoding: .utf8)
@@ -108,7 +117,8 @@ extension AgainstFerryd {
                         Self.keep: ["Portal:127.0.0.1:\(port),1", "Lun:0", "Lun:1"],
                     ], "\(after)")
                 let refused = try RawISCSIClient(port: port)
-                #expect(try refused.login(initiatorName: Self.denied, targetName: Self.keep).response.loginStatus == (2, 2))
+                #expect(
+                    try refused.login(initiatorName: Self.denied, targetName: Self.keep).response.loginStatus == (2, 2))
             }
         }
 
@@ -118,7 +128,8 @@ extension AgainstFerryd {
                     + ConfiguredFerryd.target(Self.keep, directory: directory)
             }) { ferryd in
                 let client = try RawISCSIClient(port: ferryd.port)
-                #expect(try client.login(initiatorName: Self.stays, targetName: Self.keep).response.loginStatus == (0, 0))
+                #expect(
+                    try client.login(initiatorName: Self.stays, targetName: Self.keep).response.loginStatus == (0, 0))
                 #expect(try client.testUnitReady() == 0)
                 let start = ContinuousClock.now
                 ferryd.send(SIGTERM)
@@ -157,8 +168,9 @@ extension RawISCSIClient {
         try send(encode(header: bytes))
         let response = try expectPDU()
         guard response.opcode == 0x26, response.header[2] == 0 else {
-            throw IntegrationFailure("Logout answered with opcode 0x\(String(response.opcode, radix: 16)), "
-                + "response \(response.header[2])")
+            throw IntegrationFailure(
+                "Logout answered with opcode 0x\(String(response.opcode, radix: 16)), "
+                    + "response \(response.header[2])")
         }
         _ = try drainUntilClosed()
     }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension AgainstFerryd {
@@ -45,7 +45,8 @@ extension AgainstFerryd {
                 environment: ["NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "1000000"]
             ) { ferryd in
                 let ready = try listener.next { $0.contains("READY=1") }
-                #expect(ready.contains("STATUS=serving 0 session(s), 1 LUN(s) of 1 target(s) on 1 portal(s)"), "\(ready)")
+                #expect(
+                    ready.contains("STATUS=serving 0 session(s), 1 LUN(s) of 1 target(s) on 1 portal(s)"), "\(ready)")
                 _ = try listener.next { $0 == "WATCHDOG=1" }
 
                 // A session changes the status line.
@@ -70,7 +71,8 @@ extension AgainstFerryd {
         }
 
         static func temporaryDirectory() throws -> URL {
-            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ferry-unit-\(UUID().uuidString)")
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "ferry-unit-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             return directory
         }
@@ -85,7 +87,8 @@ final class NotifyListener {
     private var unread = 0
 
     init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("notify-\(UUID().uuidString.prefix(8))").path
+        path =
+            FileManager.default.temporaryDirectory.appendingPathComponent("notify-\(UUID().uuidString.prefix(8))").path
         descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
         guard descriptor >= 0 else { throw IntegrationFailure("socket(AF_UNIX) failed: errno \(errno)") }
         var address = sockaddr_un()
