@@ -49,8 +49,12 @@ extension EmulatedBlockDevice {
         return .good
     }
 
-    /// Writes the one-block `pattern` to every block of a range.
-    func writePattern(_ pattern: ByteBuffer, lba: UInt64, blocks: UInt64, forceUnitAccess: Bool) throws(SenseData) {
+    /// Writes the one-block `pattern` to every block of a range, calling `afterChunk` with the
+    /// number of blocks of each chunk written.
+    func writePattern(
+        _ pattern: ByteBuffer, lba: UInt64, blocks: UInt64, forceUnitAccess: Bool,
+        afterChunk: (UInt64) -> Void = { _ in }
+    ) throws(SenseData) {
         let chunkBlocks = UInt64(max(1, Self.patternChunkSize / blockSize))
         var chunk = allocator.buffer(capacity: Int(min(blocks, chunkBlocks)) * blockSize)
         for _ in 0..<min(blocks, chunkBlocks) { chunk.writeImmutableBuffer(pattern) }
@@ -60,6 +64,7 @@ extension EmulatedBlockDevice {
             let slice = chunk.getSlice(at: chunk.readerIndex, length: Int(count) * blockSize)!
             try storeWrite(slice, lba: lba + done, forceUnitAccess: forceUnitAccess)
             done += count
+            afterChunk(count)
         }
     }
 
@@ -162,7 +167,8 @@ extension EmulatedBlockDevice {
     }
 
     /// SANITIZE (SBC-4 §5.24): OVERWRITE, BLOCK ERASE (deallocate every block) and EXIT FAILURE
-    /// MODE. The operation completes before the command returns, whether or not IMMED is set.
+    /// MODE. The operation completes before the command returns, whether or not IMMED is set; an
+    /// OVERWRITE is paced to ``Configuration/sanitizeRate``.
     func sanitize(_ cdb: CDB, _ request: SCSIRequest) throws(SenseData) -> SCSIResult {
         let listLength = Int(cdb.uint16(at: 7))
         switch cdb.serviceAction {
@@ -184,6 +190,9 @@ extension EmulatedBlockDevice {
             try checkWritable()
             let pattern = list.getBytes(at: list.readerIndex + 4, length: patternLength)!
             try runSanitize { () throws(SenseData) in
+                var pacer = configuration.sanitizeRate.map { ErasurePacer(bytesPerSecond: $0, clock: erasureClock) }
+                let totalBlocks = UInt64(passes) * blockCount
+                var blocksDone: UInt64 = 0
                 for pass in 0..<passes {
                     // > INVERT: the initialization pattern is inverted between consecutive passes.
                     let passPattern = invert && pass % 2 == 1 ? pattern.map { ~$0 } : pattern
@@ -191,7 +200,12 @@ extension EmulatedBlockDevice {
                     while block.readableBytes < blockSize {
                         block.writeBytes(passPattern.prefix(blockSize - block.readableBytes))
                     }
-                    try writePattern(block, lba: 0, blocks: blockCount, forceUnitAccess: false)
+                    try writePattern(block, lba: 0, blocks: blockCount, forceUnitAccess: false) { blocks in
+                        blocksDone += blocks
+                        let progress = UInt16(min(65535, blocksDone * 65536 / max(1, totalBlocks)))
+                        state.withLock { $0.sanitizeProgress = progress }
+                        pacer?.wrote(Int(blocks) * blockSize)
+                    }
                 }
                 try synchronize()
             }
@@ -211,7 +225,10 @@ extension EmulatedBlockDevice {
     /// failure mode if it fails. Commands that arrive meanwhile end with NOT READY, SANITIZE IN
     /// PROGRESS instead of waiting for it.
     private func runSanitize(_ operation: () throws(SenseData) -> Void) throws(SenseData) {
-        state.withLock { $0.sanitizeInProgress = true }
+        state.withLock {
+            $0.sanitizeInProgress = true
+            $0.sanitizeProgress = 0
+        }
         do {
             try ordering.exclusive(operation)
             state.withLock {

@@ -13,11 +13,12 @@ extension EmulatedBlockDevice {
     func requestSense(_ cdb: CDB, nexus: ITNexus) -> SCSIResult {
         let descriptorFormat = cdb[1] & 0x01 != 0
         let sense: SenseData
-        let (inProgress, failed) = state.withLock { ($0.sanitizeInProgress, $0.sanitizeFailed) }
+        let inProgress = sanitizeInProgressSense()
+        let failed = state.withLock { $0.sanitizeFailed }
         if let code = unitAttentions.take(for: nexus) {
             sense = SenseData(.unitAttention, code)
-        } else if inProgress {
-            sense = Self.sanitizeInProgress
+        } else if let inProgress {
+            sense = inProgress
         } else if failed {
             sense = SenseData(.mediumError, .sanitizeCommandFailed)
         } else {

@@ -39,12 +39,15 @@ public final class EmulatedBlockDevice: Sendable {
         public var thinProvisioning: Bool
         /// MAXIMUM TRANSFER LENGTH in logical blocks; 8 MiB worth when nil.
         public var maximumTransferLength: UInt32?
+        /// The most bytes per second that SANITIZE OVERWRITE writes, so that erasing this logical
+        /// unit leaves bandwidth to the others; unlimited when nil.
+        public var sanitizeRate: UInt64?
 
         public init(
             blockSize: Int = 512, readOnly: Bool = false, vendor: String = "FERRY",
             product: String = "EMULATED DISK", revision: String = "0001", serial: String? = nil,
             naaIdentifier: [UInt8]? = nil, ieeeCompanyID: UInt32 = 0x001405, writeCacheEnabled: Bool = true,
-            thinProvisioning: Bool = true, maximumTransferLength: UInt32? = nil
+            thinProvisioning: Bool = true, maximumTransferLength: UInt32? = nil, sanitizeRate: UInt64? = nil
         ) {
             self.blockSize = blockSize
             self.readOnly = readOnly
@@ -57,6 +60,7 @@ public final class EmulatedBlockDevice: Sendable {
             self.writeCacheEnabled = writeCacheEnabled
             self.thinProvisioning = thinProvisioning
             self.maximumTransferLength = maximumTransferLength
+            self.sanitizeRate = sanitizeRate
         }
     }
 
@@ -67,6 +71,9 @@ public final class EmulatedBlockDevice: Sendable {
         var sanitizeFailed = false
         /// Set while a SANITIZE runs.
         var sanitizeInProgress = false
+        /// How much of the running SANITIZE is done, in 65536ths: the progress indication of
+        /// NOT READY, SANITIZE IN PROGRESS.
+        var sanitizeProgress: UInt16 = 0
     }
 
     let store: any BlockStore
@@ -90,6 +97,8 @@ public final class EmulatedBlockDevice: Sendable {
     let state: Mutex<State>
     let ordering = WriteOrderingLock()
     let allocator = ByteBufferAllocator()
+    /// The clock that paces SANITIZE OVERWRITE to ``Configuration/sanitizeRate``.
+    let erasureClock: any ErasureClock
 
     /// The unit attention conditions of the logical unit.
     public let unitAttentions: UnitAttentionConditions
@@ -99,8 +108,13 @@ public final class EmulatedBlockDevice: Sendable {
 
     /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets; the
     /// caller registers ``copyEndpoint`` there, and unregisters it when the logical unit goes.
-    public init(store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory) {
+    /// `erasureClock` paces SANITIZE OVERWRITE when the configuration limits its rate.
+    public init(
+        store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory,
+        erasureClock: any ErasureClock = SystemErasureClock()
+    ) {
         self.store = store
+        self.erasureClock = erasureClock
         self.configuration = configuration
         blockSize = configuration.blockSize
         blockCount = store.byteCount / UInt64(configuration.blockSize)
@@ -247,7 +261,7 @@ public final class EmulatedBlockDevice: Sendable {
             // > [every other] command with CHECK CONDITION status with the sense key set to NOT
             // > READY and the additional sense code set to LOGICAL UNIT NOT READY, SANITIZE IN
             // > PROGRESS.
-            if state.withLock({ $0.sanitizeInProgress }) { return checkCondition(Self.sanitizeInProgress) }
+            if let sense = sanitizeInProgressSense() { return checkCondition(sense) }
         }
         do throws(SenseData) {
             return try dispatch(request, cdb)
@@ -256,7 +270,13 @@ public final class EmulatedBlockDevice: Sendable {
         }
     }
 
-    static let sanitizeInProgress = SenseData(.notReady, .logicalUnitNotReadySanitizeInProgress)
+    /// NOT READY, SANITIZE IN PROGRESS with the progress indication while a SANITIZE runs.
+    func sanitizeInProgressSense() -> SenseData? {
+        // > The PROGRESS INDICATION field is a percent complete indication in which the returned
+        // > value is a numerator that has 65 536 (i.e., 1_0000h) as its denominator.
+        guard let progress = state.withLock({ $0.sanitizeInProgress ? $0.sanitizeProgress : nil }) else { return nil }
+        return SenseData(.notReady, .logicalUnitNotReadySanitizeInProgress, senseKeySpecific: .progress(progress))
+    }
 
     /// CHECK CONDITION with `sense`, in descriptor format when D_SENSE is set.
     func checkCondition(_ sense: SenseData) -> SCSIResult {
