@@ -12,7 +12,9 @@ public import SCSI
 ///
 /// Termination follows SAM-5's "cancel if not started, otherwise wait": a task still queued
 /// for an I/O thread completes at once with ``BackendCompletion/terminated``; a task whose
-/// I/O has started completes when that I/O returns.
+/// I/O has started completes when that I/O returns. A started SANITIZE is the exception: its
+/// task completes at once and the sanitize operation goes on on its I/O thread, for SBC-4 has it
+/// survive task management functions, resets and the loss of the I_T nexus.
 public final class EmulatedBackend: LogicalUnitBackend {
     private struct Job {
         var tag: BackendTaskTag
@@ -24,6 +26,8 @@ public final class EmulatedBackend: LogicalUnitBackend {
         var waiting = CircularBuffer<Job>(initialCapacity: 64)
         /// Workers submitted to the pool and not yet finished.
         var workers = 0
+        /// The completions of running SANITIZE tasks, until they complete or are terminated.
+        var sanitizing: [BackendTaskTag: @Sendable (BackendCompletion) -> Void] = [:]
     }
 
     public let device: EmulatedBlockDevice
@@ -66,21 +70,31 @@ public final class EmulatedBackend: LogicalUnitBackend {
 
     /// A worker: runs queued tasks until there are none.
     private func work() {
-        while let job = queue.withLockedValue({ queue -> Job? in
-            if let job = queue.waiting.popFirst() { return job }
-            queue.workers -= 1
-            return nil
+        while let (job, isSanitize) = queue.withLockedValue({ queue -> (Job, Bool)? in
+            guard let job = queue.waiting.popFirst() else {
+                queue.workers -= 1
+                return nil
+            }
+            let isSanitize = job.request.cdb.getInteger(at: job.request.cdb.readerIndex) == OperationCode.sanitize
+            if isSanitize { queue.sanitizing[job.tag] = job.completion }
+            return (job, isSanitize)
         }) {
-            job.completion(.completed(device.execute(job.request)))
+            let result = device.execute(job.request)
+            // A terminated SANITIZE task has completed already.
+            if isSanitize, queue.withLockedValue({ $0.sanitizing.removeValue(forKey: job.tag) }) == nil { continue }
+            job.completion(.completed(result))
         }
     }
 
     public func terminate(_ tag: BackendTaskTag) {
-        let dropped = queue.withLockedValue { queue -> Job? in
-            guard let index = queue.waiting.firstIndex(where: { $0.tag == tag }) else { return nil }
-            return queue.waiting.remove(at: index)
+        let completion = queue.withLockedValue { queue -> (@Sendable (BackendCompletion) -> Void)? in
+            guard let index = queue.waiting.firstIndex(where: { $0.tag == tag }) else {
+                // A running SANITIZE: its task ends, the sanitize operation goes on (SBC-4 §4.11).
+                return queue.sanitizing.removeValue(forKey: tag)
+            }
+            return queue.waiting.remove(at: index).completion
         }
-        dropped?.completion(.terminated)
+        completion?(.terminated)
     }
 
     public func pendingUnitAttention(for nexus: ITNexus) -> (senseKey: SenseKey, code: AdditionalSenseCode)? {
