@@ -102,11 +102,14 @@ public struct LogicalUnit: Sendable, Hashable {
     public var writeCache: Bool
     /// Passthrough: milliseconds the kernel gives a command before it aborts it.
     public var commandTimeout: Int
+    /// Emulated: the most bytes per second that SANITIZE OVERWRITE writes, so that erasing this LUN
+    /// leaves the storage's bandwidth to the others; unlimited when nil.
+    public var sanitizeRate: UInt64?
 
     public init(
         lun: UInt64, path: String, backend: Backend = .emulated, size: UInt64? = nil, blockSize: Int = 512,
         readOnly: Bool = false, vendor: String = "FERRY", product: String = "EMULATED DISK", serial: String? = nil,
-        writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout
+        writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout, sanitizeRate: UInt64? = nil
     ) {
         self.lun = lun
         self.path = path
@@ -119,6 +122,7 @@ public struct LogicalUnit: Sendable, Hashable {
         self.serial = serial
         self.writeCache = writeCache
         self.commandTimeout = commandTimeout
+        self.sanitizeRate = sanitizeRate
     }
 }
 

@@ -255,7 +255,7 @@ private struct ConfigurationLoader {
             node,
             allowed: [
                 "lun", "path", "backend", "size", "block_size", "read_only", "vendor", "product", "serial",
-                "write_cache", "command_timeout",
+                "write_cache", "command_timeout", "sanitize_rate",
             ])
         let defaults = LogicalUnit(lun: 0, path: "")
 
@@ -275,7 +275,10 @@ private struct ConfigurationLoader {
         let commandTimeout = milliseconds(node, "command_timeout", in: 1_000...600_000)
         let (otherBackend, otherKeys): (LogicalUnit.Backend, [String]) =
             backend == .sg
-            ? (.emulated, ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache"])
+            ? (
+                .emulated,
+                ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache", "sanitize_rate"]
+            )
             : (.sg, ["command_timeout"])
         for key in otherKeys where node.table[key] != nil {
             report(
@@ -310,12 +313,13 @@ private struct ConfigurationLoader {
         let serial = identification(node, "serial", maximumLength: 64)
         let readOnly = bool(node, "read_only") ?? defaults.readOnly
         let writeCache = bool(node, "write_cache") ?? defaults.writeCache
+        let sanitizeRate = byteCount(node, "sanitize_rate")
 
         guard let number, let path else { return nil }
         return LogicalUnit(
             lun: UInt64(number), path: path, backend: backend, size: size, blockSize: blockSize, readOnly: readOnly,
             vendor: vendor, product: product, serial: serial, writeCache: writeCache,
-            commandTimeout: commandTimeout ?? defaults.commandTimeout)
+            commandTimeout: commandTimeout ?? defaults.commandTimeout, sanitizeRate: sanitizeRate)
     }
 
     /// The smallest CHAP secret without IPsec: RFC 7143 §9.2.1 asks for IPsec below 96 random bits.

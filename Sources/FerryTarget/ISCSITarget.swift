@@ -179,6 +179,7 @@ final class TargetContext: Sendable {
         configuration.product = lun.product
         if let serial = lun.serial { configuration.serial = serial }
         configuration.writeCacheEnabled = lun.writeCache
+        configuration.sanitizeRate = lun.sanitizeRate
         let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
         copyTargets.register(device.copyEndpoint)
         return EmulatedBackend(device: device, store: store, kind: store.kind, threadPool: threadPool)
