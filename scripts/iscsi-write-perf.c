@@ -125,8 +125,9 @@ int main(int argc, char **argv) {
     run.block_count = capacity->returned_lba + 1;
     scsi_free_scsi_task(task);
 
-    run.payload = malloc((size_t)run.blocks_per_io * (size_t)run.block_size);
-    for (size_t i = 0; i < (size_t)run.blocks_per_io * (size_t)run.block_size; i++) run.payload[i] = (unsigned char)(i * 7);
+    size_t length = (size_t)run.blocks_per_io * (size_t)run.block_size;
+    run.payload = malloc(length);
+    for (size_t i = 0; i < length; i++) run.payload[i] = (unsigned char)(i * 7);
 
     uint64_t start = now_ns();
     run.deadline_ns = start + (uint64_t)seconds * 1000000000u;

@@ -75,7 +75,8 @@ private func read10(lba: UInt32) -> SCSIRequest {
             }
             for _ in 0..<32 { store.gate.signal() }
             for _ in 0..<32 { done.wait() }
-            #expect(results.withLockedValue { $0 } == Dictionary(uniqueKeysWithValues: (0..<32).map { (UInt64($0), 512) }))
+            let expected = Dictionary(uniqueKeysWithValues: (0..<32).map { (UInt64($0), 512) })
+            #expect(results.withLockedValue { $0 } == expected)
         }
     }
 
