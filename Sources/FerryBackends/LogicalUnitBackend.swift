@@ -56,7 +56,7 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
 
     /// The largest Data-In or Data-Out buffer, in bytes, that one command may move; nil when
     /// the backend has no limit of its own. A passthrough device's limit is its request queue's
-    /// max_sectors_kb: the transport keeps MaxBurstLength and FirstBurstLength within it.
+    /// max_hw_sectors_kb: the transport keeps MaxBurstLength and FirstBurstLength within it.
     var maximumTransferLength: Int? { get }
 }
 

@@ -4,9 +4,9 @@ public import SCSI
 /// Ferry's edit of the Block Limits VPD page (SBC-4 §6.6.4) that a passthrough device returns.
 ///
 /// The device reports what it can take, but a command also has to fit through the host's request
-/// queue (`max_sectors_kb`); a larger one fails in the kernel before it reaches the device. So
-/// MAXIMUM TRANSFER LENGTH and OPTIMAL TRANSFER LENGTH are lowered to that limit, and an initiator
-/// that honours the page never sends a command the host cannot carry.
+/// queue (`max_hw_sectors_kb` for passthrough requests); a larger one fails in the kernel before
+/// it reaches the device. So MAXIMUM TRANSFER LENGTH and OPTIMAL TRANSFER LENGTH are lowered to
+/// that limit, and an initiator that honours the page never sends a command the host cannot carry.
 public enum BlockLimits {
     /// The Block Limits VPD page code.
     public static let pageCode: UInt8 = 0xb0

@@ -97,12 +97,14 @@ public struct SysfsTopology: Sendable {
         return PassthroughDevice(node: resolved, access: .block, blockDeviceName: name, genericName: nil)
     }
 
-    /// The device's `max_sectors_kb` in bytes, from the SCSI disk's request queue; nil without a
-    /// SCSI disk bound to it (then the sg node's BLKSECTGET answers).
+    /// The most bytes one passthrough command can move, from the SCSI disk's request queue:
+    /// `max_hw_sectors_kb`, the limit the block layer applies to passthrough requests
+    /// (`blk_rq_get_max_sectors`), not `max_sectors_kb`, which only bounds file system I/O. Nil without a
+    /// SCSI disk bound to it (then the sg node's BLKSECTGET answers, with the smaller max_sectors).
     public func maximumTransferBytes(of device: PassthroughDevice) -> Int? {
         guard let disk = device.blockDeviceName,
             let text = try? String(
-                contentsOfFile: join("/sys/class/block/\(disk)/queue/max_sectors_kb"), encoding: .utf8),
+                contentsOfFile: join("/sys/class/block/\(disk)/queue/max_hw_sectors_kb"), encoding: .utf8),
             let kilobytes = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), kilobytes > 0
         else { return nil }
         return kilobytes * 1024

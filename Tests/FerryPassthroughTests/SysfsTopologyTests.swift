@@ -16,12 +16,12 @@ import Testing
             try file("sys/class/scsi_generic/sg0/device/wwid", "naa.5000c500a1b2c3d4\n")
             try directory("sys/class/block/sda/device/scsi_device/0:0:0:0")
             try directory("sys/class/block/sda/device/scsi_generic/sg0")
-            try file("sys/class/block/sda/queue/max_sectors_kb", "1280\n")
+            try file("sys/class/block/sda/queue/max_hw_sectors_kb", "1280\n")
             // sda1: a partition (no device link).
             try directory("sys/class/block/sda1")
             // sdb: a SCSI disk whose sg node is missing (the sg module is not loaded).
             try directory("sys/class/block/sdb/device/scsi_device/0:0:1:0")
-            try file("sys/class/block/sdb/queue/max_sectors_kb", "512\n")
+            try file("sys/class/block/sdb/queue/max_hw_sectors_kb", "512\n")
             // sg1: an sg node without a disk (scsi_debug no_uld=1).
             try directory("sys/class/scsi_generic/sg1/device")
             try file("sys/class/scsi_generic/sg1/device/wwid", "t10.Linux   scsi_debug      2000\n")
