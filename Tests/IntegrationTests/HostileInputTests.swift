@@ -19,10 +19,10 @@ extension AgainstFerryd {
         }
 
         /// Runs `attack` against ferryd, then checks that ferryd still runs, the healthy session still answers a
-        /// NOP-Out and a TEST UNIT READY, `logged` appears in exactly one new log line, and the attacker's session
+        /// NOP-Out and a TEST UNIT READY, one more log line holds every string of `logged`, and the attacker's session
         /// (if it got one) ended with its connection: another session can log in.
         private func withHealthySession(
-            logged: String, _ attack: (ConfiguredFerryd) throws -> Void
+            logged: [String], _ attack: (ConfiguredFerryd) throws -> Void
         ) async throws {
             try await ConfiguredFerryd.with(configuration: Self.configuration) { ferryd in
                 let healthy = try RawISCSIClient(port: ferryd.port)
@@ -30,7 +30,10 @@ extension AgainstFerryd {
                 #expect(login.succeeded, "\(login.response.loginStatus)")
                 _ = try healthy.ping()
 
-                let before = ferryd.logLines(containing: logged)
+                func count() -> Int {
+                    ferryd.log.split(separator: "\n").filter { line in logged.allSatisfy { line.contains($0) } }.count
+                }
+                let before = count()
                 try attack(ferryd)
 
                 // Let ferryd finish with the attacker's connection before looking.
@@ -38,7 +41,7 @@ extension AgainstFerryd {
                 #expect(ferryd.isRunning)
                 _ = try healthy.ping(data: Array("still there".utf8))
                 #expect(try healthy.testUnitReady() == 0)
-                #expect(ferryd.logLines(containing: logged) - before == 1, "\(ferryd.log.suffix(4000))")
+                #expect(count() - before == 1, "\(ferryd.log.suffix(4000))")
                 let next = try RawISCSIClient(port: ferryd.port).login(
                     initiatorName: Self.attacker, targetName: Self.target)
                 #expect(next.succeeded, "a login after the attack: \(next.response.loginStatus)")
@@ -72,7 +75,7 @@ extension AgainstFerryd {
 
         @Test func truncatedPDUThenClose() async throws {
             // A PDU cut short by the end of the stream is dropped; the connection's end is logged once.
-            try await withHealthySession(logged: "connection closed") { ferryd in
+            try await withHealthySession(logged: ["connection closed", "initiator=\(Self.attacker)"]) { ferryd in
                 let client = try attackerSession(ferryd)
                 try client.send(Array(nopOutHeader(client).prefix(20)))
                 client.shutdown()
@@ -81,7 +84,7 @@ extension AgainstFerryd {
         }
 
         @Test func truncatedLoginRequestThenClose() async throws {
-            try await withHealthySession(logged: "connection closed during login") { ferryd in
+            try await withHealthySession(logged: ["connection closed during login"]) { ferryd in
                 let client = try RawISCSIClient(port: ferryd.port)
                 try client.send([0x43, 0x87, 0, 0] + [UInt8](repeating: 0, count: 20))
                 client.shutdown()
@@ -89,8 +92,24 @@ extension AgainstFerryd {
             }
         }
 
+        @Test func aPDUOtherThanLoginDuringLoginIsRefused() async throws {
+            try await withHealthySession(logged: ["non-login PDU during login"]) { ferryd in
+                let client = try RawISCSIClient(port: ferryd.port)
+                let first = try client.loginRequest(
+                    currentStage: 0, nextStage: 1, transit: false,
+                    keys: [("InitiatorName", Self.attacker), ("TargetName", Self.target), ("AuthMethod", "None")])
+                #expect(first.loginStatus == (0, 0))
+                try client.send(client.encode(header: nopOutHeader(client)))
+                // > RFC 7143 §11.13.5: 0x020b Invalid request type during login; then the connection closes.
+                let refusal = try client.expectPDU()
+                #expect(refusal.opcode == RawOpcode.loginResponse)
+                #expect(refusal.loginStatus == (2, 0x0b), "\(refusal.loginStatus)")
+                #expect(try client.drainUntilClosed().isEmpty)
+            }
+        }
+
         @Test func dataSegmentOverMaxRecvDataSegmentLengthEndsTheConnection() async throws {
-            try await withHealthySession(logged: "dataSegmentTooLong") { ferryd in
+            try await withHealthySession(logged: ["dataSegmentTooLong"]) { ferryd in
                 let client = try attackerSession(ferryd)
                 let length = client.targetMaxRecvDataSegmentLength + 4
                 try client.send(nopOutHeader(client, dataSegmentLength: length))
@@ -103,7 +122,7 @@ extension AgainstFerryd {
         }
 
         @Test func unknownOpcodeIsRejectedAsCommandNotSupported() async throws {
-            try await withHealthySession(logged: "unknownOpcode") { ferryd in
+            try await withHealthySession(logged: ["unknownOpcode"]) { ferryd in
                 let client = try attackerSession(ferryd)
                 var header = client.header(opcode: 0x0f, flags: 0x80, initiatorTaskTag: client.nextTaskTag())
                 try client.send(client.encode(header: header))
@@ -119,7 +138,7 @@ extension AgainstFerryd {
         }
 
         @Test func headerDigestErrorEndsTheConnection() async throws {
-            try await withHealthySession(logged: "headerDigestError") { ferryd in
+            try await withHealthySession(logged: ["headerDigestError"]) { ferryd in
                 let client = try attackerSession(ferryd, headerDigest: true)
                 var bytes = client.encode(header: nopOutHeader(client))
                 bytes[48] ^= 0xff
@@ -131,7 +150,7 @@ extension AgainstFerryd {
         }
 
         @Test func dataDigestErrorIsRejectedAndTheConnectionGoesOn() async throws {
-            try await withHealthySession(logged: "dataDigestError") { ferryd in
+            try await withHealthySession(logged: ["dataDigestError"]) { ferryd in
                 let client = try attackerSession(ferryd, headerDigest: true, dataDigest: true)
                 let header = nopOutHeader(client, dataSegmentLength: 8)
                 var bytes = client.encode(header: header, data: Array("corrupt!".utf8))
