@@ -154,7 +154,34 @@ struct Ferryd: AsyncParsableCommand {
                 metadata: ["directory": "\(directory)"])
             return nil
         }
+        // A socket that answers belongs to a running ferryd: taking it over would cut that one off
+        // from ferryctl (and removing it at exit would leave neither reachable).
+        if Self.socketAnswers(at: path) {
+            logger.warning(
+                "no control socket: another ferryd answers on it (set [control] socket to run a second one)",
+                metadata: ["path": "\(path)"])
+            return nil
+        }
         return path
+    }
+
+    /// Whether a process accepts connections on the Unix socket at `path`.
+    private static func socketAnswers(at path: String) -> Bool {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let pathBytes = Array(path.utf8)
+        guard pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            buffer.copyBytes(from: pathBytes)
+        }
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
     }
 
     /// What an operator can do about a failure to serve, from the system error it carries.
