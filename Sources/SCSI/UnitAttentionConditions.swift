@@ -15,39 +15,70 @@ public final class UnitAttentionConditions: Sendable {
     /// The most conditions queued for one I_T nexus; further ones are dropped.
     static let queueLimit = 16
 
-    private let queues = Mutex<[ITNexus: [AdditionalSenseCode]]>([:])
+    /// The queues and the I_T nexuses most recently noted, compared before the dictionary is hashed.
+    private struct State {
+        var queues: [ITNexus: [AdditionalSenseCode]] = [:]
+        var recentNexuses: [ITNexus] = []
+        /// The conditions queued over every I_T nexus, mirrored in ``UnitAttentionConditions/pending``.
+        var count = 0
+    }
+
+    /// How many recently noted I_T nexuses ``noteNexus(_:)`` compares before it hashes one.
+    static let recentNexusLimit = 8
+
+    private let state = Mutex(State())
+    /// The number of conditions queued over every I_T nexus, written under the lock and read without it,
+    /// so that the common command (no condition pending anywhere) neither locks nor hashes a nexus.
+    private let pending = Atomic<Int>(0)
 
     public init() {}
 
     /// Records an I_T nexus the logical unit has seen, so that conditions established for every
     /// I_T nexus reach it.
     public func noteNexus(_ nexus: ITNexus) {
-        queues.withLock { if $0[nexus] == nil { $0[nexus] = [] } }
+        state.withLock { state in
+            // A session passes the same port name strings with every command, so == is a comparison of
+            // their storage; hashing both names is left to the first commands of a nexus.
+            if state.recentNexuses.contains(nexus) { return }
+            if state.queues[nexus] == nil { state.queues[nexus] = [] }
+            if state.recentNexuses.count == Self.recentNexusLimit { state.recentNexuses.removeFirst() }
+            state.recentNexuses.append(nexus)
+        }
     }
 
     /// Establishes `code` for `nexus`.
     public func establish(_ code: AdditionalSenseCode, for nexus: ITNexus) {
-        queues.withLock { Self.enqueue(code, into: &$0[nexus, default: []]) }
+        state.withLock { state in
+            Self.enqueue(code, into: &state.queues[nexus, default: []], count: &state.count)
+            pending.store(state.count, ordering: .releasing)
+        }
     }
 
     /// Establishes `code` for every I_T nexus the logical unit knows but `except`.
     public func establishForAllNexuses(_ code: AdditionalSenseCode, except: ITNexus?) {
-        queues.withLock { queues in
-            for nexus in queues.keys where nexus != except { Self.enqueue(code, into: &queues[nexus]!) }
+        state.withLock { state in
+            for nexus in state.queues.keys where nexus != except {
+                Self.enqueue(code, into: &state.queues[nexus]!, count: &state.count)
+            }
+            pending.store(state.count, ordering: .releasing)
         }
     }
 
     /// Removes and returns the condition to report to `nexus` next, if any.
     public func take(for nexus: ITNexus) -> AdditionalSenseCode? {
-        queues.withLock { queues in
-            guard queues[nexus]?.isEmpty == false else { return nil }
-            return queues[nexus]!.removeFirst()
+        guard pending.load(ordering: .acquiring) > 0 else { return nil }
+        return state.withLock { state in
+            guard state.queues[nexus]?.isEmpty == false else { return nil }
+            state.count -= 1
+            pending.store(state.count, ordering: .releasing)
+            return state.queues[nexus]!.removeFirst()
         }
     }
 
     /// The condition that ``take(for:)`` would return, left pending.
     public func peek(for nexus: ITNexus) -> AdditionalSenseCode? {
-        queues.withLock { $0[nexus]?.first }
+        guard pending.load(ordering: .acquiring) > 0 else { return nil }
+        return state.withLock { $0.queues[nexus]?.first }
     }
 
     /// Establishes the conditions a task management event implies (SAM-5 §6.3, §6.6):
@@ -82,7 +113,10 @@ public final class UnitAttentionConditions: Sendable {
         }
     }
 
-    private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode]) {
+    /// Queues `code` and keeps `count`, the conditions queued over every I_T nexus, up to date.
+    private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode], count: inout Int) {
+        let before = queue.count
+        defer { count += queue.count - before }
         guard !queue.contains(code) else { return }
         guard let rank = resetRank(code) else {
             if queue.count < queueLimit { queue.append(code) }
