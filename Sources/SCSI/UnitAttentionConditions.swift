@@ -19,17 +19,16 @@ public final class UnitAttentionConditions: Sendable {
     private struct State {
         var queues: [ITNexus: [AdditionalSenseCode]] = [:]
         var recentNexuses: [ITNexus] = []
-        /// The conditions queued over every I_T nexus, mirrored in ``UnitAttentionConditions/pending``.
-        var count = 0
     }
 
     /// How many recently noted I_T nexuses ``noteNexus(_:)`` compares before it hashes one.
     static let recentNexusLimit = 8
 
     private let state = Mutex(State())
-    /// The number of conditions queued over every I_T nexus, written under the lock and read without it,
-    /// so that the common command (no condition pending anywhere) neither locks nor hashes a nexus.
-    private let pending = Atomic<Int>(0)
+    /// One bit per class of I_T nexus (``pendingBit(_:)``) with a condition queued, written under the lock
+    /// and read without it, so that a command of a nexus without a condition neither locks nor hashes the
+    /// nexus, even while the I_T nexus loss conditions of ended sessions stay queued for their return.
+    private let pending = Atomic<UInt64>(0)
 
     public init() {}
 
@@ -49,8 +48,8 @@ public final class UnitAttentionConditions: Sendable {
     /// Establishes `code` for `nexus`.
     public func establish(_ code: AdditionalSenseCode, for nexus: ITNexus) {
         state.withLock { state in
-            Self.enqueue(code, into: &state.queues[nexus, default: []], count: &state.count)
-            pending.store(state.count, ordering: .releasing)
+            Self.enqueue(code, into: &state.queues[nexus, default: []])
+            publishPending(state.queues)
         }
     }
 
@@ -58,27 +57,42 @@ public final class UnitAttentionConditions: Sendable {
     public func establishForAllNexuses(_ code: AdditionalSenseCode, except: ITNexus?) {
         state.withLock { state in
             for nexus in state.queues.keys where nexus != except {
-                Self.enqueue(code, into: &state.queues[nexus]!, count: &state.count)
+                Self.enqueue(code, into: &state.queues[nexus]!)
             }
-            pending.store(state.count, ordering: .releasing)
+            publishPending(state.queues)
         }
     }
 
     /// Removes and returns the condition to report to `nexus` next, if any.
     public func take(for nexus: ITNexus) -> AdditionalSenseCode? {
-        guard pending.load(ordering: .acquiring) > 0 else { return nil }
+        guard pending.load(ordering: .acquiring) & Self.pendingBit(nexus) != 0 else { return nil }
         return state.withLock { state in
             guard state.queues[nexus]?.isEmpty == false else { return nil }
-            state.count -= 1
-            pending.store(state.count, ordering: .releasing)
+            defer { publishPending(state.queues) }
             return state.queues[nexus]!.removeFirst()
         }
     }
 
     /// The condition that ``take(for:)`` would return, left pending.
     public func peek(for nexus: ITNexus) -> AdditionalSenseCode? {
-        guard pending.load(ordering: .acquiring) > 0 else { return nil }
+        guard pending.load(ordering: .acquiring) & Self.pendingBit(nexus) != 0 else { return nil }
         return state.withLock { $0.queues[nexus]?.first }
+    }
+
+    /// The bit of ``pending`` for `nexus`: from the length and last bytes of the initiator port name, which
+    /// end in the ISID, rather than a hash of both port names.
+    private static func pendingBit(_ nexus: ITNexus) -> UInt64 {
+        let name = nexus.initiatorPortName.utf8
+        var key = UInt64(name.count) &+ UInt64(nexus.relativeTargetPortIdentifier)
+        for byte in name.suffix(8) { key = key &* 31 &+ UInt64(byte) }
+        return 1 << (key % 64)
+    }
+
+    /// Stores in ``pending`` the bits of the I_T nexuses with a condition queued; called under the lock.
+    private func publishPending(_ queues: [ITNexus: [AdditionalSenseCode]]) {
+        var bits: UInt64 = 0
+        for (nexus, queue) in queues where !queue.isEmpty { bits |= Self.pendingBit(nexus) }
+        pending.store(bits, ordering: .releasing)
     }
 
     /// Establishes the conditions a task management event implies (SAM-5 §6.3, §6.6):
@@ -113,10 +127,7 @@ public final class UnitAttentionConditions: Sendable {
         }
     }
 
-    /// Queues `code` and keeps `count`, the conditions queued over every I_T nexus, up to date.
-    private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode], count: inout Int) {
-        let before = queue.count
-        defer { count += queue.count - before }
+    private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode]) {
         guard !queue.contains(code) else { return }
         guard let rank = resetRank(code) else {
             if queue.count < queueLimit { queue.append(code) }
