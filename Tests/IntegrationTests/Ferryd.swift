@@ -21,15 +21,17 @@ final class FerrydProcess {
     /// Everything ferryd has logged so far.
     var log: String { String(decoding: (try? Data(contentsOf: logFile)) ?? Data(), as: UTF8.self) }
 
-    /// Starts ferryd and returns once its portal accepts connections.
-    static func start(targetName: String, lunSize: String) async throws -> FerrydProcess {
+    /// Starts ferryd and returns once its portal accepts connections. `sanitizeRate` is LUN 0's
+    /// `sanitize_rate`, unlimited when nil.
+    static func start(targetName: String, lunSize: String, sanitizeRate: String? = nil) async throws -> FerrydProcess {
         let executable = try locateFerryd()
         let port = try freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "ferryd-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configurationFile = try writeConfiguration(
-            in: directory, port: port, targetName: targetName, lunPath: "\(directory.path)/lun0.img", lunSize: lunSize)
+            in: directory, port: port, targetName: targetName, lunPath: "\(directory.path)/lun0.img", lunSize: lunSize,
+            sanitizeRate: sanitizeRate)
         let logFile = directory.appendingPathComponent("ferryd.log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let logHandle = try FileHandle(forWritingTo: logFile)
@@ -57,7 +59,8 @@ final class FerrydProcess {
 
     /// Writes `ferry.toml` into `directory`: one portal 127.0.0.1:`port`, one target with LUN 0.
     static func writeConfiguration(
-        in directory: URL, port: Int, targetName: String, lunPath: String, lunSize: String
+        in directory: URL, port: Int, targetName: String, lunPath: String, lunSize: String,
+        sanitizeRate: String? = nil
     ) throws -> URL {
         let configuration = """
             state_directory = "\(directory.path)/state"
@@ -74,6 +77,7 @@ final class FerrydProcess {
             path = "\(lunPath)"
             size = "\(lunSize)"
             block_size = 512
+            \(sanitizeRate.map { "sanitize_rate = \"\($0)\"" } ?? "")
 
             """
         let file = directory.appendingPathComponent("ferry.toml")
