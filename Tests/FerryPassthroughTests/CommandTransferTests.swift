@@ -22,6 +22,26 @@ import Testing
         #expect(CommandTransfer.dataOutLength(of: cdb([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]), blockSize: 512) == nil)
     }
 
+    @Test func compareAndWriteAndVerifyDataOut() {
+        // COMPARE AND WRITE: the verify instance and the write instance, NUMBER OF LOGICAL BLOCKS each.
+        var compareAndWrite = [UInt8](repeating: 0, count: 16)
+        compareAndWrite[0] = 0x89
+        compareAndWrite[13] = 3
+        #expect(CommandTransfer.dataOutLength(of: cdb(compareAndWrite), blockSize: 512) == 2 * 3 * 512)
+        // > SBC-4: a NUMBER OF LOGICAL BLOCKS of zero is not an error; nothing is transferred.
+        compareAndWrite[13] = 0
+        #expect(CommandTransfer.dataOutLength(of: cdb(compareAndWrite), blockSize: 512) == 0)
+        // VERIFY(16) of 4 blocks: BYTCHK 00b none, 01b every block, 11b one block.
+        var verify16 = [UInt8](repeating: 0, count: 16)
+        verify16[0] = 0x8f
+        verify16[13] = 4
+        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 0)
+        verify16[1] = 0x02
+        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 4 * 512)
+        verify16[1] = 0x06
+        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 512)
+    }
+
     @Test func dataInLengths() {
         #expect(
             CommandTransfer.dataInLength(of: cdb([0x28, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0]), blockSize: 512) == 131_072)

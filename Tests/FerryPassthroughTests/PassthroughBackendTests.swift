@@ -190,6 +190,40 @@ import Testing
         #expect(backend.dataOutLength(for: ByteBuffer(bytes: [0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0])) == 4096)
     }
 
+    @Test mutating func compareAndWriteSendsBothInstancesAndReturnsMiscompare() {
+        var compareAndWrite = [UInt8](repeating: 0, count: 16)
+        compareAndWrite[0] = 0x89
+        compareAndWrite[13] = 2
+        let tag = submit(compareAndWrite, from: first, expected: 2048, dataOut: [UInt8](repeating: 0x41, count: 2048))
+        guard case .toDevice(let data) = channel.commands[0].direction else {
+            Issue.record("COMPARE AND WRITE should send its Data-Out buffer")
+            return
+        }
+        #expect(data.readableBytes == 2048)
+        #expect(Array(channel.commands[0].cdb.readableBytesView) == compareAndWrite)
+        // MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION (1D/00), offset 27 in INFORMATION.
+        let sense: [UInt8] = [0xf0, 0, 0x0e, 0, 0, 0, 27, 10, 0, 0, 0, 0, 0x1d, 0x00, 0, 0, 0, 0]
+        channel.commands[0].completion(
+            .finished(SGOutcome(status: 0x02, driverStatus: 0x08, sense: sense), dataIn: ByteBuffer()))
+        #expect(completions[tag]??.status == .checkCondition)
+        #expect(completions[tag]??.sense?.bytes() == sense)
+    }
+
+    @Test mutating func dataOutBeyondWhatTheCDBAsksForStaysInFerry() {
+        // VERIFY(16) of 4 blocks with BYTCHK 00b: no Data-Out buffer, whatever the initiator sent.
+        var verify16 = [UInt8](repeating: 0, count: 16)
+        verify16[0] = 0x8f
+        verify16[13] = 4
+        #expect(backend.dataOutLength(for: ByteBuffer(bytes: verify16)) == 0)
+        let tag = submit(verify16, from: first, expected: 2048, dataOut: [UInt8](repeating: 0x41, count: 512))
+        guard case .none = channel.commands[0].direction else {
+            Issue.record("VERIFY(16) with BYTCHK 00b should reach the device without Data-Out")
+            return
+        }
+        channel.commands[0].completion(.finished(SGOutcome(status: 0), dataIn: ByteBuffer()))
+        #expect(completions[tag]??.status == .good)
+    }
+
     @Test mutating func headOfQueueGoesToTheHeadOfTheDeviceQueue() {
         _ = submit(read10, from: first, expected: 4096, attribute: .headOfQueue)
         #expect(channel.commands[0].atTail == false)
