@@ -105,7 +105,7 @@ struct ConformanceReport {
 }
 
 /// The ratchet: tests that fail on a passthrough LUN today, each because of a named scsi_debug
-/// behaviour, one `FAMILY.Suite.Test  # reason` a line.
+/// behaviour or a named Ferry bug ("Ferry: …"), one `FAMILY.Suite.Test  # reason` a line.
 /// A failure not listed fails the suite, and so does a listed test that no longer fails, so the
 /// list only shrinks.
 struct KnownFailures {

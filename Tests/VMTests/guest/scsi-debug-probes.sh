@@ -58,6 +58,24 @@ probe "REPORT SUPPORTED OPERATION CODES lists UNMAP (Unmap.VPD)" \
     sg_opcodes -o 0x42 "$sg"
 probe "REPORT SUPPORTED OPERATION CODES for one command: 0x7f (ReportSupportedOpcodes.OneCommand)" \
     sg_opcodes -o 0x7f -s 0x9 "$sg"
+# The all-commands descriptors (8 bytes each, from byte 4) whose SERVICE ACTION is non-zero while
+# SERVACTV (byte 5 bit 0) is clear.
+servactv_clear() {
+    sg_raw -r 8192 -o /tmp/rsoc "$sg" a3 0c 00 00 00 00 00 00 20 00 00 00 >/dev/null 2>&1
+    od -An -v -tu1 -w8 -j4 /tmp/rsoc | awk '$1 + $2 + $3 + $4 + $5 + $6 + $7 + $8 != 0 && $6 % 2 == 0 && $3 + $4 != 0 {
+        printf "opcode 0x%02x service action 0x%02x%02x: SERVACTV clear\n", $1, $3, $4 }'
+}
+probe "REPORT SUPPORTED OPERATION CODES lists descriptors with a non-zero SERVICE ACTION but SERVACTV clear (ReportSupportedOpcodes.SERVACTV)" \
+    servactv_clear
+# The changeable values of the control mode page (MODE SENSE(6), DBD=1, PC=01b) and its SWP bit.
+swp_changeable() {
+    sg_raw -r 64 -o /tmp/control "$sg" 1a 08 4a 00 40 00 >/dev/null 2>&1
+    od -An -v -tu1 -j4 -N12 /tmp/control | awk '{
+        printf "changeable mask:"; for (i = 1; i <= NF; i++) printf " %02x", $i
+        printf "; SWP (byte 4 bit 3) changeable: %s\n", int($5 / 8) % 2 ? "yes" : "no" }'
+}
+probe "control mode page: SWP is not changeable, so libiscsi cannot set software write protect (Sanitize.Readonly)" \
+    swp_changeable
 probe "COMPARE AND WRITE of 1 block at LBA 100 (compare 'A', write 'B') then READ: is the block 'B'? (CompareAndWrite.Simple)" \
     bash -c "head -c 512 /dev/zero | tr '\\0' A >/tmp/a; head -c 512 /dev/zero | tr '\\0' B >/tmp/b; cat /tmp/a /tmp/b >/tmp/ab
         sg_raw -s 512 -i /tmp/a $sg 8a 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep Status
@@ -67,6 +85,11 @@ probe "COMPARE AND WRITE of 1 block at LBA 100 (compare 'A', write 'B') then REA
 probe "COMPARE AND WRITE that must miscompare (block 100 holds 'B' or 'A', compare data is 'C') (CompareAndWrite.Miscompare)" \
     bash -c "head -c 512 /dev/zero | tr '\\0' C >/tmp/c; cat /tmp/c /tmp/b >/tmp/cb
         sg_raw -s 1024 -i /tmp/cb $sg 89 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep -A3 Status"
+probe "COMPARE AND WRITE with NUMBER OF LOGICAL BLOCKS 0 (libiscsi's 256 blocks: the one-byte field wraps, as the MAXIMUM COMPARE AND WRITE LENGTH 0 above leaves libiscsi to try 256) ends GOOD and writes nothing: block 100 is not 'B' afterwards (CompareAndWrite.Simple, CompareAndWrite.Miscompare)" \
+    bash -c "sg_raw -s 512 -i /tmp/a $sg 8a 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep Status
+        sg_raw -s 1024 -i /tmp/cb $sg 89 00 00 00 00 00 00 00 00 64 00 00 00 00 00 00 2>&1 | grep -A3 Status
+        sg_raw -r 512 -o /tmp/readback $sg 88 00 00 00 00 00 00 00 00 64 00 00 00 01 00 00 2>&1 | grep Status
+        od -An -c -N 8 /tmp/readback"
 disk=$(ls /sys/class/scsi_generic/${sg#/dev/}/device/block 2>/dev/null)
 probe "the kernel's transfer limits for this device (Ferry clamps Block Limits and bursts to them)" \
     bash -c "grep . /sys/block/$disk/queue/max_sectors_kb /sys/block/$disk/queue/max_hw_sectors_kb; sg_vpd -p bl $sg | grep -i 'transfer length'"
