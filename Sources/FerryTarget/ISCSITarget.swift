@@ -242,7 +242,8 @@ extension TargetContext: LoginPolicy {
         return LoginTarget(
             name: node.name, alias: node.alias, allowedInitiators: configuration.allowedInitiators,
             chap: configuration.chap.map { CHAPAccount(user: $0.user, secret: $0.secret) },
-            mutualCHAP: configuration.mutualCHAP.map { CHAPAccount(user: $0.user, secret: $0.secret) })
+            mutualCHAP: configuration.mutualCHAP.map { CHAPAccount(user: $0.user, secret: $0.secret) },
+            maximumTransferLength: node.allBackends.compactMap(\.maximumTransferLength).min())
     }
 
     /// What Ferry agrees to in negotiation, from the configured limits.

@@ -10,16 +10,21 @@ public struct LoginTarget: Sendable, Hashable {
     public var chap: CHAPAccount?
     /// The account the target answers mutual CHAP with; nil refuses mutual CHAP.
     public var mutualCHAP: CHAPAccount?
+    /// The largest transfer, in bytes, that every logical unit of the target accepts in one command (a passthrough
+    /// disk's max_hw_sectors_kb); nil when no logical unit is bounded. MaxBurstLength and FirstBurstLength are
+    /// negotiated no higher, so that no burst exceeds what the device can take.
+    public var maximumTransferLength: Int?
 
     public init(
         name: String, alias: String? = nil, allowedInitiators: [String] = [], chap: CHAPAccount? = nil,
-        mutualCHAP: CHAPAccount? = nil
+        mutualCHAP: CHAPAccount? = nil, maximumTransferLength: Int? = nil
     ) {
         self.name = name
         self.alias = alias
         self.allowedInitiators = allowedInitiators
         self.chap = chap
         self.mutualCHAP = mutualCHAP
+        self.maximumTransferLength = maximumTransferLength
     }
 
     /// Whether `initiatorName` may log in. iSCSI names compare after stringprep normalization, which folds case
@@ -476,6 +481,11 @@ public struct LoginStateMachine: Sendable {
             context.requiredCHAP = target.chap
             context.mutualCHAP = target.mutualCHAP
             context.negotiator.parameters.targetName = targetName
+            if let maximum = target.maximumTransferLength {
+                context.negotiator = OperationalNegotiator(
+                    limits: Self.limits(configuration.limits, boundedBy: maximum),
+                    parameters: context.negotiator.parameters)
+            }
         }
 
         if stage == .loginOperationalNegotiation {
@@ -531,6 +541,18 @@ public struct LoginStateMachine: Sendable {
 
     /// The declarative keys that say who logs in to what (RFC 7143 §13.4-13.6, §13.21).
     private static let identityKeys: Set<String> = ["InitiatorName", "InitiatorAlias", "TargetName", "SessionType"]
+
+    /// The negotiation limits for a target whose logical units take at most `maximumTransferLength` bytes per
+    /// command: MaxBurstLength and FirstBurstLength no higher (RFC 7143 §13.13-14 allow any value from 512).
+    static func limits(_ limits: TargetNegotiationLimits, boundedBy maximumTransferLength: Int)
+        -> TargetNegotiationLimits
+    {
+        var bounded = limits
+        let maximum = max(512, maximumTransferLength)
+        bounded.maxBurstLength = min(limits.maxBurstLength, maximum)
+        bounded.firstBurstLength = min(limits.firstBurstLength, bounded.maxBurstLength)
+        return bounded
+    }
 
     /// Keys answered by identification, authentication or the operational negotiator.
     private static func isHandledKey(_ key: String) -> Bool {

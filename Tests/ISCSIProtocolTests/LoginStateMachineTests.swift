@@ -404,6 +404,22 @@ extension LoginAction {
         #expect(action.status == .initiatorError)
     }
 
+    /// A target whose logical units take at most 128 KiB per command (a passthrough disk) negotiates no larger
+    /// bursts, whatever the portal allows; a target without such a bound keeps the portal's limits.
+    @Test(arguments: [(131_072 as Int?, "131072", "131072"), (nil, "1048576", "262144")])
+    func burstLengthsStayWithinTheTargetsTransferLimit(
+        maximumTransferLength: Int?, maxBurstLength: String, firstBurstLength: String
+    ) throws {
+        var machine = makeMachine(target: LoginTarget(name: targetName, maximumTransferLength: maximumTransferLength))
+        let action = machine.loginRequestReceived(
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase, transit: false,
+                identity + [("MaxBurstLength", "16776192"), ("FirstBurstLength", "16776192")]))
+        let answers = keys(try #require(action.response).data)
+        #expect(answers["MaxBurstLength"] == maxBurstLength)
+        #expect(answers["FirstBurstLength"] == firstBurstLength)
+    }
+
     @Test func unknownSessionType() {
         var machine = makeMachine()
         let action = machine.loginRequestReceived(
