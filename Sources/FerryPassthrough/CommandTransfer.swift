@@ -5,56 +5,6 @@ public import SCSI
 /// sg buffers and the transport its R2Ts and residuals. Commands not listed here are sized by the
 /// initiator's Expected Data Transfer Length.
 public enum CommandTransfer {
-    /// The Data-Out bytes `cdb` asks for (SBC-4 §5, SPC-4 §6), nil when not decoded here.
-    public static func dataOutLength(of cdb: CDB, blockSize: Int) -> Int? {
-        let blocks: UInt64
-        switch cdb.operationCode {
-        case OperationCode.write6:
-            blocks = cdb[4] == 0 ? 256 : UInt64(cdb[4])
-        case OperationCode.write10, OperationCode.writeAndVerify10:
-            blocks = UInt64(cdb.uint16(at: 7))
-        case OperationCode.write12, OperationCode.writeAndVerify12:
-            blocks = UInt64(cdb.uint32(at: 6))
-        case OperationCode.write16, OperationCode.writeAndVerify16, OperationCode.orWrite16:
-            blocks = UInt64(cdb.uint32(at: 10))
-        case OperationCode.compareAndWrite:
-            blocks = 2 * UInt64(cdb[13])
-        case OperationCode.verify10, OperationCode.verify12, OperationCode.verify16:
-            // > BYTCHK 01b: the verification uses the Data-Out buffer; 11b: one block of it.
-            let length: UInt64 =
-                switch cdb.operationCode {
-                case OperationCode.verify10: UInt64(cdb.uint16(at: 7))
-                case OperationCode.verify12: UInt64(cdb.uint32(at: 6))
-                default: UInt64(cdb.uint32(at: 10))
-                }
-            switch (cdb[1] >> 1) & 0x03 {
-            case 0x01: blocks = length
-            case 0x03: blocks = length == 0 ? 0 : 1
-            default: blocks = 0
-            }
-        case OperationCode.writeSame10:
-            blocks = 1
-        case OperationCode.writeSame16:
-            // > NDOB set: no Data-Out buffer.
-            blocks = cdb[1] & 0x01 != 0 ? 0 : 1
-        case OperationCode.testUnitReady, OperationCode.startStopUnit, OperationCode.synchronizeCache10,
-            OperationCode.synchronizeCache16, OperationCode.preFetch10, OperationCode.preFetch16,
-            OperationCode.reserve6, OperationCode.release6, OperationCode.preventAllowMediumRemoval:
-            return 0
-        case OperationCode.modeSelect6:
-            return Int(cdb[4])
-        case OperationCode.modeSelect10, OperationCode.unmap, OperationCode.reserve10, OperationCode.release10:
-            return Int(cdb.uint16(at: 7))
-        case OperationCode.persistentReserveOut:
-            return Int(cdb.uint32(at: 5))
-        case OperationCode.extendedCopy:
-            return Int(cdb.uint32(at: 10))
-        default:
-            return nil
-        }
-        return Int(clamping: blocks.multipliedReportingOverflow(by: UInt64(blockSize)).partialValue)
-    }
-
     /// The Data-In bytes `cdb` can return: the transfer length of a READ, the ALLOCATION LENGTH of
     /// the common SPC commands; nil when not decoded here.
     public static func dataInLength(of cdb: CDB, blockSize: Int) -> Int? {
@@ -94,7 +44,7 @@ public enum CommandTransfer {
         cdb: ByteBuffer, blocks: Int
     )? {
         let view = CDB(cdb)
-        guard let asked = dataOutLength(of: view, blockSize: blockSize), received < asked else { return nil }
+        guard let asked = view.dataOutLength(blockSize: blockSize), received < asked else { return nil }
         let offset: Int
         let width: Int
         switch view.operationCode {

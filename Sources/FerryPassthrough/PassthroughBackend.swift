@@ -120,7 +120,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
     public var taskAbortedStatus: Bool { false }
 
     public func dataOutLength(for cdb: ByteBuffer) -> Int? {
-        CommandTransfer.dataOutLength(of: CDB(cdb), blockSize: identity.blockSize)
+        CDB(cdb).dataOutLength(blockSize: identity.blockSize)
     }
 
     public func pendingUnitAttention(for nexus: ITNexus) -> (senseKey: SenseKey, code: AdditionalSenseCode)? {
@@ -216,7 +216,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
         var bytes = request.cdb.getSlice(at: request.cdb.readerIndex, length: length)!
         let direction: SGCommand.Direction
         var transfer = 0
-        let asked = CommandTransfer.dataOutLength(of: cdb, blockSize: blockSize)
+        let asked = cdb.dataOutLength(blockSize: blockSize)
         if request.dataOut.readableBytes > 0 || (asked ?? 0) > 0 {
             var dataOut = request.dataOut
             if let shortened = CommandTransfer.shortenedWrite(

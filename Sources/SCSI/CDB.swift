@@ -81,3 +81,62 @@ extension SCSIResult {
         return SCSIResult(status: .good, dataIn: buffer)
     }
 }
+
+extension CDB {
+    /// The Data-Out bytes this command asks the initiator for (SBC-4 §5, SPC-4 §6): the blocks of
+    /// a WRITE, VERIFY with BYTCHK, WRITE SAME or COMPARE AND WRITE, or the PARAMETER LIST LENGTH of
+    /// the commands that carry one. Commands that move no Data-Out give 0; nil means the operation
+    /// code is not decoded here, and the caller decides (a device that knows it, or the initiator's
+    /// Expected Data Transfer Length).
+    public func dataOutLength(blockSize: Int) -> Int? {
+        let blocks: UInt64
+        switch operationCode {
+        case OperationCode.write6:
+            blocks = self[4] == 0 ? 256 : UInt64(self[4])
+        case OperationCode.write10, OperationCode.writeAndVerify10:
+            blocks = UInt64(uint16(at: 7))
+        case OperationCode.write12, OperationCode.writeAndVerify12:
+            blocks = UInt64(uint32(at: 6))
+        case OperationCode.write16, OperationCode.writeAndVerify16, OperationCode.orWrite16:
+            blocks = UInt64(uint32(at: 10))
+        case OperationCode.writeAtomic16:
+            blocks = UInt64(uint16(at: 12))
+        case OperationCode.compareAndWrite:
+            blocks = 2 * UInt64(self[13])
+        case OperationCode.verify10, OperationCode.verify12, OperationCode.verify16:
+            let length: UInt64 =
+                switch operationCode {
+                case OperationCode.verify10: UInt64(uint16(at: 7))
+                case OperationCode.verify12: UInt64(uint32(at: 6))
+                default: UInt64(uint32(at: 10))
+                }
+            // > BYTCHK 01b: the verification uses the Data-Out buffer; 11b: one block of it.
+            switch (self[1] >> 1) & 0x03 {
+            case 0x01: blocks = length
+            case 0x03: blocks = length == 0 ? 0 : 1
+            default: blocks = 0
+            }
+        case OperationCode.writeSame10:
+            blocks = 1
+        case OperationCode.writeSame16:
+            // > NDOB set: no Data-Out buffer.
+            blocks = self[1] & 0x01 != 0 ? 0 : 1
+        case OperationCode.testUnitReady, OperationCode.startStopUnit, OperationCode.synchronizeCache10,
+            OperationCode.synchronizeCache16, OperationCode.preFetch10, OperationCode.preFetch16,
+            OperationCode.reserve6, OperationCode.release6, OperationCode.preventAllowMediumRemoval:
+            return 0
+        case OperationCode.modeSelect6:
+            return Int(self[4])
+        case OperationCode.modeSelect10, OperationCode.unmap, OperationCode.sanitize, OperationCode.reserve10,
+            OperationCode.release10:
+            return Int(uint16(at: 7))
+        case OperationCode.persistentReserveOut:
+            return Int(uint32(at: 5))
+        case OperationCode.extendedCopy:
+            return Int(uint32(at: 10))
+        default:
+            return nil
+        }
+        return Int(clamping: blocks.multipliedReportingOverflow(by: UInt64(blockSize)).partialValue)
+    }
+}

@@ -184,50 +184,7 @@ public final class EmulatedBlockDevice: Sendable {
     /// buffer), or nil for an operation code the device does not know.
     public func dataOutLength(for cdb: ByteBuffer) -> Int? {
         let cdb = CDB(cdb)
-        let blocks: UInt64
-        switch cdb.operationCode {
-        case OperationCode.write6:
-            blocks = cdb[4] == 0 ? 256 : UInt64(cdb[4])
-        case OperationCode.write10, OperationCode.writeAndVerify10:
-            blocks = UInt64(cdb.uint16(at: 7))
-        case OperationCode.write12, OperationCode.writeAndVerify12:
-            blocks = UInt64(cdb.uint32(at: 6))
-        case OperationCode.write16, OperationCode.writeAndVerify16, OperationCode.orWrite16:
-            blocks = UInt64(cdb.uint32(at: 10))
-        case OperationCode.writeAtomic16:
-            blocks = UInt64(cdb.uint16(at: 12))
-        case OperationCode.compareAndWrite:
-            blocks = 2 * UInt64(cdb[13])
-        case OperationCode.verify10, OperationCode.verify12, OperationCode.verify16:
-            let lengthField: UInt64 =
-                switch cdb.operationCode {
-                case OperationCode.verify10: UInt64(cdb.uint16(at: 7))
-                case OperationCode.verify12: UInt64(cdb.uint32(at: 6))
-                default: UInt64(cdb.uint32(at: 10))
-                }
-            switch (cdb[1] >> 1) & 0x03 {
-            case 0x01: blocks = lengthField
-            case 0x03: blocks = lengthField == 0 ? 0 : 1
-            default: blocks = 0
-            }
-        case OperationCode.writeSame10:
-            blocks = 1
-        case OperationCode.writeSame16:
-            blocks = cdb[1] & 0x01 != 0 ? 0 : 1
-        case OperationCode.modeSelect6:
-            return Int(cdb[4])
-        case OperationCode.unmap, OperationCode.modeSelect10, OperationCode.sanitize:
-            return Int(cdb.uint16(at: 7))
-        case OperationCode.persistentReserveOut:
-            return Int(cdb.uint32(at: 5))
-        case OperationCode.extendedCopy:
-            return Int(cdb.uint32(at: 10))
-        case OperationCode.reserve10, OperationCode.release10:
-            return Int(cdb.uint16(at: 7))
-        default:
-            return lookUp(cdb) == nil ? nil : 0
-        }
-        return Int(clamping: blocks.multipliedReportingOverflow(by: UInt64(blockSize)).partialValue)
+        return cdb.dataOutLength(blockSize: blockSize) ?? (lookUp(cdb) == nil ? nil : 0)
     }
 
     /// Runs one command. Never throws and never crashes on malformed input: every failure is a

@@ -11,15 +11,15 @@ import Testing
 
     @Test func dataOutLengths() {
         #expect(
-            CommandTransfer.dataOutLength(of: cdb([0x2a, 0, 0, 0, 0, 0, 0, 0x00, 0x08, 0]), blockSize: 512) == 4096)
-        #expect(CommandTransfer.dataOutLength(of: cdb([0x0a, 0, 0, 0, 0, 0]), blockSize: 512) == 256 * 512)
+            cdb([0x2a, 0, 0, 0, 0, 0, 0, 0x00, 0x08, 0]).dataOutLength(blockSize: 512) == 4096)
+        #expect(cdb([0x0a, 0, 0, 0, 0, 0]).dataOutLength(blockSize: 512) == 256 * 512)
         var write16 = [UInt8](repeating: 0, count: 16)
         write16[0] = 0x8a
         write16[13] = 0x02
-        #expect(CommandTransfer.dataOutLength(of: cdb(write16), blockSize: 4096) == 8192)
-        #expect(CommandTransfer.dataOutLength(of: cdb([0x00, 0, 0, 0, 0, 0]), blockSize: 512) == 0)
-        #expect(CommandTransfer.dataOutLength(of: cdb([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]), blockSize: 512) == 24)
-        #expect(CommandTransfer.dataOutLength(of: cdb([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]), blockSize: 512) == nil)
+        #expect(cdb(write16).dataOutLength(blockSize: 4096) == 8192)
+        #expect(cdb([0x00, 0, 0, 0, 0, 0]).dataOutLength(blockSize: 512) == 0)
+        #expect(cdb([0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]).dataOutLength(blockSize: 512) == 24)
+        #expect(cdb([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]).dataOutLength(blockSize: 512) == nil)
     }
 
     @Test func compareAndWriteAndVerifyDataOut() {
@@ -27,19 +27,19 @@ import Testing
         var compareAndWrite = [UInt8](repeating: 0, count: 16)
         compareAndWrite[0] = 0x89
         compareAndWrite[13] = 3
-        #expect(CommandTransfer.dataOutLength(of: cdb(compareAndWrite), blockSize: 512) == 2 * 3 * 512)
+        #expect(cdb(compareAndWrite).dataOutLength(blockSize: 512) == 2 * 3 * 512)
         // > SBC-4: a NUMBER OF LOGICAL BLOCKS of zero is not an error; nothing is transferred.
         compareAndWrite[13] = 0
-        #expect(CommandTransfer.dataOutLength(of: cdb(compareAndWrite), blockSize: 512) == 0)
+        #expect(cdb(compareAndWrite).dataOutLength(blockSize: 512) == 0)
         // VERIFY(16) of 4 blocks: BYTCHK 00b none, 01b every block, 11b one block.
         var verify16 = [UInt8](repeating: 0, count: 16)
         verify16[0] = 0x8f
         verify16[13] = 4
-        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 0)
+        #expect(cdb(verify16).dataOutLength(blockSize: 512) == 0)
         verify16[1] = 0x02
-        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 4 * 512)
+        #expect(cdb(verify16).dataOutLength(blockSize: 512) == 4 * 512)
         verify16[1] = 0x06
-        #expect(CommandTransfer.dataOutLength(of: cdb(verify16), blockSize: 512) == 512)
+        #expect(cdb(verify16).dataOutLength(blockSize: 512) == 512)
     }
 
     @Test func dataInLengths() {
