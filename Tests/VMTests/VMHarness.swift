@@ -74,7 +74,8 @@ enum VirtualMachine {
     /// Boots a VM that runs `guest/<script>` with `arguments` and `environment` (as bash, in /tmp,
     /// as root), and returns when the guest has powered off or `timeout` has passed; then qemu is
     /// killed. The script sees `$FERRY_RESULTS` (a writable directory shared with the host),
-    /// `$FERRY_GUEST` (the guest scripts) and `$FERRYD` when `ferryd` is given. The script is
+    /// `$FERRY_GUEST` (the guest scripts) and `$FERRYD` (a copy on the results share) when
+    /// `environment` names one. The script is
     /// stopped inside the guest 25 s before `timeout`, so that dmesg is still saved.
     ///
     /// `forwardedPorts` maps host loopback ports to guest ports through qemu's user-mode network
@@ -103,6 +104,14 @@ enum VirtualMachine {
         var exports = environment
         exports["FERRY_RESULTS"] = "/ferry-results"
         exports["FERRY_GUEST"] = "/ferry-results/guest"
+        // The guest sees the host's / but mounts its own tmpfs on /tmp, where a checkout (CI's
+        // clone, say) may live; and a ferryd rebuilt during the run must not change under the
+        // guest. So the guest runs a copy on the results share.
+        if let ferryd = environment["FERRYD"] {
+            try FileManager.default.copyItem(
+                at: URL(fileURLWithPath: ferryd), to: results.appendingPathComponent("ferryd"))
+            exports["FERRYD"] = "/ferry-results/ferryd"
+        }
         let job =
             exports.sorted { $0.key < $1.key }.map { "export \($0.key)=\(shellQuoted($0.value))\n" }.joined()
             + "cd /tmp\nexec bash /ferry-results/guest/\(shellQuoted(script))"
