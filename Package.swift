@@ -175,14 +175,21 @@ let package = Package(
             name: "FerryConfigTests",
             dependencies: ["FerryConfig"]
         ),
+        // Reading iscsi-test-cu's output and its known-failures ratchet, for both suites that run it.
+        .target(
+            name: "ConformanceReporting",
+            path: "Tests/ConformanceReporting"
+        ),
         .testTarget(
             name: "IntegrationTests",
+            dependencies: ["ConformanceReporting"],
             exclude: ["conformance-known-failures.txt"]
         ),
         // Real SCSI devices: boots Debian's kernel with scsi_debug under qemu (TCG) and runs
         // ferryd, iscsi-test-cu and open-iscsi inside it. The guest scripts are resources.
         .testTarget(
             name: "VMTests",
+            dependencies: ["ConformanceReporting"],
             exclude: ["guest", "passthrough-known-failures.txt"]
         ),
     ],

@@ -1,3 +1,4 @@
+import ConformanceReporting
 import Foundation
 import Testing
 
@@ -9,6 +10,10 @@ extension AgainstFerryd {
     /// libiscsi's conformance suite (`iscsi-test-cu`) against a real ferryd, with a ratchet
     /// (`conformance-known-failures.txt`) of the failures Ferry still causes.
     @Suite struct ConformanceTests {
+        /// The ratchet of the emulated disk.
+        static let ratchetFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("conformance-known-failures.txt")
+
         @Test func scsiFamily() async throws {
             try await runFamily("SCSI")
         }
@@ -31,7 +36,7 @@ extension AgainstFerryd {
         /// rest of the family runs against a fresh ferryd.
         private func runFamily(_ family: String) async throws {
             let tool = try ExternalTool.locate("iscsi-test-cu")
-            let knownFailures = try KnownFailures.load()
+            let knownFailures = try KnownFailures.load(from: Self.ratchetFile)
             let listing = try await ExternalTool.run(tool, ["-l"], timeout: .seconds(30))
             let suites = listing.output.split(separator: "\n").map(String.init).filter {
                 $0.hasPrefix(family + ".") && $0.split(separator: ".").count == 2
@@ -166,7 +171,7 @@ extension AgainstFerryd {
                 SCSI.Read10.Simple  # fixed since
                 SCSI.Read10.Gone
                 iSCSI.iSCSIdatasn.iSCSIDataSnInvalid  # other family
-                """)
+                """, file: AgainstFerryd.ConformanceTests.ratchetFile)
         #expect(
             known.violations(in: report, family: "SCSI") == [
                 "new failure SCSI.Read10.BeyondEol: 1. test_read10_beyond_eol.c:98  - CU_ASSERT_NOT_EQUAL(ret,0)",

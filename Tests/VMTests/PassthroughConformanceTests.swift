@@ -1,3 +1,4 @@
+import ConformanceReporting
 import Foundation
 import Testing
 
@@ -6,6 +7,10 @@ extension InVirtualMachine {
     /// ferryd exporting scsi_debug's /dev/sgN through the sg backend, all inside one VM
     /// (guest/conformance.sh), with the ratchet passthrough-known-failures.txt.
     @Suite struct PassthroughConformanceTests {
+        /// The ratchet of the passthrough LUN: every reason names a scsi_debug behaviour or a Ferry bug.
+        static let ratchetFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("passthrough-known-failures.txt")
+
         /// How long one suite may take under TCG before it counts as hung. CompareAndWrite, Verify10
         /// and Verify16 send hundreds of commands of up to 256 blocks and take 110 to 200 s on a
         /// loaded host; at 150 s they were cut off mid-test and looked hung.
@@ -14,14 +19,14 @@ extension InVirtualMachine {
         static let timeout = Duration.seconds(2700)
 
         @Test func scsiFamily() async throws {
-            let knownFailures = try KnownFailures.load()
+            let knownFailures = try KnownFailures.load(from: Self.ratchetFile)
             // A reason names the scsi_debug behaviour behind the failure, or starts with "Ferry:" and
             // says which Ferry bug causes it (unfinished work, listed honestly until fixed).
             for (name, reason) in knownFailures.reasons
             where !reason.contains("scsi_debug") && !reason.hasPrefix("Ferry:") {
                 Issue.record(
                     """
-                    \(name) in \(KnownFailures.file.lastPathComponent) names neither a scsi_debug behaviour nor a \
+                    \(name) in \(knownFailures.file.lastPathComponent) names neither a scsi_debug behaviour nor a \
                     Ferry bug: \(reason)
                     """)
             }

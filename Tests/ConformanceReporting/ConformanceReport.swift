@@ -16,37 +16,42 @@ import Foundation
 /// a line; what the test printed comes before it, what the suite printed afterwards after it. A
 /// test that passed after printing `[SKIPPED]` was skipped. A suite whose initialization failed
 /// runs no test and counts as one failed test named `FAMILY.Suite.(initialization)`.
-struct ConformanceReport {
-    enum Outcome: Equatable {
+public struct ConformanceReport {
+    public enum Outcome: Equatable {
         case passed
         case skipped(reason: String)
         case failed(reason: String)
     }
 
-    struct Result: Equatable {
+    public struct Result: Equatable {
         /// `FAMILY.Suite.Test`, as `iscsi-test-cu -l` names it.
-        var name: String
-        var outcome: Outcome
+        public var name: String
+        public var outcome: Outcome
+
+        public init(name: String, outcome: Outcome) {
+            self.name = name
+            self.outcome = outcome
+        }
     }
 
-    var results: [Result] = []
+    public var results: [Result] = []
     /// Whether the output reached CUnit's "Run Summary": false when iscsi-test-cu died or was killed.
-    var finished = false
+    public var finished = false
 
-    var passed: [String] { results.filter { $0.outcome == .passed }.map(\.name) }
-    var skipped: [Result] { results.filter { if case .skipped = $0.outcome { true } else { false } } }
-    var failed: [Result] { results.filter { if case .failed = $0.outcome { true } else { false } } }
+    public var passed: [String] { results.filter { $0.outcome == .passed }.map(\.name) }
+    public var skipped: [Result] { results.filter { if case .skipped = $0.outcome { true } else { false } } }
+    public var failed: [Result] { results.filter { if case .failed = $0.outcome { true } else { false } } }
 
     /// An empty report, to gather the reports of several runs in.
-    init() { finished = true }
+    public init() { finished = true }
 
     /// Adds the results of another run; the whole is finished only when every part is.
-    mutating func append(_ other: ConformanceReport) {
+    public mutating func append(_ other: ConformanceReport) {
         results += other.results
         finished = finished && other.finished
     }
 
-    init(output: String, family: String) {
+    public init(output: String, family: String) {
         var suite = ""
         var current: (name: String, lines: [Substring])?
         func finish() {
@@ -81,7 +86,7 @@ struct ConformanceReport {
     }
 
     /// The reason given for the test that was running when iscsi-test-cu stopped.
-    static let noResult = "no result: iscsi-test-cu stopped during this test"
+    public static let noResult = "no result: iscsi-test-cu stopped during this test"
 
     private static func result(name: String, lines: [Substring]) -> Result {
         guard let end = lines.firstIndex(where: { $0.hasPrefix("passed") || $0.hasPrefix("FAILED") }) else {
@@ -103,16 +108,15 @@ struct ConformanceReport {
     }
 }
 
-/// The ratchet: tests that fail because of Ferry today, one `FAMILY.Suite.Test  # reason` a line.
-/// A failure not listed fails the suite, and so does a listed test that no longer fails, so the
-/// list only shrinks.
-struct KnownFailures {
-    var reasons: [String: String] = [:]
+/// A ratchet: tests that fail today, one `FAMILY.Suite.Test  # reason` a line. A failure not
+/// listed fails the suite, and so does a listed test that no longer fails, so the list only shrinks.
+public struct KnownFailures {
+    public var reasons: [String: String] = [:]
+    /// The list's file, named in the violations.
+    public let file: URL
 
-    static let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("conformance-known-failures.txt")
-
-    init(text: String) {
+    public init(text: String, file: URL) {
+        self.file = file
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)
             let name = parts[0].trimmingCharacters(in: .whitespaces)
@@ -121,16 +125,16 @@ struct KnownFailures {
         }
     }
 
-    static func load() throws -> KnownFailures {
+    public static func load(from file: URL) throws -> KnownFailures {
         do {
-            return KnownFailures(text: try String(contentsOf: file, encoding: .utf8))
+            return KnownFailures(text: try String(contentsOf: file, encoding: .utf8), file: file)
         } catch {
-            throw IntegrationFailure("cannot read the ratchet file \(file.path): \(error)")
+            throw RatchetFileError(description: "cannot read the ratchet file \(file.path): \(error)")
         }
     }
 
     /// The problems that fail the conformance test for `report`; empty when it meets the ratchet.
-    func violations(in report: ConformanceReport, family: String) -> [String] {
+    public func violations(in report: ConformanceReport, family: String) -> [String] {
         var violations: [String] = []
         for failure in report.failed where reasons[failure.name] == nil {
             if case .failed(let reason) = failure.outcome {
@@ -142,12 +146,17 @@ struct KnownFailures {
             switch ran[name] {
             case .failed: break
             case .passed, .skipped:
-                violations.append("\(name) no longer fails: remove it from \(Self.file.lastPathComponent)")
+                violations.append("\(name) no longer fails: remove it from \(file.lastPathComponent)")
             case nil where report.finished:
-                violations.append("\(name) is listed in \(Self.file.lastPathComponent) but did not run")
+                violations.append("\(name) is listed in \(file.lastPathComponent) but did not run")
             case nil: break
             }
         }
         return violations
     }
+}
+
+/// The ratchet file could not be read.
+public struct RatchetFileError: Error, CustomStringConvertible {
+    public var description: String
 }
