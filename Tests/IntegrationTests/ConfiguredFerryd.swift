@@ -95,20 +95,7 @@ final class ConfiguredFerryd {
 
     /// SIGTERM, then SIGKILL after 15 s; the exit status, nil when it had to be killed.
     private func stop() async -> Int32? {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(15)
-            while process.isRunning && ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-                return nil
-            }
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+        await process.terminate(within: .seconds(15))
     }
 
     /// A `[[target]]` table with a 16 MiB sparse LUN 0 in `directory`; `extra` lines go into the target table.

@@ -110,20 +110,7 @@ final class FerrydProcess {
     /// to be killed. Removes the temporary directory.
     func stop() async -> Int32? {
         defer { try? FileManager.default.removeItem(at: directory) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(15)
-            while process.isRunning && ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-                return nil
-            }
-        }
-        process.waitUntilExit()
-        return process.terminationStatus
+        return await process.terminate(within: .seconds(15))
     }
 
     /// Runs `body` against a fresh ferryd, which is always stopped afterwards. Fails when ferryd
@@ -224,4 +211,24 @@ final class FerrydProcess {
     #else
     private static let socketStreamType = SOCK_STREAM
     #endif
+}
+
+extension Process {
+    /// SIGTERM, then SIGKILL once `grace` has passed; the exit status, nil when it had to be killed.
+    func terminate(within grace: Duration) async -> Int32? {
+        if isRunning {
+            kill(processIdentifier, SIGTERM)
+            let deadline = ContinuousClock.now + grace
+            while isRunning && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            if isRunning {
+                kill(processIdentifier, SIGKILL)
+                waitUntilExit()
+                return nil
+            }
+        }
+        waitUntilExit()
+        return terminationStatus
+    }
 }
