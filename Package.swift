@@ -180,9 +180,20 @@ let package = Package(
             name: "ConformanceReporting",
             path: "Tests/ConformanceReporting"
         ),
+        // A raw iSCSI initiator written from RFC 7143 alone, for tests that drive exact PDU sequences.
+        .target(
+            name: "RawISCSI",
+            path: "Tests/RawISCSI"
+        ),
+        // Task management scenarios against a real device, run inside the VM test bed (Tests/VMTests).
+        .executableTarget(
+            name: "TMFProbe",
+            dependencies: ["RawISCSI"],
+            path: "Tests/TMFProbe"
+        ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ConformanceReporting"],
+            dependencies: ["ConformanceReporting", "RawISCSI"],
             exclude: ["conformance-known-failures.txt"]
         ),
         // Real SCSI devices: boots Debian's kernel with scsi_debug under qemu (TCG) and runs

@@ -1,4 +1,5 @@
 import Foundation
+import RawISCSI
 import Testing
 
 #if canImport(Glibc)

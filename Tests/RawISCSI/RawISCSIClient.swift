@@ -4,31 +4,42 @@ import Foundation
 import Glibc
 #endif
 
+/// An error that says what went wrong; swift-testing prints it as is.
+public struct RawISCSIFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
 /// A PDU as it came off the wire: the 48-byte BHS and the data segment without padding.
-struct RawPDU {
-    var header: [UInt8]
-    var data: [UInt8]
+public struct RawPDU: Sendable {
+    public var header: [UInt8]
+    public var data: [UInt8]
+
+    public init(header: [UInt8], data: [UInt8]) {
+        self.header = header
+        self.data = data
+    }
 
     /// The opcode without the I bit.
-    var opcode: UInt8 { header[0] & 0x3f }
-    var flags: UInt8 { header[1] }
-    var initiatorTaskTag: UInt32 { Self.uint32(header, at: 16) }
-    var statSN: UInt32 { Self.uint32(header, at: 24) }
-    var expCmdSN: UInt32 { Self.uint32(header, at: 28) }
+    public var opcode: UInt8 { header[0] & 0x3f }
+    public var flags: UInt8 { header[1] }
+    public var initiatorTaskTag: UInt32 { Self.uint32(header, at: 16) }
+    public var statSN: UInt32 { Self.uint32(header, at: 24) }
+    public var expCmdSN: UInt32 { Self.uint32(header, at: 28) }
     /// Login Response: Status-Class and Status-Detail (RFC 7143 §11.13.5).
-    var loginStatus: (statusClass: UInt8, statusDetail: UInt8) { (header[36], header[37]) }
+    public var loginStatus: (statusClass: UInt8, statusDetail: UInt8) { (header[36], header[37]) }
     /// Reject: the reason code (RFC 7143 §11.17.1).
-    var rejectReason: UInt8 { header[2] }
+    public var rejectReason: UInt8 { header[2] }
     /// The key=value pairs of a text data segment, in order.
-    var keys: [(key: String, value: String)] { Self.textKeys(data) }
+    public var keys: [(key: String, value: String)] { Self.textKeys(data) }
 
-    func value(_ key: String) -> String? { keys.first { $0.key == key }?.value }
+    public func value(_ key: String) -> String? { keys.first { $0.key == key }?.value }
 
-    static func uint32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
+    public static func uint32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
         bytes[offset..<offset + 4].reduce(0) { $0 << 8 | UInt32($1) }
     }
 
-    static func textKeys(_ data: [UInt8]) -> [(key: String, value: String)] {
+    public static func textKeys(_ data: [UInt8]) -> [(key: String, value: String)] {
         data.split(separator: 0).compactMap { pair in
             guard let equals = pair.firstIndex(of: UInt8(ascii: "=")) else { return nil }
             return (
@@ -39,59 +50,67 @@ struct RawPDU {
 }
 
 /// Opcodes as RFC 7143 §11.1.1.1 numbers them.
-enum RawOpcode {
-    static let nopOut: UInt8 = 0x00
-    static let scsiCommand: UInt8 = 0x01
-    static let loginRequest: UInt8 = 0x03
-    static let textRequest: UInt8 = 0x04
-    static let nopIn: UInt8 = 0x20
-    static let scsiResponse: UInt8 = 0x21
-    static let loginResponse: UInt8 = 0x23
-    static let textResponse: UInt8 = 0x24
-    static let reject: UInt8 = 0x3f
+public enum RawOpcode {
+    public static let nopOut: UInt8 = 0x00
+    public static let scsiCommand: UInt8 = 0x01
+    public static let loginRequest: UInt8 = 0x03
+    public static let textRequest: UInt8 = 0x04
+    public static let nopIn: UInt8 = 0x20
+    public static let scsiResponse: UInt8 = 0x21
+    public static let loginResponse: UInt8 = 0x23
+    public static let textResponse: UInt8 = 0x24
+    public static let reject: UInt8 = 0x3f
 }
 
 /// How an initiator authenticates in a raw login.
-struct RawCHAP {
-    var algorithm: UInt8
-    var user: String
-    var secret: String
+public struct RawCHAP {
+    public var algorithm: UInt8
+    public var user: String
+    public var secret: String
     /// For mutual CHAP: the target's expected name and secret.
-    var target: (user: String, secret: String)?
+    public var target: (user: String, secret: String)?
+
+    public init(algorithm: UInt8, user: String, secret: String, target: (user: String, secret: String)? = nil) {
+        self.algorithm = algorithm
+        self.user = user
+        self.secret = secret
+        self.target = target
+    }
 }
 
 /// What a raw login ended with.
-struct RawLoginResult {
+public struct RawLoginResult {
     /// The last Login Response.
-    var response: RawPDU
+    public var response: RawPDU
     /// Every key the target sent during the login.
-    var keys: [(key: String, value: String)]
+    public var keys: [(key: String, value: String)]
     /// For mutual CHAP: whether the target proved the expected secret (nil when not asked).
-    var targetVerified: Bool?
+    public var targetVerified: Bool?
 
-    var succeeded: Bool { response.loginStatus == (0, 0) && response.flags & 0x83 == 0x83 }
-    func value(_ key: String) -> String? { keys.last { $0.key == key }?.value }
+    public var succeeded: Bool { response.loginStatus == (0, 0) && response.flags & 0x83 == 0x83 }
+    public func value(_ key: String) -> String? { keys.last { $0.key == key }?.value }
 }
 
 /// A blocking-socket iSCSI initiator written from RFC 7143 alone (it imports nothing of Ferry): it builds BHSs
 /// byte by byte, so that the tests check Ferry against the standard rather than against its own codec.
-final class RawISCSIClient {
+public final class RawISCSIClient {
     private let descriptor: Int32
     private var receiveBuffer: [UInt8] = []
-    private(set) var headerDigest = false
-    private(set) var dataDigest = false
-    let isid: [UInt8]
+    public private(set) var headerDigest = false
+    public private(set) var dataDigest = false
+    public let isid: [UInt8]
     private var initiatorTaskTag: UInt32 = 1
-    private(set) var cmdSN: UInt32 = 1
-    private(set) var expStatSN: UInt32 = 0
-    private(set) var tsih: UInt16 = 0
+    /// The CmdSN of the next non-immediate command: whoever sends one advances it.
+    public var cmdSN: UInt32 = 1
+    public private(set) var expStatSN: UInt32 = 0
+    public private(set) var tsih: UInt16 = 0
     /// The MaxRecvDataSegmentLength the target declared during login.
-    private(set) var targetMaxRecvDataSegmentLength = 8192
+    public private(set) var targetMaxRecvDataSegmentLength = 8192
 
     /// Connects to 127.0.0.1:`port`; every receive gives up after `timeout`. `isid` defaults to a random one.
-    init(port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10)) throws {
+    public init(port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10)) throws {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw IntegrationFailure("socket() failed: errno \(errno)") }
+        guard descriptor >= 0 else { throw RawISCSIFailure("socket() failed: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
@@ -103,7 +122,7 @@ final class RawISCSIClient {
         }
         guard connected else {
             close(descriptor)
-            throw IntegrationFailure("cannot connect to 127.0.0.1:\(port): errno \(errno)")
+            throw RawISCSIFailure("cannot connect to 127.0.0.1:\(port): errno \(errno)")
         }
         var interval = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
@@ -116,19 +135,19 @@ final class RawISCSIClient {
 
     // MARK: Bytes
 
-    func send(_ bytes: [UInt8]) throws {
+    public func send(_ bytes: [UInt8]) throws {
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes {
                 Glibc.send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
             }
-            guard written > 0 else { throw IntegrationFailure("send failed: errno \(errno)") }
+            guard written > 0 else { throw RawISCSIFailure("send failed: errno \(errno)") }
             offset += written
         }
     }
 
     /// Half-closes nothing: shuts the whole socket so that the target sees EOF.
-    func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
+    public func shutdown() { _ = Glibc.shutdown(descriptor, Int32(SHUT_RDWR)) }
 
     /// Reads exactly `count` bytes; nil at EOF (or a reset).
     private func receive(_ count: Int) throws -> [UInt8]? {
@@ -138,10 +157,10 @@ final class RawISCSIClient {
             if read == 0 { return nil }
             if read < 0 {
                 if errno == EAGAIN || errno == EWOULDBLOCK {
-                    throw IntegrationFailure("no answer from the target in time")
+                    throw RawISCSIFailure("no answer from the target in time")
                 }
                 if errno == ECONNRESET { return nil }
-                throw IntegrationFailure("recv failed: errno \(errno)")
+                throw RawISCSIFailure("recv failed: errno \(errno)")
             }
             receiveBuffer += chunk[..<read]
         }
@@ -151,14 +170,14 @@ final class RawISCSIClient {
     }
 
     /// The next PDU, or nil when the target closed the connection. Checks digests when they are on.
-    func receivePDU() throws -> RawPDU? {
+    public func receivePDU() throws -> RawPDU? {
         guard let header = try receive(48) else { return nil }
         let ahsLength = Int(header[4]) * 4
         if ahsLength > 0, try receive(ahsLength) == nil { return nil }
         if headerDigest {
             guard let digest = try receive(4) else { return nil }
             guard RawPDU.uint32(digest, at: 0) == CRC32C.checksum(header) else {
-                throw IntegrationFailure("target sent a wrong header digest")
+                throw RawISCSIFailure("target sent a wrong header digest")
             }
         }
         let length = Int(header[5]) << 16 | Int(header[6]) << 8 | Int(header[7])
@@ -169,7 +188,7 @@ final class RawISCSIClient {
             if dataDigest {
                 guard let digest = try receive(4) else { return nil }
                 guard RawPDU.uint32(digest, at: 0) == CRC32C.checksum(padded) else {
-                    throw IntegrationFailure("target sent a wrong data digest")
+                    throw RawISCSIFailure("target sent a wrong data digest")
                 }
             }
         }
@@ -180,14 +199,29 @@ final class RawISCSIClient {
         return pdu
     }
 
+    /// The next PDU if one starts arriving within `timeout`, nil if none does; fails when the target closed the
+    /// connection. A PDU that has begun to arrive is read whole (under the receive timeout of `init`).
+    public func receivePDU(within timeout: Duration) throws -> RawPDU? {
+        if receiveBuffer.isEmpty {
+            var descriptorToPoll = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            let milliseconds = Int32(clamping: timeout.components.seconds * 1000
+                + timeout.components.attoseconds / 1_000_000_000_000_000)
+            let ready = poll(&descriptorToPoll, 1, max(0, milliseconds))
+            if ready < 0 && errno != EINTR { throw RawISCSIFailure("poll failed: errno \(errno)") }
+            if ready <= 0 { return nil }
+        }
+        guard let pdu = try receivePDU() else { throw RawISCSIFailure("the target closed the connection") }
+        return pdu
+    }
+
     /// The next PDU; fails when the target closed the connection instead.
-    func expectPDU() throws -> RawPDU {
-        guard let pdu = try receivePDU() else { throw IntegrationFailure("the target closed the connection") }
+    public func expectPDU() throws -> RawPDU {
+        guard let pdu = try receivePDU() else { throw RawISCSIFailure("the target closed the connection") }
         return pdu
     }
 
     /// Whether the target closes the connection (after any PDUs it still sends, which are returned).
-    func drainUntilClosed() throws -> [RawPDU] {
+    public func drainUntilClosed() throws -> [RawPDU] {
         var received: [RawPDU] = []
         while let pdu = try receivePDU() { received.append(pdu) }
         return received
@@ -196,7 +230,7 @@ final class RawISCSIClient {
     // MARK: Building PDUs
 
     /// A BHS with the opcode (and I bit), flags, ITT and the common sequence fields at bytes 24-31.
-    func header(opcode: UInt8, immediate: Bool = false, flags: UInt8, initiatorTaskTag: UInt32) -> [UInt8] {
+    public func header(opcode: UInt8, immediate: Bool = false, flags: UInt8, initiatorTaskTag: UInt32) -> [UInt8] {
         var header = [UInt8](repeating: 0, count: 48)
         header[0] = opcode | (immediate ? 0x40 : 0)
         header[1] = flags
@@ -207,7 +241,7 @@ final class RawISCSIClient {
     }
 
     /// The bytes of a whole PDU: header (with its digest), padded data (with its digest).
-    func encode(header: [UInt8], data: [UInt8] = []) -> [UInt8] {
+    public func encode(header: [UInt8], data: [UInt8] = []) -> [UInt8] {
         var header = header
         header[5] = UInt8(truncatingIfNeeded: data.count >> 16)
         header[6] = UInt8(truncatingIfNeeded: data.count >> 8)
@@ -222,27 +256,27 @@ final class RawISCSIClient {
         return bytes
     }
 
-    func nextTaskTag() -> UInt32 {
+    public func nextTaskTag() -> UInt32 {
         initiatorTaskTag &+= 1
         return initiatorTaskTag
     }
 
-    static func put(_ value: UInt32, into bytes: inout [UInt8], at offset: Int) {
+    public static func put(_ value: UInt32, into bytes: inout [UInt8], at offset: Int) {
         for index in 0..<4 { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (24 - 8 * index)) }
     }
 
-    static func append(_ value: UInt32, to bytes: inout [UInt8]) {
+    public static func append(_ value: UInt32, to bytes: inout [UInt8]) {
         for index in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: value >> (24 - 8 * index))) }
     }
 
-    static func text(_ pairs: [(String, String)]) -> [UInt8] {
+    public static func text(_ pairs: [(String, String)]) -> [UInt8] {
         pairs.flatMap { Array("\($0.0)=\($0.1)".utf8) + [0] }
     }
 
     // MARK: Login
 
     /// One Login Request (RFC 7143 §11.12) with CSG/NSG and T, answered by one Login Response.
-    func loginRequest(currentStage: UInt8, nextStage: UInt8, transit: Bool, keys: [(String, String)]) throws -> RawPDU {
+    public func loginRequest(currentStage: UInt8, nextStage: UInt8, transit: Bool, keys: [(String, String)]) throws -> RawPDU {
         var bytes = header(
             opcode: RawOpcode.loginRequest, immediate: true,
             flags: (transit ? 0x80 : 0) | currentStage << 2 | (transit ? nextStage : 0), initiatorTaskTag: 0x1000)
@@ -258,7 +292,7 @@ final class RawISCSIClient {
 
     /// Logs in: SecurityNegotiation (with CHAP when `chap` is given), LoginOperationalNegotiation, Full Feature
     /// Phase. Stops at the first Login Response with a non-zero status. `targetName` nil logs in for discovery.
-    func login(
+    public func login(
         initiatorName: String, targetName: String?, chap: RawCHAP? = nil, authMethod: String? = nil,
         headerDigest: Bool = false, dataDigest: Bool = false
     ) throws -> RawLoginResult {
@@ -286,7 +320,7 @@ final class RawISCSIClient {
             if let failed = answered(challenge) { return failed }
             guard let identifier = challenge.value("CHAP_I").flatMap(UInt8.init),
                 let challengeBytes = challenge.value("CHAP_C").flatMap(Self.decodeHex)
-            else { throw IntegrationFailure("no CHAP_I/CHAP_C in \(challenge.keys)") }
+            else { throw RawISCSIFailure("no CHAP_I/CHAP_C in \(challenge.keys)") }
             let response = try CHAPHash.response(
                 algorithm: chap.algorithm, identifier: identifier, secret: chap.secret, challenge: challengeBytes)
             var answer = [("CHAP_N", chap.user), ("CHAP_R", Self.encodeHex(response))]
@@ -317,7 +351,7 @@ final class RawISCSIClient {
             securityDone = first.flags & 0x80 != 0
         }
         if chap != nil || authMethod != nil, !securityDone {
-            throw IntegrationFailure("the target did not leave SecurityNegotiation: \(keys)")
+            throw RawISCSIFailure("the target did not leave SecurityNegotiation: \(keys)")
         }
 
         var operational =
@@ -348,20 +382,20 @@ final class RawISCSIClient {
     // MARK: Full Feature Phase
 
     /// NOP-Out as a ping (RFC 7143 §11.18): immediate, TTT 0xffffffff, answered by a NOP-In with the same ITT.
-    func ping(data: [UInt8] = []) throws -> RawPDU {
+    public func ping(data: [UInt8] = []) throws -> RawPDU {
         let tag = nextTaskTag()
         var bytes = header(opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: tag)
         Self.put(0xffff_ffff, into: &bytes, at: 20)
         try send(encode(header: bytes, data: data))
         let answer = try expectPDU()
         guard answer.opcode == RawOpcode.nopIn, answer.initiatorTaskTag == tag else {
-            throw IntegrationFailure("NOP-Out answered with opcode 0x\(String(answer.opcode, radix: 16))")
+            throw RawISCSIFailure("NOP-Out answered with opcode 0x\(String(answer.opcode, radix: 16))")
         }
         return answer
     }
 
     /// TEST UNIT READY to LUN 0; returns the SCSI status.
-    func testUnitReady() throws -> UInt8 {
+    public func testUnitReady() throws -> UInt8 {
         let tag = nextTaskTag()
         var bytes = header(opcode: RawOpcode.scsiCommand, flags: 0x80, initiatorTaskTag: tag)
         cmdSN &+= 1
@@ -370,13 +404,13 @@ final class RawISCSIClient {
         try send(encode(header: bytes))
         let answer = try expectPDU()
         guard answer.opcode == RawOpcode.scsiResponse, answer.initiatorTaskTag == tag else {
-            throw IntegrationFailure("TEST UNIT READY answered with opcode 0x\(String(answer.opcode, radix: 16))")
+            throw RawISCSIFailure("TEST UNIT READY answered with opcode 0x\(String(answer.opcode, radix: 16))")
         }
         return answer.header[3]
     }
 
     /// `SendTargets=<value>` in a Text Request; returns every pair of the (possibly continued) Text Response.
-    func sendTargets(_ value: String = "All") throws -> [(key: String, value: String)] {
+    public func sendTargets(_ value: String = "All") throws -> [(key: String, value: String)] {
         let tag = nextTaskTag()
         var data = Self.text([("SendTargets", value)])
         var targetTransferTag: UInt32 = 0xffff_ffff
@@ -387,7 +421,7 @@ final class RawISCSIClient {
             try send(encode(header: bytes, data: data))
             let answer = try expectPDU()
             guard answer.opcode == RawOpcode.textResponse else {
-                throw IntegrationFailure("SendTargets answered with opcode 0x\(String(answer.opcode, radix: 16))")
+                throw RawISCSIFailure("SendTargets answered with opcode 0x\(String(answer.opcode, radix: 16))")
             }
             collected += answer.data
             guard answer.flags & 0x40 != 0 else { break }
@@ -399,11 +433,11 @@ final class RawISCSIClient {
 
     // MARK: Binary values
 
-    static func encodeHex(_ bytes: [UInt8]) -> String {
+    public static func encodeHex(_ bytes: [UInt8]) -> String {
         "0x" + bytes.map { String(format: "%02x", $0) }.joined()
     }
 
-    static func decodeHex(_ text: String) -> [UInt8]? {
+    public static func decodeHex(_ text: String) -> [UInt8]? {
         guard text.hasPrefix("0x") || text.hasPrefix("0X") else { return nil }
         var digits = Array(text.utf8.dropFirst(2))
         if digits.count % 2 == 1 { digits.insert(UInt8(ascii: "0"), at: 0) }
@@ -420,7 +454,7 @@ final class RawISCSIClient {
 
 /// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), the iSCSI digest (RFC 7143 §13.1), written out here so
 /// that the tests do not lean on Ferry's ISA-L binding.
-enum CRC32C {
+public enum CRC32C {
     private static let table: [UInt32] = (0..<256).map { index in
         var crc = UInt32(index)
         for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
@@ -429,7 +463,7 @@ enum CRC32C {
 
     /// The digest as the 32-bit number the wire carries (big-endian on the wire, as RFC 7143 §11.1 puts all integers;
     /// the bytes are the little-endian CRC register, so the number is byte-swapped).
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+    public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         var crc: UInt32 = 0xffff_ffff
         for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xff)] ^ (crc >> 8) }
         return (~crc).byteSwapped
@@ -438,18 +472,23 @@ enum CRC32C {
 
 /// The CHAP response (RFC 1994 §4.1: hash of identifier, secret and challenge), computed by the `openssl` command
 /// rather than by the swift-crypto that Ferry itself uses.
-enum CHAPHash {
-    static func response(algorithm: UInt8, identifier: UInt8, secret: String, challenge: [UInt8]) throws -> [UInt8] {
+public enum CHAPHash {
+    public static func response(algorithm: UInt8, identifier: UInt8, secret: String, challenge: [UInt8]) throws -> [UInt8] {
         let digest: String
         switch algorithm {
         case 5: digest = "-md5"
         case 6: digest = "-sha1"
         case 7: digest = "-sha256"
         case 8: digest = "-sha3-256"
-        default: throw IntegrationFailure("CHAP_A=\(algorithm) is not one this client knows")
+        default: throw RawISCSIFailure("CHAP_A=\(algorithm) is not one this client knows")
         }
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try ExternalTool.locate("openssl", package: "openssl"))
+        guard
+            let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else { throw RawISCSIFailure("openssl is not installed: install openssl (scripts/install-deps --test)") }
+        process.executableURL = URL(fileURLWithPath: openssl)
         process.arguments = ["dgst", digest, "-binary"]
         let input = Pipe()
         let output = Pipe()
@@ -460,7 +499,7 @@ enum CHAPHash {
         try input.fileHandleForWriting.close()
         let result = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw IntegrationFailure("openssl dgst \(digest) failed") }
+        guard process.terminationStatus == 0 else { throw RawISCSIFailure("openssl dgst \(digest) failed") }
         return Array(result)
     }
 }
