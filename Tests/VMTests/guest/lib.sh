@@ -40,6 +40,7 @@ load_scsi_debug() {
 # Starts ferryd ($FERRYD) with one target $target_name on 127.0.0.1:3260 and LUN 0 as given:
 #   start_ferryd emulated            a 64 MiB sparse file in tmpfs
 #   start_ferryd sg /dev/sgN         passthrough through the sg backend
+# $FERRY_LUN_OPTIONS, if set, adds its lines (TOML keys) to the LUN's table.
 start_ferryd() {
     [ -n "${FERRYD:-}" ] || fail "FERRYD is not set to ferryd's path"
     [ -x "$FERRYD" ] || fail "$FERRYD is not an executable in the guest (was it being rebuilt?)"
@@ -70,6 +71,7 @@ name = "$target_name"
 [[target.lun]]
 lun = 0
 $lun
+${FERRY_LUN_OPTIONS:-}
 CONFIG
     step "start ferryd ($1 ${2:-})"
     cat "$ferry_directory/ferry.toml"
