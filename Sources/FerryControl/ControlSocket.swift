@@ -25,6 +25,28 @@ public enum ControlRequest: Sendable, Hashable {
     case removeLUN(target: String, lun: UInt64)
     case addInitiator(target: String, initiator: String)
     case removeInitiator(target: String, initiator: String)
+    /// A SCSI device appeared or went away (sent by Ferry's udev rules): passthrough LUNs go
+    /// offline or come back.
+    case device(DeviceEvent)
+}
+
+/// What udev saw happen to a SCSI device, for ``ControlRequest/device(_:)``.
+public struct DeviceEvent: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable, CaseIterable {
+        /// The device appeared: offline LUNs whose path now names their disk (the same WWN) come back.
+        case added
+        /// The device went away: the LUNs it backs go offline.
+        case removed
+    }
+
+    public var action: Action
+    /// The kernel name of the node (`sg3`, `sdc`, udev's `%k`); nil: every passthrough LUN is checked.
+    public var name: String?
+
+    public init(action: Action, name: String? = nil) {
+        self.action = action
+        self.name = name
+    }
 }
 
 /// A LUN added at runtime (the keys of `[[target.lun]]`).
@@ -199,7 +221,7 @@ public struct ChangeSummary: Codable, Sendable, Hashable {
 /// `{"command": "luns", "target": "iqn..."}`: a flat object, readable in `socat` sessions.
 extension ControlRequest: Codable {
     private enum CodingKeys: String, CodingKey {
-        case command, target, tsih, lun, initiator
+        case command, target, tsih, lun, initiator, action, name
     }
 
     /// The `command` values.
@@ -209,6 +231,7 @@ extension ControlRequest: Codable {
         case removeLUN = "lun-remove"
         case addInitiator = "acl-add"
         case removeInitiator = "acl-remove"
+        case device
     }
 
     public var command: Command {
@@ -222,6 +245,7 @@ extension ControlRequest: Codable {
         case .removeLUN: .removeLUN
         case .addInitiator: .addInitiator
         case .removeInitiator: .removeInitiator
+        case .device: .device
         }
     }
 
@@ -249,6 +273,11 @@ extension ControlRequest: Codable {
             self = .removeInitiator(
                 target: try container.decode(String.self, forKey: .target),
                 initiator: try container.decode(String.self, forKey: .initiator))
+        case .device:
+            self = .device(
+                DeviceEvent(
+                    action: try container.decode(DeviceEvent.Action.self, forKey: .action),
+                    name: try container.decodeIfPresent(String.self, forKey: .name)))
         }
     }
 
@@ -271,6 +300,9 @@ extension ControlRequest: Codable {
         case .addInitiator(let target, let initiator), .removeInitiator(let target, let initiator):
             try container.encode(target, forKey: .target)
             try container.encode(initiator, forKey: .initiator)
+        case .device(let event):
+            try container.encode(event.action, forKey: .action)
+            try container.encodeIfPresent(event.name, forKey: .name)
         }
     }
 }

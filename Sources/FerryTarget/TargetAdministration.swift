@@ -105,12 +105,6 @@ extension ISCSITarget {
         return snapshots.sorted { $0.tsih < $1.tsih }
     }
 
-    /// The backend kind ("file", "block device") of each LUN of `target`.
-    public func backendKinds(target: String) -> [UInt64: String] {
-        guard let node = context.nodes[target] else { return [:] }
-        return node.logicalUnits.mapValues(\.kind)
-    }
-
     /// Asks the initiator of session `tsih` to log out within `seconds`; false when there is
     /// no such session.
     public func logOut(tsih: UInt16, within seconds: UInt16 = 5) -> Bool {

@@ -11,6 +11,20 @@ final class TargetNode: Sendable {
     private struct State {
         var configuration: Target
         var logicalUnits: [UInt64: any LogicalUnitBackend]
+        /// The disk of each online passthrough LUN as it was opened, for hot-plug.
+        var devices: [UInt64: HotPlugDevice] = [:]
+
+        init(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend], previous: State? = nil) {
+            self.configuration = configuration
+            self.logicalUnits = logicalUnits
+            for (lun, backend) in logicalUnits {
+                if let previous, previous.logicalUnits[lun] === backend {
+                    devices[lun] = previous.devices[lun]
+                } else {
+                    devices[lun] = HotPlugDevice(backend)
+                }
+            }
+        }
     }
 
     let name: String
@@ -38,7 +52,23 @@ final class TargetNode: Sendable {
 
     /// Serves `configuration` from now on, with `logicalUnits` as the LUN map.
     func update(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend]) {
-        state.withLock { $0 = State(configuration: configuration, logicalUnits: logicalUnits) }
+        state.withLock { $0 = State(configuration: configuration, logicalUnits: logicalUnits, previous: $0) }
+    }
+
+    /// The disk LUN `lun` was opened on, if it is an online passthrough LUN.
+    func device(lun: UInt64) -> HotPlugDevice? {
+        state.withLock { $0.devices[lun] }
+    }
+
+    /// Serves LUN `lun` with `replacement` instead of `expected` (hot-plug); false, changing
+    /// nothing, when the map no longer holds `expected` there.
+    func replace(lun: UInt64, expected: any LogicalUnitBackend, with replacement: any LogicalUnitBackend) -> Bool {
+        state.withLock { state in
+            guard state.logicalUnits[lun] === expected else { return false }
+            state.logicalUnits[lun] = replacement
+            state.devices[lun] = HotPlugDevice(replacement)
+            return true
+        }
     }
 
     /// The LUN map, for a reload to build the next one from.

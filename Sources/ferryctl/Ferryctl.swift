@@ -16,7 +16,7 @@ struct Ferryctl: AsyncParsableCommand {
             """,
         subcommands: [
             Targets.self, LUNs.self, Sessions.self, Reload.self, Logout.self, CheckConfig.self, LUNCommand.self,
-            ACLCommand.self,
+            ACLCommand.self, Device.self,
         ])
 }
 

@@ -61,6 +61,8 @@ struct ControlResponder: Sendable {
             return await change { try $0.addingAllowedInitiator(initiator, to: name) }
         case .removeInitiator(let name, let initiator):
             return await change { try $0.removingAllowedInitiator(initiator, from: name) }
+        case .device(let event):
+            return Self.answer(event, target: target)
         }
     }
 
@@ -90,16 +92,30 @@ struct ControlResponder: Sendable {
 
     private func luns(of targets: [Target]) -> [LUNInfo] {
         targets.flatMap { configured in
-            let kinds = target.backendKinds(target: configured.name)
+            let states = target.logicalUnitStates(target: configured.name)
             return configured.luns.map { lun in
                 let size = (try? FileManager.default.attributesOfItem(atPath: lun.path)[.size] as? NSNumber)?
                     .map { $0.uint64Value }
                 return LUNInfo(
                     target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,
-                    device: kinds[lun.lun] ?? "-", path: lun.path, sizeBytes: size ?? lun.size,
+                    device: states[lun.lun]?.kind ?? "-", path: lun.path, sizeBytes: size ?? lun.size,
                     blockSize: lun.blockSize, readOnly: lun.readOnly,
-                    state: kinds[lun.lun] == nil ? "offline" : "online")
+                    state: states[lun.lun]?.online == true ? "online" : "offline")
             }
+        }
+    }
+
+    /// A udev event (`ferryctl device added|removed NAME`): answered at once, so that udev's RUN
+    /// never waits for a disk to be probed; a returning disk is opened in the background.
+    private static func answer(_ event: DeviceEvent, target: ISCSITarget) -> ControlResponse {
+        let name = event.name.map { ($0 as NSString).lastPathComponent }
+        switch event.action {
+        case .removed:
+            return ControlResponse(changes: ChangeSummary(changes: target.deviceRemoved(name: name)))
+        case .added:
+            let count = target.deviceAdded(name: name)
+            let changes = count == 0 ? [] : ["checking \(count) offline LUN(s) for their disk; ferryctl luns shows the state"]
+            return ControlResponse(changes: ChangeSummary(changes: changes))
         }
     }
 
