@@ -58,8 +58,45 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
     /// the backend has no limit of its own. A passthrough device's limit is its request queue's
     /// max_hw_sectors_kb: the transport keeps MaxBurstLength and FirstBurstLength within it.
     var maximumTransferLength: Int? { get }
+
+    /// The real SCSI target behind the logical unit ("host:channel:target"), so that a target reset
+    /// reaches each real target once; nil when there is none (an emulated disk).
+    var deviceTarget: String? { get }
+
+    /// Carries a reset function to the device itself, after the engine has terminated the affected
+    /// tasks: a passthrough backend holds new commands, resets the device (SG_SCSI_RESET with
+    /// NO_ESCALATE), absorbs the device's own unit attention and resumes. `completion` is called
+    /// once, from any thread, when the device may be used again; the engine holds the function's
+    /// response until then. An emulated backend has nothing to reset and completes at once.
+    /// - Parameter siblings: for ``DeviceReset/target``, the other logical units on the same real
+    ///   target, held and cleared of the device's unit attention with this one.
+    func resetDevice(
+        _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void)
+}
+
+/// What a reset function asks of the device behind a logical unit.
+public enum DeviceReset: Sendable, Hashable, CustomStringConvertible {
+    /// LOGICAL UNIT RESET: the device (SG_SCSI_RESET_DEVICE).
+    case logicalUnit
+    /// TARGET WARM/COLD RESET: the device's SCSI target (SG_SCSI_RESET_TARGET).
+    case target
+
+    public var description: String {
+        switch self {
+        case .logicalUnit: "logical unit"
+        case .target: "target"
+        }
+    }
 }
 
 extension LogicalUnitBackend {
     public var maximumTransferLength: Int? { nil }
+
+    public var deviceTarget: String? { nil }
+
+    public func resetDevice(
+        _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void
+    ) {
+        completion()
+    }
 }

@@ -86,6 +86,8 @@ public struct LogicalUnit: Sendable, Hashable {
 
     /// The default ``commandTimeout``: below the 30 s that Linux initiators wait for a command.
     public static let defaultCommandTimeout = 20_000
+    /// The default ``abortDeadline``: well within the 15 s Linux initiators wait for an abort.
+    public static let defaultAbortDeadline = 5_000
 
     public var lun: UInt64
     public var path: String
@@ -102,6 +104,11 @@ public struct LogicalUnit: Sendable, Hashable {
     public var writeCache: Bool
     /// Passthrough: milliseconds the kernel gives a command before it aborts it.
     public var commandTimeout: Int
+    /// Passthrough: milliseconds an aborted command may stay in the device before Ferry resets
+    /// the device (SG_SCSI_RESET DEVICE with NO_ESCALATE).
+    public var abortDeadline: Int
+    /// Passthrough: LOGICAL UNIT RESET and TARGET RESET reach the device.
+    public var resetDevice: Bool
     /// Emulated: the most bytes per second that SANITIZE OVERWRITE writes, so that erasing this LUN
     /// leaves the storage's bandwidth to the others; unlimited when nil.
     public var sanitizeRate: UInt64?
@@ -109,7 +116,8 @@ public struct LogicalUnit: Sendable, Hashable {
     public init(
         lun: UInt64, path: String, backend: Backend = .emulated, size: UInt64? = nil, blockSize: Int = 512,
         readOnly: Bool = false, vendor: String = "FERRY", product: String = "EMULATED DISK", serial: String? = nil,
-        writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout, sanitizeRate: UInt64? = nil
+        writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout, sanitizeRate: UInt64? = nil,
+        abortDeadline: Int = LogicalUnit.defaultAbortDeadline, resetDevice: Bool = true
     ) {
         self.lun = lun
         self.path = path
@@ -123,6 +131,8 @@ public struct LogicalUnit: Sendable, Hashable {
         self.writeCache = writeCache
         self.commandTimeout = commandTimeout
         self.sanitizeRate = sanitizeRate
+        self.abortDeadline = abortDeadline
+        self.resetDevice = resetDevice
     }
 }
 

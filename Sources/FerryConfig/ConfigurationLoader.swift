@@ -255,7 +255,7 @@ private struct ConfigurationLoader {
             node,
             allowed: [
                 "lun", "path", "backend", "size", "block_size", "read_only", "vendor", "product", "serial",
-                "write_cache", "command_timeout", "sanitize_rate",
+                "write_cache", "command_timeout", "sanitize_rate", "abort_deadline", "reset_device",
             ])
         let defaults = LogicalUnit(lun: 0, path: "")
 
@@ -273,13 +273,15 @@ private struct ConfigurationLoader {
         let path = isWorldWideName ? configuredPath : configuredPath.map { absolute($0) }
         let backend = named ?? path.map { .automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
         let commandTimeout = milliseconds(node, "command_timeout", in: 1_000...600_000)
+        let abortDeadline = milliseconds(node, "abort_deadline", in: 100...600_000)
+        let resetDevice = bool(node, "reset_device")
         let (otherBackend, otherKeys): (LogicalUnit.Backend, [String]) =
             backend == .sg
             ? (
                 .emulated,
                 ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache", "sanitize_rate"]
             )
-            : (.sg, ["command_timeout"])
+            : (.sg, ["command_timeout", "abort_deadline", "reset_device"])
         for key in otherKeys where node.table[key] != nil {
             report(
                 node.path + [.key(key)],
@@ -319,7 +321,8 @@ private struct ConfigurationLoader {
         return LogicalUnit(
             lun: UInt64(number), path: path, backend: backend, size: size, blockSize: blockSize, readOnly: readOnly,
             vendor: vendor, product: product, serial: serial, writeCache: writeCache,
-            commandTimeout: commandTimeout ?? defaults.commandTimeout, sanitizeRate: sanitizeRate)
+            commandTimeout: commandTimeout ?? defaults.commandTimeout, sanitizeRate: sanitizeRate,
+            abortDeadline: abortDeadline ?? defaults.abortDeadline, resetDevice: resetDevice ?? defaults.resetDevice)
     }
 
     /// The smallest CHAP secret without IPsec: RFC 7143 §9.2.1 asks for IPsec below 96 random bits.

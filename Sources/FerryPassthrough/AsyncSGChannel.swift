@@ -224,6 +224,10 @@ final class AsyncSGChannel: SGChannel {
         dropped?.completion(.terminated)
     }
 
+    func holds(_ tag: BackendTaskTag) -> Bool {
+        state.withLock { $0.slotOfTag[tag] != nil }
+    }
+
     func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError> {
         var value = scope.ioctlValue
         return SGSystemCalls.ioctl(fds[0], UInt(SG_SCSI_RESET), &value).map { _ in () }

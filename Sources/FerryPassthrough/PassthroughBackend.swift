@@ -2,6 +2,9 @@ public import FerryBackends
 public import Logging
 public import NIOCore
 public import SCSI
+import Dispatch
+import Foundation
+import Synchronization
 
 /// A real SCSI disk behind the backend seam: initiators' CDBs go to the device through the Linux
 /// SCSI generic driver, and its status, sense data and Data-In come back intact.
@@ -28,18 +31,28 @@ public final class PassthroughBackend: LogicalUnitBackend {
         public var synchronousThreads: Int
         /// Where sysfs and /dev are found (a directory tree in tests).
         public var topology: SysfsTopology
+        /// How long ABORT TASK (and every other function that terminates a task) waits for the
+        /// device to return a task before Ferry resets the device (``AbortEscalation``).
+        public var abortDeadline: TimeAmount
+        /// Whether LOGICAL UNIT RESET and TARGET WARM/COLD RESET reach the device (SG_SCSI_RESET
+        /// DEVICE or TARGET, with NO_ESCALATE); otherwise they only terminate Ferry's tasks.
+        public var resetsDevice: Bool
 
         public static let defaultCommandTimeoutMilliseconds: UInt32 = 20_000
+        public static let defaultAbortDeadline = TimeAmount.seconds(5)
 
         public init(
             path: String, commandTimeoutMilliseconds: UInt32 = Self.defaultCommandTimeoutMilliseconds,
-            fileDescriptors: Int = 4, synchronousThreads: Int = 4, topology: SysfsTopology = SysfsTopology()
+            fileDescriptors: Int = 4, synchronousThreads: Int = 4, topology: SysfsTopology = SysfsTopology(),
+            abortDeadline: TimeAmount = Self.defaultAbortDeadline, resetsDevice: Bool = true
         ) {
             self.path = path
             self.commandTimeoutMilliseconds = commandTimeoutMilliseconds
             self.fileDescriptors = fileDescriptors
             self.synchronousThreads = synchronousThreads
             self.topology = topology
+            self.abortDeadline = abortDeadline
+            self.resetsDevice = resetsDevice
         }
     }
 
@@ -52,8 +65,28 @@ public final class PassthroughBackend: LogicalUnitBackend {
     public let unitAttentions = UnitAttentionConditions()
     /// SPC-2 and persistent reservations, per I_T nexus.
     public let reservations: ReservationState
+    /// The real SCSI target ("host:channel:target") behind the logical unit.
+    public let deviceTarget: String?
     private let channel: any SGChannel
     private let logger: Logger
+    /// Device-side task management: deadlines and resets run here, never on an event loop
+    /// (SG_SCSI_RESET blocks until the kernel's reset handler returns).
+    private let taskManagementQueue: DispatchQueue
+    private let escalation: Mutex<AbortEscalation>
+    /// Set while the device is being reset: new commands wait in ``parked``.
+    private let holding = Atomic<Bool>(false)
+    private let parked = Mutex<[ParkedCommand]>([])
+    /// Counts the device resets begun; a command that meets the device's unit attention of a
+    /// reset begun after it was sent is sent again (the device did not run it).
+    private let resetGeneration = Atomic<Int>(0)
+    /// Tags for Ferry's own TEST UNIT READY after a reset, counted down from the top.
+    private let ownTags = Atomic<UInt64>(UInt64.max)
+
+    private struct ParkedCommand {
+        var request: SCSIRequest
+        var tag: BackendTaskTag
+        var completion: @Sendable (BackendCompletion) -> Void
+    }
 
     /// Resolves and probes the device and opens its data path. Blocks (the probes are
     /// synchronous); call it before serving initiators.
@@ -83,28 +116,33 @@ public final class PassthroughBackend: LogicalUnitBackend {
         }
         self.init(
             configuration: configuration, device: device, identity: identity, maximumTransferLength: limit,
-            channel: channel, logger: logger)
+            deviceTarget: configuration.topology.scsiTarget(of: device), channel: channel, logger: logger)
         logger.info(
             "passthrough logical unit open",
             metadata: [
                 "node": "\(device.node)", "access": "\(device.access)", "identity": "\(identity)",
                 "maximumTransferLength": "\(limit.map(String.init) ?? "unknown")",
                 "commandTimeoutMilliseconds": "\(configuration.commandTimeoutMilliseconds)",
+                "abortDeadline": "\(configuration.abortDeadline)", "resetsDevice": "\(configuration.resetsDevice)",
+                "scsiTarget": "\(deviceTarget ?? "unknown")",
             ])
     }
 
     /// A backend over an open channel (tests drive it with a channel of their own).
     init(
         configuration: Configuration, device: PassthroughDevice, identity: DeviceIdentity, maximumTransferLength: Int?,
-        channel: any SGChannel, logger: Logger
+        deviceTarget: String? = nil, channel: any SGChannel, logger: Logger
     ) {
         self.configuration = configuration
         self.device = device
         self.identity = identity
         self.maximumTransferLength = maximumTransferLength
         self.reservations = ReservationState(unitAttentions: unitAttentions)
+        self.deviceTarget = deviceTarget
         self.channel = channel
         self.logger = logger
+        self.taskManagementQueue = DispatchQueue(label: "ferry-task-management-\((device.node as NSString).lastPathComponent)")
+        self.escalation = Mutex(AbortEscalation(deadline: configuration.abortDeadline))
     }
 
     /// Says what is missing when the process lacks the capabilities passthrough needs; call once
@@ -142,11 +180,185 @@ public final class PassthroughBackend: LogicalUnitBackend {
     }
 
     public func shutdown() {
+        let waiting = parked.withLock { parked in
+            defer { parked.removeAll() }
+            return parked
+        }
+        for command in waiting { command.completion(.terminated) }
         channel.shutdown()
     }
 
+    // MARK: Task management on the device
+
+    /// Terminates a task: one waiting for a reset to end is dropped at once; one the device runs is
+    /// marked (its data and status are discarded when it returns) and gets its abort deadline.
     public func terminate(_ tag: BackendTaskTag) {
+        let dropped = parked.withLock { parked in
+            parked.firstIndex { $0.tag == tag }.map { parked.remove(at: $0) }
+        }
+        if let dropped {
+            dropped.completion(.terminated)
+            return
+        }
         channel.terminate(tag)
+        guard channel.holds(tag) else { return }
+        let action = escalation.withLock { $0.terminationRequested(tag, at: .now()) }
+        if let action { carryOut(action) }
+    }
+
+    public func resetDevice(
+        _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void
+    ) {
+        guard configuration.resetsDevice else {
+            logger.info("not resetting the device (reset_device = false)", metadata: ["scope": "\(reset)"])
+            completion()
+            return
+        }
+        let siblings = siblings.compactMap { $0 as? PassthroughBackend }.filter { $0 !== self }
+        let scope: DeviceResetScope = reset == .target ? .target : .logicalUnit
+        taskManagementQueue.async { [self] in
+            performReset(scope, reason: reset == .target ? "TARGET RESET" : "LOGICAL UNIT RESET", siblings: siblings)
+            completion()
+        }
+    }
+
+    private func carryOut(_ action: AbortEscalation.Action) {
+        switch action {
+        case .armTimer(let instant):
+            let delay = max(0, (instant - .now()).nanoseconds)
+            taskManagementQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) { [self] in
+                abortDeadlinePassed()
+            }
+        case .resetDevice(let overdue):
+            taskManagementQueue.async { [self] in escalate(overdue) }
+        }
+    }
+
+    /// On ``taskManagementQueue``.
+    private func abortDeadlinePassed() {
+        let action = escalation.withLock { $0.timerFired(at: .now(), inDevice: channel.holds) }
+        switch action {
+        case .resetDevice(let overdue): escalate(overdue)
+        case .armTimer?: carryOut(action!)
+        case nil: break
+        }
+    }
+
+    /// The abort deadline passed with terminated tasks still in the device: reset it. On
+    /// ``taskManagementQueue``.
+    private func escalate(_ overdue: [BackendTaskTag]) {
+        logger.warning(
+            "terminated commands are still in the device after the abort deadline; resetting the device",
+            metadata: ["tags": "\(overdue)", "abortDeadline": "\(configuration.abortDeadline)"])
+        performReset(.logicalUnit, reason: "abort deadline", siblings: []) {
+            // > SAM-5 §6.3.3: the reset may have ended other initiators' commands: every I_T nexus
+            // > learns of it, as after a LOGICAL UNIT RESET.
+            unitAttentions.apply(.logicalUnitReset)
+        }
+    }
+
+    /// Resets the device (or its SCSI target) with NO_ESCALATE: new commands to this logical unit
+    /// and to `siblings` wait; after the reset the device's own unit attention is cleared on each
+    /// with TEST UNIT READY, `beforeResuming` runs, and the waiting commands go on. Blocks; on
+    /// ``taskManagementQueue``. The tasks in the device come back as the driver decides.
+    private func performReset(
+        _ scope: DeviceResetScope, reason: String, siblings: [PassthroughBackend],
+        beforeResuming: () -> Void = {}
+    ) {
+        let start = NIODeadline.now()
+        let units = [self] + siblings
+        for unit in units { unit.hold() }
+        let result = channel.reset(scope)
+        var absorbed: [String] = []
+        for unit in units { absorbed += unit.absorbUnitAttentions() }
+        beforeResuming()
+        let outcome: String
+        switch result {
+        case .success: outcome = "done"
+        case .failure(let error): outcome = "failed: \(error)"
+        }
+        logger.notice(
+            "device reset",
+            metadata: [
+                "scope": "\(scope)", "reason": "\(reason)", "outcome": "\(outcome)",
+                "milliseconds": "\((NIODeadline.now() - start).nanoseconds / 1_000_000)",
+                "absorbedUnitAttentions": "\(absorbed)", "siblings": "\(siblings.map(\.device.node))",
+            ])
+        for unit in units { unit.resume() }
+    }
+
+    /// New commands wait until ``resume()``; the terminated tasks in the device are covered by the reset.
+    private func hold() {
+        parked.withLock { _ in holding.store(true, ordering: .releasing) }
+        resetGeneration.add(1, ordering: .acquiringAndReleasing)
+        escalation.withLock { $0.resetStarted() }
+    }
+
+    private func resume() {
+        let waiting = parked.withLock { parked in
+            holding.store(false, ordering: .releasing)
+            defer { parked.removeAll() }
+            return parked
+        }
+        for command in waiting { submit(command.request, tag: command.tag, completion: command.completion) }
+        if let action = escalation.withLock({ $0.resetFinished() }) { carryOut(action) }
+    }
+
+    /// Parks a command while the device is held; false when the hold has just ended.
+    private func park(_ command: ParkedCommand) -> Bool {
+        parked.withLock { parked in
+            guard holding.load(ordering: .acquiring) else { return false }
+            parked.append(command)
+            return true
+        }
+    }
+
+    /// Clears the unit attention the device raised for the reset, so that it never fails an
+    /// initiator's command: TEST UNIT READY until the device stops reporting one (at most four
+    /// times; a condition other than a unit attention, such as NOT READY, is the device's to report).
+    /// Returns the conditions cleared, as "ASC/ASCQ". Blocks.
+    private func absorbUnitAttentions() -> [String] {
+        var absorbed: [String] = []
+        for _ in 0..<4 {
+            let done = DispatchSemaphore(value: 0)
+            let answer = Mutex<SGCommand.Completion?>(nil)
+            var cdb = ByteBufferAllocator().buffer(capacity: 6)
+            cdb.writeRepeatingByte(0, count: 6)  // TEST UNIT READY
+            let tag = BackendTaskTag(ownTags.subtract(1, ordering: .relaxed).newValue)
+            channel.start(
+                SGCommand(tag: tag, cdb: cdb, direction: .none, timeoutMilliseconds: 5_000, atTail: false) {
+                    completion in
+                    answer.withLock { $0 = completion }
+                    done.signal()
+                })
+            done.wait()
+            guard case .finished(let outcome, _)? = answer.withLock({ $0 }),
+                let code = Self.unitAttention(in: outcome)
+            else { break }
+            absorbed.append(String(format: "%02X/%02X", code.asc, code.ascq))
+        }
+        return absorbed
+    }
+
+    /// The ASC and ASCQ of a CHECK CONDITION with sense key UNIT ATTENTION, fixed or descriptor format.
+    static func unitAttention(in outcome: SGOutcome) -> (asc: UInt8, ascq: UInt8)? {
+        let sense = outcome.sense
+        guard outcome.status == SCSIStatus.checkCondition.rawValue, sense.count >= 4 else { return nil }
+        switch sense[0] & 0x7f {
+        case 0x70, 0x71:
+            guard sense.count >= 14, sense[2] & 0x0f == SenseKey.unitAttention.rawValue else { return nil }
+            return (sense[12], sense[13])
+        case 0x72, 0x73:
+            guard sense[1] & 0x0f == SenseKey.unitAttention.rawValue else { return nil }
+            return (sense[2], sense[3])
+        default:
+            return nil
+        }
+    }
+
+    /// A unit attention of the power on, reset or bus device reset class (29h).
+    static func isResetUnitAttention(_ outcome: SGOutcome) -> Bool {
+        unitAttention(in: outcome)?.asc == 0x29
     }
 
     // MARK: Commands
@@ -154,12 +366,24 @@ public final class PassthroughBackend: LogicalUnitBackend {
     public func submit(
         _ request: SCSIRequest, tag: BackendTaskTag, completion: @escaping @Sendable (BackendCompletion) -> Void
     ) {
+        submit(request, tag: tag, mayResend: true, completion: completion)
+    }
+
+    /// - Parameter mayResend: whether a command that meets the device's unit attention of a reset
+    ///   begun after it was sent goes to the device once more.
+    private func submit(
+        _ request: SCSIRequest, tag: BackendTaskTag, mayResend: Bool,
+        completion: @escaping @Sendable (BackendCompletion) -> Void
+    ) {
+        if holding.load(ordering: .acquiring), park(ParkedCommand(request: request, tag: tag, completion: completion)) {
+            return
+        }
         let cdb = CDB(request.cdb)
         if let result = answerInFerry(request, cdb) {
             completion(.completed(result))
             return
         }
-        switch command(for: request, cdb, tag: tag, completion: completion) {
+        switch command(for: request, cdb, tag: tag, mayResend: mayResend, completion: completion) {
         case .send(let command): channel.start(command)
         case .answer(let result): completion(.completed(result))
         }
@@ -206,7 +430,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
 
     /// The sg command for `request`, or the result that ends it without the device.
     private func command(
-        for request: SCSIRequest, _ cdb: CDB, tag: BackendTaskTag,
+        for request: SCSIRequest, _ cdb: CDB, tag: BackendTaskTag, mayResend: Bool,
         completion: @escaping @Sendable (BackendCompletion) -> Void
     ) -> Preparation {
         let blockSize = identity.blockSize
@@ -249,18 +473,29 @@ public final class PassthroughBackend: LogicalUnitBackend {
         let clampBlockLimits = BlockLimits.isBlockLimitsInquiry(cdb)
         let maximumBlocks = maximumTransferLength.map { UInt32(clamping: $0 / blockSize) }
         let logger = logger
+        let generation = resetGeneration.load(ordering: .acquiring)
         return .send(
             SGCommand(
                 tag: tag, cdb: bytes, direction: direction,
                 timeoutMilliseconds: configuration.commandTimeoutMilliseconds,
                 atTail: request.attribute != .headOfQueue
-            ) { outcome in
+            ) { [self] outcome in
                 switch outcome {
                 case .terminated:
+                    escalation.withLock { $0.taskReturned(tag) }
                     completion(.terminated)
                 case .refused(let errno):
                     completion(.completed(SGOutcome.result(forSubmissionError: errno)))
                 case .finished(let outcome, var dataIn):
+                    if mayResend, Self.isResetUnitAttention(outcome),
+                        resetGeneration.load(ordering: .acquiring) != generation
+                    {
+                        // > SAM-5 §5.14: the device reported the unit attention of Ferry's own reset
+                        // > instead of running the command; it goes to the device again.
+                        logger.debug("resending a command that met the device's reset unit attention", metadata: ["tag": "\(tag)"])
+                        submit(request, tag: tag, mayResend: false, completion: completion)
+                        return
+                    }
                     var result = outcome.result
                     if clampBlockLimits, let maximumBlocks, result.status == .good {
                         BlockLimits.clamp(&dataIn, maximumBlocks: maximumBlocks)

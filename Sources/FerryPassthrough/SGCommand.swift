@@ -101,6 +101,8 @@ protocol SGChannel: Sendable {
     /// Terminates the command: a waiting one completes with ``SGCommand/Completion/terminated``
     /// at once, one in the device is marked and completes so when it comes back.
     func terminate(_ tag: BackendTaskTag)
+    /// Whether the device holds the command (it was written to sg and has not come back).
+    func holds(_ tag: BackendTaskTag) -> Bool
     /// SG_SCSI_RESET; blocks until the kernel's reset handler returns.
     func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError>
     /// Terminates waiting commands, waits (bounded) for those in the device, and closes the device.

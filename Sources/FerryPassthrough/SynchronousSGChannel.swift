@@ -110,6 +110,13 @@ final class SynchronousSGChannel: SGChannel {
         dropped?.completion(.terminated)
     }
 
+    func holds(_ tag: BackendTaskTag) -> Bool {
+        entries.withLock { entries in
+            if case .running? = entries[tag] { return true }
+            return false
+        }
+    }
+
     func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError> {
         var value = scope.ioctlValue
         return SGSystemCalls.ioctl(fd, UInt(SG_SCSI_RESET), &value).map { _ in () }

@@ -110,6 +110,22 @@ public struct SysfsTopology: Sendable {
         return kilobytes * 1024
     }
 
+    /// The SCSI target of the device, "host:channel:target", from the name of its sysfs device
+    /// directory (H:C:T:L); nil when sysfs does not show it.
+    public func scsiTarget(of device: PassthroughDevice) -> String? {
+        let link: String
+        if let generic = device.genericName {
+            link = join("/sys/class/scsi_generic/\(generic)/device")
+        } else if let disk = device.blockDeviceName {
+            link = join("/sys/class/block/\(disk)/device")
+        } else {
+            return nil
+        }
+        let address = (Self.resolvingSymlinks(link) as NSString).lastPathComponent.split(separator: ":")
+        guard address.count == 4, address.allSatisfy({ UInt($0) != nil }) else { return nil }
+        return address.prefix(3).joined(separator: ":")
+    }
+
     private func blockDeviceName(ofGeneric name: String) -> String? {
         firstEntry(of: join("/sys/class/scsi_generic/\(name)/device/block"))
     }

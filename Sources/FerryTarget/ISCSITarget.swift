@@ -121,6 +121,7 @@ final class TargetContext: Sendable {
     var configuration: FerryConfiguration { state.withLock { $0.configuration } }
     var nodes: [String: TargetNode] { state.withLock { $0.nodes } }
     let registry = SessionRegistry()
+    let taskManagementCounters = TaskManagementCounters()
     /// Reloads and runtime changes happen one at a time.
     let reloadLock = Mutex(())
     let copyTargets = CopyTargetDirectory()
@@ -169,7 +170,8 @@ final class TargetContext: Sendable {
     private func openUnmeteredBackend(_ lun: LogicalUnit) throws -> any LogicalUnitBackend {
         if lun.backend == .sg {
             let configuration = PassthroughBackend.Configuration(
-                path: lun.path, commandTimeoutMilliseconds: UInt32(lun.commandTimeout))
+                path: lun.path, commandTimeoutMilliseconds: UInt32(lun.commandTimeout),
+                abortDeadline: .milliseconds(Int64(lun.abortDeadline)), resetsDevice: lun.resetDevice)
             return try PassthroughBackend(configuration: configuration, logger: logger)
         }
         let store = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)

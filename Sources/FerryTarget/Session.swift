@@ -120,13 +120,13 @@ final class Session: @unchecked Sendable {
         case .scsiDataOut(let dataOut):
             run(machine.dataOutReceived(dataOut, connection: cid))
         case .taskManagementFunctionRequest(let request):
-            logger.info(
+            logger.debug(
                 "task management function received",
                 metadata: [
-                    "function": "\(request.function.map { "\($0)" } ?? "code \(request.functionCode)")",
-                    "itt": "\(request.initiatorTaskTag)", "refITT": "\(request.referencedTaskTag)",
-                    "lun": "\(request.lun)",
+                    "function": "\(Self.name(of: request))", "itt": "\(request.initiatorTaskTag)",
+                    "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)",
                 ])
+            functionsReceived[request.initiatorTaskTag] = (request, .now())
             run(machine.taskManagementReceived(request, connection: cid))
         case .textRequest(let request):
             run(machine.textReceived(request, connection: cid))
@@ -204,6 +204,32 @@ final class Session: @unchecked Sendable {
 
     private var externalWaiters: [UInt32: () -> Void] = [:]
 
+    // MARK: Task management outcomes
+
+    /// Functions between their arrival and their response, by ITT, with the time they arrived.
+    private var functionsReceived: [UInt32: (request: TaskManagementFunctionRequest, received: NIODeadline)] = [:]
+
+    private static func name(of request: TaskManagementFunctionRequest) -> String {
+        request.function.map { "\($0)" } ?? "code \(request.functionCode)"
+    }
+
+    /// Logs and counts a function's response as it goes to the transmit path: what it was, what it
+    /// answered, and how long Ferry held it (waiting for the device, other sessions, a reset).
+    private func functionAnswered(_ response: TaskManagementFunctionResponse) {
+        guard let (request, received) = functionsReceived.removeValue(forKey: response.initiatorTaskTag) else { return }
+        let function = Self.name(of: request)
+        let held = NIODeadline.now() - received
+        logger.info(
+            "task management function answered",
+            metadata: [
+                "function": "\(function)", "itt": "\(request.initiatorTaskTag)",
+                "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)", "response": "\(response.response)",
+                "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
+            ])
+        context.taskManagementCounters.record(
+            .init(target: node.name, lun: request.lun, function: function, response: "\(response.response)"))
+    }
+
     // MARK: Actions
 
     private func run(_ actions: consuming [SessionStateMachine.Action]) {
@@ -224,6 +250,7 @@ final class Session: @unchecked Sendable {
     private func run(_ action: SessionStateMachine.Action) {
         switch action {
         case .send(let pdu, let cid):
+            if case .taskManagementFunctionResponse(let response) = pdu { functionAnswered(response) }
             if let writer = writers[cid] {
                 writer.enqueue(pdu)
             } else if let channel = connections[cid] {
@@ -252,12 +279,17 @@ final class Session: @unchecked Sendable {
             if clearsTaskSet, case .logicalUnit(let lun) = scope, node.backend(lun: lun)?.taskAbortedStatus == true {
                 tas = .taskAbortedStatus
             }
-            registry.terminateInOtherSessions(of: self, node: node, scope: scope, tas: tas).whenSuccess {
-                [self, tas] affected in
+            let (marked, terminated) = registry.terminateInOtherSessions(of: self, node: node, scope: scope, tas: tas)
+            marked.whenSuccess { [self] in run(machine.otherSessionsMarked(functionTag: functionTag)) }
+            terminated.whenSuccess { [self, tas] affected in
                 if clearsTaskSet, tas == .silent, !affected.isEmpty, case .logicalUnit(let lun) = scope {
                     node.backend(lun: lun)?.apply(.tasksClearedByAnotherInitiator(by: nexus, otherNexuses: affected))
                 }
                 run(machine.otherSessionsTerminated(functionTag: functionTag))
+            }
+        case .resetDevices(let scope, let functionTag):
+            resetDevices(scope) { [self] in
+                execute { $0.run($0.machine.devicesReset(functionTag: functionTag)) }
             }
         case .externalFunctionDone(let id):
             externalWaiters.removeValue(forKey: id)?()
@@ -298,6 +330,34 @@ final class Session: @unchecked Sendable {
             connections[cid]?.close(mode: .all, promise: nil)
         case .closeSession:
             for channel in connections.values { channel.close(mode: .all, promise: nil) }
+        }
+    }
+
+    /// Carries a reset function to the devices: LOGICAL UNIT RESET to the logical unit's device,
+    /// TARGET RESET once to each real SCSI target behind the target's logical units (with the other
+    /// logical units on it as siblings). `done` runs, on any thread, when every device is usable again.
+    private func resetDevices(_ scope: TaskSetScope, done: @escaping @Sendable () -> Void) {
+        var resets: [(backend: any LogicalUnitBackend, reset: DeviceReset, siblings: [any LogicalUnitBackend])] = []
+        switch scope {
+        case .logicalUnit(let lun):
+            if let backend = node.backend(lun: lun) { resets.append((backend, .logicalUnit, [])) }
+        case .target:
+            var byDeviceTarget: [String: [any LogicalUnitBackend]] = [:]
+            for backend in node.allBackends {
+                if let target = backend.deviceTarget {
+                    byDeviceTarget[target, default: []].append(backend)
+                } else {
+                    resets.append((backend, .target, []))
+                }
+            }
+            for group in byDeviceTarget.values { resets.append((group[0], .target, Array(group.dropFirst()))) }
+        }
+        let remaining = NIOLockedValueBox(resets.count)
+        guard !resets.isEmpty else { return done() }
+        for reset in resets {
+            reset.backend.resetDevice(reset.reset, siblings: reset.siblings) {
+                if remaining.withLockedValue({ $0 -= 1; return $0 == 0 }) { done() }
+            }
         }
     }
 

@@ -122,6 +122,11 @@ struct SessionStateMachine {
         var awaitedTasks: Set<UInt32>
         /// Other sessions still terminating their affected tasks.
         var awaitingOtherSessions: Bool
+        /// The device reset to carry out once every affected task is marked aborted in every
+        /// session (so that the reset covers them all).
+        var deviceReset: TaskSetScope?
+        /// The device reset is under way; the response waits for it.
+        var awaitingDeviceReset: Bool
         var response: TaskManagementFunctionResponse.Response
         var events: [LogicalUnitEvent]
         var eventLUNs: [UInt64]
@@ -165,9 +170,13 @@ struct SessionStateMachine {
         /// Ask the backend to terminate a task it holds.
         case terminate(lun: UInt64, tag: BackendTaskTag)
         /// Carry a task-set function to every other session of the target; call
-        /// ``otherSessionsTerminated(functionTag:)`` when all of them are done.
+        /// ``otherSessionsMarked(functionTag:)`` once each has marked its affected tasks aborted,
+        /// and ``otherSessionsTerminated(functionTag:)`` once none of them is still at a backend.
         /// `clearsTaskSet`: CLEAR TASK SET, whose victims learn of it per TAS (SAM-5 §7.5).
         case terminateInOtherSessions(TaskSetScope, functionTag: UInt32, clearsTaskSet: Bool)
+        /// Reset the devices behind a logical unit (LOGICAL UNIT RESET) or behind every logical unit of
+        /// the target (TARGET WARM/COLD RESET); call ``devicesReset(functionTag:)`` when they are done.
+        case resetDevices(TaskSetScope, functionTag: UInt32)
         /// Apply logical-unit side effects (unit attentions, reservations) before responding.
         case applyToLogicalUnits([(lun: UInt64, event: LogicalUnitEvent)])
         /// A Text Request reached its turn; answer with ``queueTextResponse(_:connection:)``.
@@ -394,6 +403,23 @@ struct SessionStateMachine {
     /// The shell finished a Text Request.
     mutating func queueTextResponse(_ response: TextResponse, connection cid: UInt16) -> [Action] {
         queue(.pdu(.textResponse(response)), on: cid)
+        return takeActions()
+    }
+
+    /// Every other session has marked the tasks a function affects there: a device reset the
+    /// function asks for can now begin.
+    mutating func otherSessionsMarked(functionTag: UInt32) -> [Action] {
+        if let scope = functions[functionTag]?.deviceReset {
+            functions[functionTag]?.deviceReset = nil
+            actions.append(.resetDevices(scope, functionTag: functionTag))
+        }
+        return takeActions()
+    }
+
+    /// The devices a reset function reset may be used again.
+    mutating func devicesReset(functionTag: UInt32) -> [Action] {
+        functions[functionTag]?.awaitingDeviceReset = false
+        completeFunctionIfDone(functionTag)
         return takeActions()
     }
 
@@ -678,8 +704,8 @@ struct SessionStateMachine {
 
     private mutating func taskManagement(_ request: TaskManagementFunctionRequest, connection cid: UInt16) {
         var function = PendingFunction(
-            request: request, connection: cid, awaitedTasks: [], awaitingOtherSessions: false,
-            response: .functionComplete, events: [], eventLUNs: [])
+            request: request, connection: cid, awaitedTasks: [], awaitingOtherSessions: false, deviceReset: nil,
+            awaitingDeviceReset: false, response: .functionComplete, events: [], eventLUNs: [])
         guard let code = request.function else {
             function.response = .functionNotSupported
             queueFunctionResponse(function)
@@ -721,6 +747,8 @@ struct SessionStateMachine {
             if code == .logicalUnitReset {
                 functions[tag]?.events = [.logicalUnitReset]
                 functions[tag]?.eventLUNs = [request.lun]
+                functions[tag]?.deviceReset = .logicalUnit(request.lun)
+                functions[tag]?.awaitingDeviceReset = true
             }
             completeFunctionIfDone(tag)
         case .targetWarmReset, .targetColdReset:
@@ -731,6 +759,8 @@ struct SessionStateMachine {
                 }
             }
             functions[tag]?.awaitingOtherSessions = true
+            functions[tag]?.deviceReset = .target
+            functions[tag]?.awaitingDeviceReset = true
             functions[tag]?.events = [.targetReset(cold: code == .targetColdReset)]
             actions.append(.terminateInOtherSessions(.target, functionTag: tag, clearsTaskSet: false))
             completeFunctionIfDone(tag)
@@ -832,7 +862,9 @@ struct SessionStateMachine {
     }
 
     private mutating func completeFunctionIfDone(_ tag: UInt32) {
-        guard let function = functions[tag], function.awaitedTasks.isEmpty, !function.awaitingOtherSessions else {
+        guard let function = functions[tag], function.awaitedTasks.isEmpty, !function.awaitingOtherSessions,
+            !function.awaitingDeviceReset
+        else {
             return
         }
         functions[tag] = nil

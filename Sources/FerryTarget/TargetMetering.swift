@@ -3,6 +3,7 @@ import ISCSIProtocol
 import Metrics
 import NIOCore
 import SCSI
+import Synchronization
 
 /// The metrics of one logical unit (swift-metrics; exported by ferryd when `[metrics]` is set),
 /// created once when the LUN opens.
@@ -99,6 +100,16 @@ final class MeteredBackend: LogicalUnitBackend {
     func apply(_ event: LogicalUnitEvent) { base.apply(event) }
 
     func shutdown() { base.shutdown() }
+
+    var maximumTransferLength: Int? { base.maximumTransferLength }
+
+    var deviceTarget: String? { base.deviceTarget }
+
+    func resetDevice(
+        _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void
+    ) {
+        base.resetDevice(reset, siblings: siblings.map { ($0 as? MeteredBackend)?.base ?? $0 }, completion: completion)
+    }
 }
 
 /// Login outcomes: successes per target, failures by reason (the target is not known for
@@ -137,4 +148,29 @@ enum SessionMetrics {
     static func record(target: String, sessions: Int) {
         Gauge(label: "ferry_target_sessions", dimensions: [("target", target)]).record(sessions)
     }
+}
+
+/// Task management functions answered, by target, logical unit, function and response: the
+/// counters ferryctl shows, and the Prometheus counter `ferry_task_management_functions_total`.
+final class TaskManagementCounters: Sendable {
+    struct Key: Hashable, Sendable {
+        var target: String
+        var lun: UInt64
+        var function: String
+        var response: String
+    }
+
+    private let counts = Mutex<[Key: Int]>([:])
+
+    func record(_ key: Key) {
+        counts.withLock { $0[key, default: 0] += 1 }
+        Counter(
+            label: "ferry_task_management_functions_total",
+            dimensions: [
+                ("target", key.target), ("lun", "\(key.lun)"), ("function", key.function), ("response", key.response),
+            ]
+        ).increment()
+    }
+
+    var snapshot: [Key: Int] { counts.withLock { $0 } }
 }

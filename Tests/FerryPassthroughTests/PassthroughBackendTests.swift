@@ -1,6 +1,8 @@
 import FerryBackends
 import Logging
 import NIOCore
+import Dispatch
+import Foundation
 import SCSI
 import Synchronization
 import Testing
@@ -13,13 +15,44 @@ import Testing
     final class RecordingChannel: SGChannel {
         let started = Mutex<[SGCommand]>([])
         let terminated = Mutex<[BackendTaskTag]>([])
+        let returned = Mutex<Set<BackendTaskTag>>([])
+        let resets = Mutex<[DeviceResetScope]>([])
+        /// What TEST UNIT READY answers after a reset, in turn; then GOOD.
+        let testUnitReadyAnswers = Mutex<[SGOutcome]>([])
+        /// Blocks SG_SCSI_RESET until signalled, when set.
+        let resetGate = Mutex<DispatchSemaphore?>(nil)
+        /// SG_SCSI_RESET calls begun (the backend holds new commands by then).
+        let resetsBegun = Mutex(0)
 
-        func start(_ command: SGCommand) { started.withLock { $0.append(command) } }
+        func start(_ command: SGCommand) {
+            // Ferry's own TEST UNIT READY after a reset (its tags count down from the top) is answered here.
+            guard command.tag.rawValue > UInt64.max - 1_000 else {
+                started.withLock { $0.append(command) }
+                return
+            }
+            let answer = testUnitReadyAnswers.withLock { $0.isEmpty ? SGOutcome(status: 0) : $0.removeFirst() }
+            command.completion(.finished(answer, dataIn: ByteBuffer()))
+        }
         func terminate(_ tag: BackendTaskTag) { terminated.withLock { $0.append(tag) } }
-        func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError> { .success(()) }
+        func holds(_ tag: BackendTaskTag) -> Bool {
+            started.withLock { $0.contains { $0.tag == tag } } && !returned.withLock { $0.contains(tag) }
+        }
+        func reset(_ scope: DeviceResetScope) -> Result<Void, SGSystemCallError> {
+            resetsBegun.withLock { $0 += 1 }
+            resetGate.withLock { $0 }?.wait()
+            resets.withLock { $0.append(scope) }
+            return .success(())
+        }
         func shutdown() {}
 
         var commands: [SGCommand] { started.withLock { $0 } }
+
+        /// The device returns the `index`th command started.
+        func finish(_ index: Int, _ completion: SGCommand.Completion) {
+            let command = commands[index]
+            returned.withLock { _ = $0.insert(command.tag) }
+            command.completion(completion)
+        }
     }
 
     final class Completions: Sendable {
@@ -57,8 +90,14 @@ import Testing
     private var nextTag = 0
 
     init() {
+        self.init(abortDeadline: .seconds(5))
+    }
+
+    init(abortDeadline: TimeAmount, resetsDevice: Bool = true) {
         backend = PassthroughBackend(
-            configuration: .init(path: "/dev/sg0", commandTimeoutMilliseconds: 3_000),
+            configuration: .init(
+                path: "/dev/sg0", commandTimeoutMilliseconds: 3_000, abortDeadline: abortDeadline,
+                resetsDevice: resetsDevice),
             device: PassthroughDevice(node: "/dev/sg0", access: .generic, blockDeviceName: "sda", genericName: "sg0"),
             identity: DeviceIdentity(
                 peripheralDeviceType: 0, vendor: "Linux", product: "scsi_debug", revision: "0191", blockSize: 512,
@@ -227,6 +266,89 @@ import Testing
     @Test mutating func headOfQueueGoesToTheHeadOfTheDeviceQueue() {
         _ = submit(read10, from: first, expected: 4096, attribute: .headOfQueue)
         #expect(channel.commands[0].atTail == false)
+    }
+
+    /// Waits up to two seconds for `condition`, which the backend's task management queue makes true.
+    private func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<200 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
+    private static let resetUnitAttention = SGOutcome(
+        status: 0x02, driverStatus: 0x08, sense: [0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00])
+
+    @Test mutating func aCommandKeptPastTheAbortDeadlineResetsTheDeviceAndRaisesUnitAttention() {
+        var test = PassthroughBackendTests(abortDeadline: .milliseconds(50))
+        let tag = test.submit(read10, from: first, expected: 4096)
+        test.channel.testUnitReadyAnswers.withLock { $0 = [Self.resetUnitAttention] }
+        test.backend.terminate(tag)
+        #expect(test.eventually { test.channel.resets.withLock { $0 } == [.logicalUnit] })
+        #expect(test.channel.testUnitReadyAnswers.withLock { $0.isEmpty }, "the device's unit attention was absorbed")
+        #expect(test.completions[tag] == nil, "the task is still in the device")
+        test.channel.finish(0, .terminated)
+        #expect(test.completions.terminated(tag))
+        // Ferry's own unit attention for the reset, once, to every I_T nexus the logical unit knows.
+        let next = test.submit(read10, from: first, expected: 4096)
+        #expect(test.completions[next]??.sense == SenseData(.unitAttention, .busDeviceResetFunctionOccurred))
+        _ = test.submit(read10, from: first, expected: 4096)
+        #expect(test.channel.commands.count == 2)
+    }
+
+    @Test mutating func aCommandReturnedBeforeTheAbortDeadlineNeedsNoReset() {
+        var test = PassthroughBackendTests(abortDeadline: .milliseconds(50))
+        let tag = test.submit(read10, from: first, expected: 4096)
+        test.backend.terminate(tag)
+        test.channel.finish(0, .terminated)
+        usleep(200_000)
+        #expect(test.channel.resets.withLock { $0 }.isEmpty)
+        #expect(test.completions.terminated(tag))
+    }
+
+    @Test mutating func commandsWaitWhileTheDeviceIsResetAndTheDevicesUnitAttentionNeverReachesThem() {
+        let gate = DispatchSemaphore(value: 0)
+        channel.resetGate.withLock { $0 = gate }
+        channel.testUnitReadyAnswers.withLock { $0 = [Self.resetUnitAttention] }
+        let inFlight = submit(read10, from: first, expected: 4096)
+        let resetDone = DispatchSemaphore(value: 0)
+        backend.resetDevice(.logicalUnit, siblings: []) { resetDone.signal() }
+        #expect(eventually { channel.resetsBegun.withLock { $0 } == 1 })
+        let waiting = submit(read10, from: second, expected: 4096)
+        #expect(channel.commands.count == 1, "a command sent during the reset waits for its end")
+        gate.signal()
+        #expect(resetDone.wait(timeout: .now() + 2) == .success)
+        #expect(channel.resets.withLock { $0 } == [.logicalUnit])
+        #expect(channel.commands.map(\.tag) == [inFlight, waiting])
+        // The command in the device met the device's own unit attention of the reset: it goes again.
+        channel.finish(0, .finished(Self.resetUnitAttention, dataIn: ByteBuffer()))
+        #expect(channel.commands.map(\.tag) == [inFlight, waiting, inFlight])
+        #expect(completions[inFlight] == nil)
+        channel.finish(2, .finished(SGOutcome(status: 0), dataIn: ByteBuffer(repeating: 1, count: 4096)))
+        #expect(completions[inFlight]??.status == .good)
+    }
+
+    @Test mutating func aCommandTerminatedWhileParkedEndsAtOnce() {
+        let gate = DispatchSemaphore(value: 0)
+        channel.resetGate.withLock { $0 = gate }
+        let resetDone = DispatchSemaphore(value: 0)
+        backend.resetDevice(.logicalUnit, siblings: []) { resetDone.signal() }
+        #expect(eventually { channel.resetsBegun.withLock { $0 } == 1 })
+        let parked = submit(read10, from: first, expected: 4096)
+        backend.terminate(parked)
+        #expect(completions.terminated(parked))
+        gate.signal()
+        #expect(resetDone.wait(timeout: .now() + 2) == .success)
+        #expect(channel.commands.isEmpty, "the terminated command never reaches the device")
+    }
+
+    @Test mutating func resetDeviceFalseLeavesTheDeviceAlone() {
+        let test = PassthroughBackendTests(abortDeadline: .seconds(5), resetsDevice: false)
+        let done = DispatchSemaphore(value: 0)
+        test.backend.resetDevice(.logicalUnit, siblings: []) { done.signal() }
+        #expect(done.wait(timeout: .now()) == .success, "answered at once")
+        #expect(test.channel.resets.withLock { $0 }.isEmpty)
     }
 
     @Test mutating func terminationReachesTheChannel() {

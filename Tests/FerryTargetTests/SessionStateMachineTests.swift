@@ -50,6 +50,9 @@ private extension [SessionStateMachine.Action] {
     var submitted: [(itt: UInt32, tag: BackendTaskTag, request: SCSIRequest)] {
         compactMap { if case .submit(let r, let itt, let tag) = $0 { (itt, tag, r) } else { nil } }
     }
+    var resetDevices: [TaskSetScope] {
+        compactMap { if case .resetDevices(let scope, _) = $0 { scope } else { nil } }
+    }
     var terminated: [BackendTaskTag] {
         compactMap { if case .terminate(_, let tag) = $0 { tag } else { nil } }
     }
@@ -212,7 +215,9 @@ private func good(bytes: Int) -> BackendCompletion {
 
 /// Every task management function against every state a task can be in.
 @Suite struct TaskManagementTests {
-    enum Held: CaseIterable { case waitingForCmdSN, waitingForDataOut, atBackend, completedNotResponded }
+    /// The states of a task a function can meet: held for CmdSN order, waiting for Data-Out, in the
+    /// device, completed with its response still queued, and responded (gone from the task table).
+    enum Held: CaseIterable { case waitingForCmdSN, waitingForDataOut, atBackend, completedNotResponded, responded }
 
     /// Puts task 1 in the given state; returns its backend tag when it reached the backend.
     private func place(_ state: Held, in m: inout SessionStateMachine) -> BackendTaskTag? {
@@ -231,6 +236,10 @@ private func good(bytes: Int) -> BackendCompletion {
             let done = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
             #expect(done.sent.isEmpty)
             return nil
+        case .responded:
+            let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+            #expect(!m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096)).forTask(1).isEmpty)
+            return nil
         }
     }
 
@@ -245,7 +254,8 @@ private func good(bytes: Int) -> BackendCompletion {
             actions = m.backendCompleted(itt: 1, tag: tag!, good(bytes: 4096))
         }
         if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
-        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+        // > RFC 7143 §11.6.1: a task whose response went out does not exist any more.
+        #expect(actions.tmfResponses.map(\.response) == [state == .responded ? .taskDoesNotExist : .functionComplete])
         #expect(actions.forTask(1).isEmpty, "no Data-In, R2T or response for an aborted task")
         #expect(m.tasks[1] == nil)
         if state == .waitingForCmdSN {
@@ -278,10 +288,20 @@ private func good(bytes: Int) -> BackendCompletion {
         let tag = place(state, in: &m)
         var actions = m.taskManagementReceived(tmf(function, itt: 50, cmdSN: 3), connection: 0)
         let crossesSessions = function != .abortTaskSet && function != .itNexusReset
+        let resetsDevices = function == .logicalUnitReset || function == .targetWarmReset || function == .targetColdReset
         if crossesSessions {
             #expect(actions.contains { if case .terminateInOtherSessions = $0 { true } else { false } })
+            #expect(actions.resetDevices.isEmpty, "the device reset waits until every session has marked its tasks")
+            actions += m.otherSessionsMarked(functionTag: 50)
             #expect(actions.tmfResponses.isEmpty)
             actions += m.otherSessionsTerminated(functionTag: 50)
+        }
+        if resetsDevices {
+            #expect(actions.resetDevices == [function == .logicalUnitReset ? .logicalUnit(lun1) : .target])
+            #expect(actions.tmfResponses.isEmpty, "the response waits for the device reset")
+            actions += m.devicesReset(functionTag: 50)
+        } else {
+            #expect(actions.resetDevices.isEmpty)
         }
         if state == .atBackend {
             #expect(actions.terminated == [tag!])
@@ -305,7 +325,41 @@ private func good(bytes: Int) -> BackendCompletion {
         actions += m.taskManagementReceived(tmf(.queryTaskSet, itt: 51, cmdSN: 3), connection: 0)
         // A response waiting for the transmit path keeps its place ahead of the functions' responses.
         if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
-        #expect(actions.tmfResponses.map(\.response) == [.functionSucceeded, .functionSucceeded])
+        let held: TaskManagementFunctionResponse.Response = state == .responded ? .functionComplete : .functionSucceeded
+        #expect(actions.tmfResponses.map(\.response) == [held, held])
+    }
+
+    @Test(arguments: [
+        TaskManagementFunctionRequest.Function.clearACA, .taskReassign, .queryAsynchronousEvent,
+    ], Held.allCases)
+    func functionsThatTouchNoTaskLeaveItAlone(_ function: TaskManagementFunctionRequest.Function, _ state: Held) {
+        var m = machine()
+        let tag = place(state, in: &m)
+        var actions = m.taskManagementReceived(tmf(function, itt: 50, ref: 1, cmdSN: 3), connection: 0)
+        if function == .queryAsynchronousEvent { actions += m.asynchronousEventQueried(functionTag: 50, pending: nil) }
+        #expect(actions.terminated.isEmpty)
+        #expect(actions.resetDevices.isEmpty)
+        if state == .atBackend { actions += m.backendCompleted(itt: 1, tag: tag!, good(bytes: 4096)) }
+        if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
+        #expect(actions.tmfResponses.count == 1)
+        let answered = state == .atBackend || state == .completedNotResponded
+        #expect(actions.forTask(1).isEmpty == !answered)
+        #expect((m.tasks[1] != nil) == (state == .waitingForCmdSN || state == .waitingForDataOut))
+    }
+
+    @Test func logicalUnitResetWaitsForTheDeviceResetAfterEveryTaskLeft() {
+        var m = machine()
+        let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        var actions = m.taskManagementReceived(tmf(.logicalUnitReset, itt: 50, cmdSN: 2), connection: 0)
+        actions += m.otherSessionsMarked(functionTag: 50)
+        #expect(actions.terminated == [tag])
+        #expect(actions.resetDevices == [.logicalUnit(lun1)])
+        actions = m.devicesReset(functionTag: 50)
+        actions += m.otherSessionsTerminated(functionTag: 50)
+        #expect(actions.tmfResponses.isEmpty, "the device still holds the aborted task")
+        actions = m.backendCompleted(itt: 1, tag: tag, .terminated)
+        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+        #expect(actions.forTask(1).isEmpty)
     }
 
     @Test func queryTaskForAMissingTask() {
