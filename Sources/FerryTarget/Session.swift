@@ -227,7 +227,9 @@ final class Session: @unchecked Sendable {
                 "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
             ])
         context.taskManagementCounters.record(
-            .init(target: node.name, lun: request.lun, function: function, response: "\(response.response)"))
+            .init(
+                target: node.name, lun: TargetNode.normalize(request.lun), function: function,
+                response: "\(response.response)"))
     }
 
     // MARK: Actions
