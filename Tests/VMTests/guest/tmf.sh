@@ -5,7 +5,12 @@
 #   tmf.sh logical-unit-reset   TMFProbe: LOGICAL UNIT RESET with commands of two sessions in the device
 #   tmf.sh conformance          iscsi-test-cu -t iSCSI.iSCSITMF
 #   tmf.sh kernel-initiator     open-iscsi with short timeouts on a slowed device: its error handler aborts
-#                               through Ferry, the file system survives (fsck clean), nothing hangs
+#                               through Ferry, the file system survives (fsck clean), nothing hangs.
+#                               libiscsi's timeout handler first pings (NOP-Out) and re-arms the timer, so a
+#                               command reaches the error handler after twice the SCSI timeout: 2 s, 4 s with
+#                               the device at 5 s a command. scsi_debug takes a new delay only when idle, and
+#                               SYNCHRONIZE CACHE waits far longer than the delay (F_LONG_DELAY), so ext4
+#                               commits every 60 s and the delay returns to 0 before dd's fsync.
 # TMFProbe is $FERRY_RESULTS/TMFProbe (Tests/TMFProbe); it prints `measured:` and `FAIL:` lines.
 source "$FERRY_GUEST/lib.sh"
 scenario=$1
@@ -76,8 +81,8 @@ conformance)
     expect_no_wide_resets
     ;;
 kernel-initiator)
-    FERRY_LUN_OPTIONS='abort_deadline = "2s"
-command_timeout = 6000' start_ferryd sg "$scsi_debug_sg"
+    FERRY_LUN_OPTIONS='abort_deadline = "3s"
+command_timeout = 10000' start_ferryd sg "$scsi_debug_sg"
     start_iscsid
     sed -i -e 's|^node.session.err_timeo.abort_timeout = .*|node.session.err_timeo.abort_timeout = 5|' \
         -e 's|^node.session.err_timeo.lu_reset_timeout = .*|node.session.err_timeo.lu_reset_timeout = 10|' \
@@ -90,32 +95,33 @@ command_timeout = 6000' start_ferryd sg "$scsi_debug_sg"
     step "mkfs.ext4 and a first file at full speed"
     mkfs.ext4 -q -F "$iscsi_disk"
     mkdir -p /mnt/ferry
-    mount "$iscsi_disk" /mnt/ferry
+    mount -o commit=60 "$iscsi_disk" /mnt/ferry
     head -c 1M /dev/urandom >/tmp/slow
     cp /tmp/slow /mnt/ferry/fast
     sync
-    step "slow the device (4 s a command) below a 3 s SCSI timeout, then write and fsync"
-    echo 3 >"/sys/block/$disk/device/timeout"
+    step "slow the device to 5 s a command with a 2 s SCSI timeout, then write and fsync"
+    echo 2 >"/sys/block/$disk/device/timeout"
     dmesg -C
-    until echo $((4 * hz)) >"$delay_file" 2>/dev/null; do sleep 0.05; done
+    until echo $((5 * hz)) >"$delay_file" 2>/dev/null; do sleep 0.05; done
     started=$SECONDS
     timeout -k 5 150 dd if=/tmp/slow of=/mnt/ferry/slow bs=64k oflag=direct conv=fsync status=none &
     writer=$!
     step "wait until the initiator's error handler sent a task management function"
     tmf_sent() { iscsiadm -m session -s 2>/dev/null | awk '/tmfcmd_pdus/ { n += $2 } END { exit !(n > 0) }'; }
     wait_for tmf_sent 90
-    echo "first task management function after $((SECONDS - started)) s"
+    echo "measured: first task management function after $((SECONDS - started)) s"
     step "back to full speed (scsi_debug takes the new delay once it is idle)"
-    until echo 0 >"$delay_file" 2>/dev/null; do sleep 0.05; done
-    echo "delay 0 after $((SECONDS - started)) s"
+    until echo 0 >"$delay_file" 2>/dev/null; do :; done
+    echo "measured: delay 0 after $((SECONDS - started)) s"
     echo 30 >"/sys/block/$disk/device/timeout"
     status=0
     wait "$writer" || status=$?
-    echo "the slowed write ended with status $status after $((SECONDS - started)) s"
+    echo "measured: the slowed write ended with status $status after $((SECONDS - started)) s"
     iscsiadm -m session -s | grep -E "tmf|scsicmd|timeout" || true
     step "kernel log: the initiator's error handling and the resets scsi_debug got"
     dmesg | grep -vE "^\s*$" | tail -40
     [ "$status" = 0 ] || fail "the write on the slowed device failed (status $status)"
+    grep -q "function=abortTask" "$FERRY_RESULTS/ferryd.log" || fail "ferryd logged no ABORT TASK answered"
     expect_no_wide_resets
     cmp /tmp/slow /mnt/ferry/slow || fail "the file written on the slowed device reads back different"
     umount /mnt/ferry
