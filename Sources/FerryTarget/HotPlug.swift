@@ -19,6 +19,17 @@ struct HotPlugDevice: Sendable {
     var identity: DeviceIdentity
     var topology: SysfsTopology
 
+    init(
+        worldWideName: String?, genericName: String?, blockDeviceName: String?, identity: DeviceIdentity,
+        topology: SysfsTopology
+    ) {
+        self.worldWideName = worldWideName
+        self.genericName = genericName
+        self.blockDeviceName = blockDeviceName
+        self.identity = identity
+        self.topology = topology
+    }
+
     /// The record of `backend`, or nil when it is not a passthrough logical unit.
     init?(_ backend: any LogicalUnitBackend) {
         guard let passthrough = HotPlugDevice.passthrough(backend) else { return nil }

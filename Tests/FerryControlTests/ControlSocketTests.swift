@@ -17,6 +17,7 @@ import Testing
         .removeLUN(target: "iqn.2026-11.dev.ferry:a", lun: 3),
         .addInitiator(target: "iqn.2026-11.dev.ferry:a", initiator: "iqn.1993-08.org.debian:01:abc"),
         .removeInitiator(target: "iqn.2026-11.dev.ferry:a", initiator: "iqn.1993-08.org.debian:01:abc"),
+        .device(DeviceEvent(action: .added, name: "sg3")), .device(DeviceEvent(action: .removed)),
     ]
 
     @Test(arguments: every) func everyRequestSurvivesALine(_ request: ControlRequest) throws {
