@@ -25,7 +25,6 @@ public struct RawSentCommand: Sendable {
 
 extension RawOpcode {
     public static let taskManagementRequest: UInt8 = 0x02
-    public static let dataOut: UInt8 = 0x05
     public static let taskManagementResponse: UInt8 = 0x22
     public static let dataIn: UInt8 = 0x25
     public static let readyToTransfer: UInt8 = 0x31
