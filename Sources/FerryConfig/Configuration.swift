@@ -140,10 +140,14 @@ public struct LogicalUnit: Sendable, Hashable {
 public struct CHAPCredentials: Sendable, Hashable, CustomStringConvertible {
     public var user: String
     public var secret: String
+    /// The `secret_file` the secret was read from (absolute); nil for an inline `secret`. Saving the
+    /// configuration writes this path back, never the secret it holds.
+    public var secretFile: String?
 
-    public init(user: String, secret: String) {
+    public init(user: String, secret: String, secretFile: String? = nil) {
         self.user = user
         self.secret = secret
+        self.secretFile = secretFile
     }
 
     /// Never prints the secret.

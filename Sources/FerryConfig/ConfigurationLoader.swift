@@ -354,7 +354,7 @@ private struct ConfigurationLoader {
             return nil
         }
         guard let user, let secret else { return nil }
-        return CHAPCredentials(user: user, secret: secret)
+        return CHAPCredentials(user: user, secret: secret, secretFile: file.map { absolute($0) })
     }
 
     private mutating func readSecretFile(_ path: String, node: Node) -> String? {
@@ -385,19 +385,7 @@ private struct ConfigurationLoader {
     }
 
     private mutating func limits(from node: Node) -> Limits {
-        let fields: [(key: String, range: ClosedRange<Int>, field: WritableKeyPath<Limits, Int>)] = [
-            // RFC 7143 §13.12, §13.13, §13.14: 512 to 2^24-1.
-            ("max_recv_data_segment_length", 512...16_777_215, \.maxRecvDataSegmentLength),
-            ("max_burst_length", 512...16_777_215, \.maxBurstLength),
-            ("first_burst_length", 512...16_777_215, \.firstBurstLength),
-            ("max_outstanding_r2t", 1...65_535, \.maxOutstandingR2T),
-            ("command_window", 1...65_535, \.commandWindow),
-            ("max_sessions", 1...65_535, \.maxSessions),
-            ("max_connections_per_session", 1...65_535, \.maxConnectionsPerSession),
-            ("login_timeout", 1...3600, \.loginTimeout),
-            ("nop_in_interval", 1...3600, \.nopInInterval),
-            ("nop_in_timeout", 1...3600, \.nopInTimeout),
-        ]
+        let fields = Limits.keys
         checkKeys(node, allowed: fields.map(\.key))
         var limits = Limits()
         for field in fields {
@@ -635,6 +623,25 @@ struct PortalAddress: Hashable {
     private static func isIPv6(_ text: Substring) -> Bool {
         var address = in6_addr()
         return inet_pton(AF_INET6, String(text), &address) == 1
+    }
+}
+
+extension Limits {
+    /// The keys of `[limits]`, their ranges and fields, for the loader and the writer.
+    static var keys: [(key: String, range: ClosedRange<Int>, field: WritableKeyPath<Limits, Int>)] {
+        [
+            // RFC 7143 §13.12, §13.13, §13.14: 512 to 2^24-1.
+            ("max_recv_data_segment_length", 512...16_777_215, \.maxRecvDataSegmentLength),
+            ("max_burst_length", 512...16_777_215, \.maxBurstLength),
+            ("first_burst_length", 512...16_777_215, \.firstBurstLength),
+            ("max_outstanding_r2t", 1...65_535, \.maxOutstandingR2T),
+            ("command_window", 1...65_535, \.commandWindow),
+            ("max_sessions", 1...65_535, \.maxSessions),
+            ("max_connections_per_session", 1...65_535, \.maxConnectionsPerSession),
+            ("login_timeout", 1...3600, \.loginTimeout),
+            ("nop_in_interval", 1...3600, \.nopInInterval),
+            ("nop_in_timeout", 1...3600, \.nopInTimeout),
+        ]
     }
 }
 

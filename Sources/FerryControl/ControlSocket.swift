@@ -19,6 +19,8 @@ public enum ControlRequest: Sendable, Hashable {
     case sessions
     /// Re-read the configuration file, as SIGHUP does.
     case reload
+    /// Write the running configuration over the configuration file, atomically (targetcli's saveconfig).
+    case saveConfig
     /// Ask the initiator of a session to log out.
     case logout(tsih: UInt16)
     case addLUN(target: String, LUNDefinition)
@@ -227,6 +229,7 @@ extension ControlRequest: Codable {
     /// The `command` values.
     public enum Command: String, Codable, Sendable, CaseIterable {
         case targets, luns, sessions, reload, logout
+        case saveConfig = "save-config"
         case addLUN = "lun-add"
         case removeLUN = "lun-remove"
         case addInitiator = "acl-add"
@@ -240,6 +243,7 @@ extension ControlRequest: Codable {
         case .luns: .luns
         case .sessions: .sessions
         case .reload: .reload
+        case .saveConfig: .saveConfig
         case .logout: .logout
         case .addLUN: .addLUN
         case .removeLUN: .removeLUN
@@ -256,6 +260,7 @@ extension ControlRequest: Codable {
         case .luns: self = .luns(target: try container.decodeIfPresent(String.self, forKey: .target))
         case .sessions: self = .sessions
         case .reload: self = .reload
+        case .saveConfig: self = .saveConfig
         case .logout: self = .logout(tsih: try container.decode(UInt16.self, forKey: .tsih))
         case .addLUN:
             self = .addLUN(
@@ -285,7 +290,7 @@ extension ControlRequest: Codable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(command, forKey: .command)
         switch self {
-        case .targets, .sessions, .reload:
+        case .targets, .sessions, .reload, .saveConfig:
             break
         case .luns(let target):
             try container.encodeIfPresent(target, forKey: .target)

@@ -12,11 +12,11 @@ struct Ferryctl: AsyncParsableCommand {
         discussion: """
             ferryctl talks to ferryd over its control socket (\(defaultControlSocketPath) unless \
             [control] socket says otherwise; root only). Every command prints a table, or JSON with --json. \
-            Runtime changes (lun, acl) are not written to the configuration file.
+            Runtime changes (lun, acl) live in memory until save-config writes them to the configuration file.
             """,
         subcommands: [
             Targets.self, LUNs.self, Sessions.self, Reload.self, Logout.self, CheckConfig.self, LUNCommand.self,
-            ACLCommand.self, Device.self,
+            ACLCommand.self, SaveConfig.self, Device.self,
         ])
 }
 
@@ -92,6 +92,22 @@ extension Ferryctl {
 
         func run() throws {
             let response = try options.send(.reload)
+            try options.show(response) { response.changes?.text ?? "" }
+        }
+    }
+
+    struct SaveConfig: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "save-config",
+            abstract: "Write the running configuration (with lun and acl changes) over ferryd's configuration file.",
+            discussion: """
+                The file is replaced atomically and keeps its mode and owner. Comments and layout are not kept; \
+                a secret_file stays a secret_file.
+                """)
+        @OptionGroup var options: ConnectionOptions
+
+        func run() throws {
+            let response = try options.send(.saveConfig)
             try options.show(response) { response.changes?.text ?? "" }
         }
     }

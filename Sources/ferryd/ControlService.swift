@@ -45,6 +45,17 @@ struct ControlResponder: Sendable {
                         + failure.problems.joined(separator: "\n"),
                     hint: "fix \(reloader.source.name) (ferryctl check-config FILE shows every problem), then reload")
             }
+        case .saveConfig:
+            switch await reloader.save() {
+            case .success(let file):
+                return ControlResponse(
+                    changes: ChangeSummary(changes: ["saved the running configuration to \(file)"]))
+            case .failure(let failure):
+                return .failure(
+                    "save-config refused: " + failure.problems.joined(separator: "\n"),
+                    hint: reloader.source.file == nil
+                        ? "start ferryd with --config FILE to save runtime changes" : "the file was left as it was")
+            }
         case .logout(let tsih):
             guard target.logOut(tsih: tsih) else {
                 return .failure("no session with TSIH \(tsih)", hint: "ferryctl sessions lists them")
@@ -72,7 +83,9 @@ struct ControlResponder: Sendable {
         switch await reloader.apply(body) {
         case .success(let report):
             var summary = Self.summary(report)
-            summary.warnings.append("runtime changes are not saved: put them in \(reloader.source.name) to keep them")
+            summary.warnings.append(
+                reloader.source.file.map { "runtime changes are not saved: ferryctl save-config writes them to \($0)" }
+                    ?? "runtime changes are not saved: ferryd serves the embedded default (no --config FILE)")
             return ControlResponse(changes: summary)
         case .failure(let failure):
             return .failure(failure.problems.joined(separator: "\n"), hint: "nothing was changed")

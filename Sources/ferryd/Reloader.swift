@@ -58,7 +58,7 @@ final class Reloader: Sendable {
     }
 
     /// Applies a change to the running configuration (ferryctl lun/acl add/remove), in turn with
-    /// reloads. The file is not rewritten: the next reload reads the file again.
+    /// reloads. The file is not rewritten (``save()`` does that): the next reload reads the file again.
     func apply(
         _ change: @escaping @Sendable (FerryConfiguration) throws -> FerryConfiguration
     ) async -> Result<ReloadReport, ReloadFailure> {
@@ -77,6 +77,35 @@ final class Reloader: Sendable {
                 continuation.resume(returning: result)
             }
         }
+    }
+
+    /// Writes the running configuration over the configuration file (`ferryctl save-config`), in turn with reloads
+    /// and runtime changes; the file's path on success. A state directory from `--state-directory` is not written:
+    /// the file keeps its own.
+    func save() async -> Result<String, ReloadFailure> {
+        await withCheckedContinuation { continuation in
+            serial.async { continuation.resume(returning: self.saveNow()) }
+        }
+    }
+
+    private func saveNow() -> Result<String, ReloadFailure> {
+        guard let file = source.file else {
+            return .failure(ReloadFailure(problems: ["ferryd serves the embedded default: there is no file to save to"]))
+        }
+        var configuration = target.configuration
+        if source.stateDirectoryOverride != nil {
+            configuration.stateDirectory =
+                (try? FerryConfiguration.load(contentsOf: file, defaultStateDirectory: source.defaultStateDirectory))?
+                .stateDirectory ?? source.defaultStateDirectory
+        }
+        do {
+            try configuration.save(to: file, defaultStateDirectory: source.defaultStateDirectory)
+        } catch {
+            logger.error("cannot save the configuration: \(error)")
+            return .failure(ReloadFailure(problems: ["\(error)"]))
+        }
+        logger.notice("saved the running configuration", metadata: ["config": "\(file)"])
+        return .success(file)
     }
 
     private func reloadNow() -> Result<ReloadReport, ReloadFailure> {

@@ -142,7 +142,10 @@ private let minimal = """
         let database = configuration.targets[0]
         #expect(database.alias == "database disks")
         #expect(database.allowedInitiators == ["iqn.1993-08.org.debian:01:abcdef", "eui.02004567A425678D"])
-        #expect(database.chap == CHAPCredentials(user: "db-initiator", secret: "0123456789abcdef"))
+        #expect(
+            database.chap
+                == CHAPCredentials(
+                    user: "db-initiator", secret: "0123456789abcdef", secretFile: "\(directory.path)/target.secret"))
         #expect(database.mutualCHAP == CHAPCredentials(user: "db-target", secret: "another-secret-1"))
         #expect(
             database.luns == [

@@ -8,7 +8,7 @@ import Testing
 
 @Suite struct ControlRequestTests {
     static let every: [ControlRequest] = [
-        .targets, .luns(target: nil), .luns(target: "iqn.2026-11.dev.ferry:a"), .sessions, .reload,
+        .targets, .luns(target: nil), .luns(target: "iqn.2026-11.dev.ferry:a"), .sessions, .reload, .saveConfig,
         .logout(tsih: 7),
         .addLUN(
             target: "iqn.2026-11.dev.ferry:a",
