@@ -10,10 +10,18 @@ import Foundation
 /// One connection to ferryd's control socket: a request line out, a response line back.
 struct ControlClient {
     let path: String
+    /// Seconds to wait for ferryd's answer; nil: as long as it takes.
+    var timeout: Int? = nil
 
     func exchange(_ request: ControlRequest) throws -> ControlResponse {
         let descriptor = try connect()
         defer { close(descriptor) }
+        if let timeout {
+            var limit = timeval(tv_sec: timeout, tv_usec: 0)
+            for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+                _ = setsockopt(descriptor, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+            }
+        }
         let line = try ControlCodec.line(request)
         try line.withUnsafeBytes { bytes in
             var offset = 0
@@ -32,6 +40,9 @@ struct ControlClient {
                 return try ControlCodec.decode(ControlResponse.self, from: answer)
             }
             let count = read(descriptor, &chunk, chunk.count)
+            if count < 0, errno == EAGAIN || errno == EWOULDBLOCK, let timeout {
+                throw CommandFailure("ferryd did not answer within \(timeout) s; see journalctl -u ferryd")
+            }
             guard count > 0 else {
                 throw CommandFailure("ferryd closed the control connection without answering; see journalctl -u ferryd")
             }

@@ -17,8 +17,13 @@ extension Ferryctl {
         @Argument(help: "added or removed.") var action: Action
         @Argument(help: "The kernel name or node of the disk (sg3, /dev/sg3, sdc); udev passes %k.") var name: String?
 
+        /// udev kills a RUN program that takes long, and holds the device's events meanwhile.
+        static let timeoutSeconds = 10
+
         func run() throws {
-            let response = try options.send(.device(DeviceEvent(action: action.event, name: name)))
+            let request = ControlRequest.device(DeviceEvent(action: action.event, name: name))
+            let response = try ControlClient(path: options.socket, timeout: Self.timeoutSeconds).exchange(request)
+            if let error = response.error { throw CommandFailure(error.description) }
             try options.show(response) { response.changes?.text ?? "" }
         }
     }

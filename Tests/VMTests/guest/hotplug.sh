@@ -126,7 +126,7 @@ grep -qi "unit attention" /tmp/tur.log || fail "the first command after the retu
 grep -qi "power on, reset, or bus device reset occurred" /tmp/tur.log || fail "the unit attention is not 29/00"
 sg_turs "$iscsi_sg" || fail "TEST UNIT READY after the unit attention failed"
 dd if="$iscsi_disk" of=/dev/null bs=64k count=16 iflag=direct 2>&1 || fail "reading the returned LUN failed"
-grep -E "offline|back online" "$FERRY_RESULTS/ferryd.log"
+grep -E "offline|back online|did not complete|sg refused|reading sg completions" "$FERRY_RESULTS/ferryd.log"
 
 iscsi_logout
 stop_ferryd
