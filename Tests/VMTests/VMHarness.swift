@@ -71,6 +71,15 @@ enum VirtualMachine {
     /// The modules the initramfs loads, with their dependencies, to reach the 9p root.
     static let initramfsModules = ["virtio_pci", "9pnet_virtio", "9p", "overlay"]
 
+    /// The guest's PID 1 once the root is mounted.
+    enum Init {
+        /// `guest/init.sh`: bash prepares the guest and runs the script itself; no service manager.
+        case shell
+        /// systemd (`guest/systemd-init.sh`), with udevd and journald; the script runs as
+        /// `ferry-vm-job.service` once `basic.target` is reached, and may use `systemctl` and `journalctl`.
+        case systemd
+    }
+
     /// Boots a VM that runs `guest/<script>` with `arguments` and `environment` (as bash, in /tmp,
     /// as root), and returns when the guest has powered off or `timeout` has passed; then qemu is
     /// killed. The script sees `$FERRY_RESULTS` (a writable directory shared with the host),
@@ -80,10 +89,13 @@ enum VirtualMachine {
     ///
     /// `forwardedPorts` maps host loopback ports to guest ports through qemu's user-mode network
     /// (the guest is 10.0.2.15 and reaches the host's loopback as 10.0.2.2); without it the
-    /// guest has no network interface but its own loopback.
+    /// guest has no network interface but its own loopback. `files` are copied to the results share,
+    /// where the script finds each as `$FERRY_RESULTS/<name>`. `init: .systemd` boots with systemd
+    /// as PID 1.
     static func run(
         script: String, arguments: [String] = [], environment: [String: String] = [:],
-        timeout: Duration, memoryMegabytes: Int = 1024, forwardedPorts: [(host: Int, guest: Int)]? = nil
+        timeout: Duration, memoryMegabytes: Int = 1024, forwardedPorts: [(host: Int, guest: Int)]? = nil,
+        files: [URL] = [], init guestInit: Init = .shell
     ) async throws -> GuestRun {
         let qemu = try locate("qemu-system-x86_64", package: "qemu-system-x86")
         let kernel = try Kernel.find()
@@ -112,6 +124,9 @@ enum VirtualMachine {
                 at: URL(fileURLWithPath: ferryd), to: results.appendingPathComponent("ferryd"))
             exports["FERRYD"] = "/ferry-results/ferryd"
         }
+        for file in files {
+            try FileManager.default.copyItem(at: file, to: results.appendingPathComponent(file.lastPathComponent))
+        }
         let job =
             exports.sorted { $0.key < $1.key }.map { "export \($0.key)=\(shellQuoted($0.value))\n" }.joined()
             + "cd /tmp\nexec bash /ferry-results/guest/\(shellQuoted(script))"
@@ -128,6 +143,9 @@ enum VirtualMachine {
         } else {
             network = ["-nic", "none"]
         }
+        // guest/initramfs-init picks the stage-2 init by ferry.init=.
+        let commandLine =
+            "console=ttyS0 quiet panic=-1 loglevel=4" + (guestInit == .systemd ? " ferry.init=systemd" : "")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: qemu)
         process.arguments =
@@ -135,7 +153,7 @@ enum VirtualMachine {
                 "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "\(memoryMegabytes)",
                 "-display", "none", "-monitor", "none", "-serial", "file:\(consoleFile.path)", "-no-reboot",
                 "-kernel", kernel.image, "-initrd", initramfs.path,
-                "-append", "console=ttyS0 quiet panic=-1 loglevel=4",
+                "-append", commandLine,
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
                 "-virtfs", "local,path=\(results.path),mount_tag=results,security_model=none,multidevs=remap",
             ] + network
