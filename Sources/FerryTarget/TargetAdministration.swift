@@ -1,9 +1,11 @@
 public import FerryBackends
 public import FerryConfig
+import FerryPassthrough
 import Foundation
 import ISCSIProtocol
 import Logging
 import NIOCore
+import SCSI
 import Synchronization
 
 /// What is served right now, in numbers (for the service manager's status line).
@@ -187,6 +189,7 @@ extension TargetContext {
         var leaving: [TargetNode] = []
         var retired: [any LogicalUnitBackend] = []
         var affected: [(node: TargetNode, initiatorStays: (String) -> Bool)] = []
+        var inventoryChanged: [TargetNode] = []
         state.withLock { state in
             var nodes: [String: TargetNode] = [:]
             for (target, units) in plans {
@@ -206,6 +209,7 @@ extension TargetContext {
                 for number in units.keys.sorted() where running[number] == nil {
                     report.changes.append("added LUN \(number) to \(target.name)")
                 }
+                if Set(running.keys) != Set(units.keys) { inventoryChanged.append(node) }
                 if target.allowedInitiators != previous.allowedInitiators {
                     report.changes.append("allowed initiators of \(target.name) changed")
                 }
@@ -230,7 +234,16 @@ extension TargetContext {
             state.configuration = new
         }
 
-        for session in registry.all {
+        let sessions = registry.all
+        // > If the logical unit inventory changes for any reason […] the device server shall establish a unit
+        // > attention condition for the initiator port associated with every I_T nexus, with the additional sense
+        // > code set to REPORTED LUNS DATA HAS CHANGED (SPC-4 §6.33)
+        for node in inventoryChanged {
+            let nexuses = Set(sessions.filter { $0.node === node }.map(\.nexus))
+            node.reportedLUNsDataChanged.establish(
+                for: nexuses, on: node.logicalUnits.values.compactMap { Self.unitAttentions(of: $0) })
+        }
+        for session in sessions {
             let goes =
                 leaving.contains { $0 === session.node }
                 || affected.contains { $0.node === session.node && !$0.initiatorStays(session.initiatorName) }
@@ -247,6 +260,16 @@ extension TargetContext {
             }
         }
         return report
+    }
+
+    /// The unit attention conditions of a backend Ferry opened (emulated or passthrough, metered or not).
+    private static func unitAttentions(of backend: any LogicalUnitBackend) -> UnitAttentionConditions? {
+        switch backend {
+        case let metered as MeteredBackend: unitAttentions(of: metered.base)
+        case let emulated as EmulatedBackend: emulated.device.unitAttentions
+        case let passthrough as PassthroughBackend: passthrough.unitAttentions
+        default: nil
+        }
     }
 
     /// Asks every initiator to log out, waits up to `time` for the sessions to end, closes those

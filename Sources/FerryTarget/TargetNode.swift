@@ -30,6 +30,8 @@ final class TargetNode: Sendable {
     let name: String
     let portalGroupTag: UInt16
     private let state: Mutex<State>
+    /// REPORTED LUNS DATA HAS CHANGED, established on every logical unit when the LUN map changes.
+    let reportedLUNsDataChanged = TargetUnitAttention(.reportedLUNsDataHasChanged)
 
     init(configuration: Target, portalGroupTag: UInt16, logicalUnits: [UInt64: any LogicalUnitBackend]) {
         self.name = configuration.name
@@ -94,6 +96,8 @@ final class TargetNode: Sendable {
     func answer(_ request: SCSIRequest) -> SCSIResult {
         switch request.cdb.getInteger(at: request.cdb.readerIndex, as: UInt8.self) {
         case 0xa0?:
+            // > the REPORTED LUNS DATA HAS CHANGED unit attention condition is cleared by REPORT LUNS.
+            reportedLUNsDataChanged.clear(for: request.nexus)
             return ReportLUNs.response(luns: lunNumbers, cdb: request.cdb)
         case 0x12?:
             return Inquiry.logicalUnitNotPresent(cdb: request.cdb)

@@ -19,6 +19,8 @@ public final class UnitAttentionConditions: Sendable {
     private struct State {
         var queues: [ITNexus: [AdditionalSenseCode]] = [:]
         var recentNexuses: [ITNexus] = []
+        /// Conditions of the whole target queued here (``TargetUnitAttention``), by their code.
+        var targetConditions: [AdditionalSenseCode: TargetUnitAttention] = [:]
     }
 
     /// How many recently noted I_T nexuses ``noteNexus(_:)`` compares before it hashes one.
@@ -63,20 +65,44 @@ public final class UnitAttentionConditions: Sendable {
         }
     }
 
+    /// Queues `condition` for `nexuses` (``TargetUnitAttention/establish(for:on:)``).
+    func queue(_ condition: TargetUnitAttention, for nexuses: Set<ITNexus>) {
+        state.withLock { state in
+            state.targetConditions[condition.code] = condition
+            for nexus in nexuses { Self.enqueue(condition.code, into: &state.queues[nexus, default: []]) }
+            publishPending(state.queues)
+        }
+    }
+
     /// Removes and returns the condition to report to `nexus` next, if any.
     public func take(for nexus: ITNexus) -> AdditionalSenseCode? {
         guard pending.load(ordering: .acquiring) & Self.pendingBit(nexus) != 0 else { return nil }
         return state.withLock { state in
             guard state.queues[nexus]?.isEmpty == false else { return nil }
             defer { publishPending(state.queues) }
-            return state.queues[nexus]!.removeFirst()
+            while let code = state.queues[nexus]?.first {
+                state.queues[nexus]!.removeFirst()
+                // A condition of the target that another logical unit reported, or REPORT LUNS cleared, is gone.
+                if let condition = state.targetConditions[code], !condition.clear(for: nexus) { continue }
+                return code
+            }
+            return nil
         }
     }
 
     /// The condition that ``take(for:)`` would return, left pending.
     public func peek(for nexus: ITNexus) -> AdditionalSenseCode? {
         guard pending.load(ordering: .acquiring) & Self.pendingBit(nexus) != 0 else { return nil }
-        return state.withLock { $0.queues[nexus]?.first }
+        return state.withLock { state in
+            while let code = state.queues[nexus]?.first {
+                guard let condition = state.targetConditions[code], !condition.isPending(for: nexus) else {
+                    return code
+                }
+                state.queues[nexus]!.removeFirst()
+                publishPending(state.queues)
+            }
+            return nil
+        }
     }
 
     /// The bit of ``pending`` for `nexus`: from the length and last bytes of the initiator port name, which
@@ -108,6 +134,7 @@ public final class UnitAttentionConditions: Sendable {
             establishForAllNexuses(cold ? .powerOnOccurred : .scsiBusResetOccurred, except: nil)
         case .itNexusLoss(let nexus):
             establish(.itNexusLossOccurred, for: nexus)
+            for condition in state.withLock({ Array($0.targetConditions.values) }) { condition.clear(for: nexus) }
         case .tasksClearedByAnotherInitiator(_, let otherNexuses):
             for nexus in otherNexuses { establish(.commandsClearedByAnotherInitiator, for: nexus) }
         }
@@ -139,5 +166,41 @@ public final class UnitAttentionConditions: Sendable {
         }
         queue.removeAll()
         queue.append(code)
+    }
+}
+
+/// A unit attention condition of the SCSI target device rather than of one logical unit: REPORTED LUNS DATA HAS
+/// CHANGED (SAM-5 §5.14, SPC-4 §5.14). Every logical unit of the target queues it for the I_T nexuses concerned, and
+/// the first one to report it to an I_T nexus clears it on all of them, as REPORT LUNS does:
+///
+/// > A logical unit I_T nexus clear (LUICLR) bit set to one indicates the SCSI target device clears any unit
+/// > attention condition with an additional sense code of REPORTED LUNS DATA HAS CHANGED in each logical unit
+/// > accessible to an I_T nexus after reporting the unit attention condition for any logical unit over that I_T
+/// > nexus (SPC-4, Extended INQUIRY Data VPD page)
+public final class TargetUnitAttention: Sendable {
+    public let code: AdditionalSenseCode
+    /// The I_T nexuses the condition is established for and not yet reported to.
+    private let outstanding = Mutex(Set<ITNexus>())
+
+    public init(_ code: AdditionalSenseCode) {
+        self.code = code
+    }
+
+    /// Establishes the condition for `nexuses` on every one of `logicalUnits`.
+    public func establish(for nexuses: Set<ITNexus>, on logicalUnits: [UnitAttentionConditions]) {
+        guard !nexuses.isEmpty else { return }
+        outstanding.withLock { $0.formUnion(nexuses) }
+        for unit in logicalUnits { unit.queue(self, for: nexuses) }
+    }
+
+    /// Clears the condition for `nexus` on every logical unit; whether it was established.
+    @discardableResult
+    public func clear(for nexus: ITNexus) -> Bool {
+        outstanding.withLock { $0.remove(nexus) != nil }
+    }
+
+    /// Whether the condition is established for `nexus` and not yet reported.
+    public func isPending(for nexus: ITNexus) -> Bool {
+        outstanding.withLock { $0.contains(nexus) }
     }
 }

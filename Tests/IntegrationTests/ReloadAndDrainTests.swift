@@ -109,6 +109,9 @@ extension AgainstFerryd {
                 }
                 // The other session carries on: no Async Message came before the ping's answer.
                 #expect(try unaffected.ping().opcode == RawOpcode.nopIn)
+                // LUN 1 joined its target: the next command hears of it once (SPC-4 §6.33).
+                let changed = try unaffected.scsi(lun: 0, cdb: .testUnitReady)
+                #expect(changed.status == 2 && changed.senseCode == [0x06, 0x3f, 0x0e], "\(changed)")
                 #expect(try unaffected.testUnitReady() == 0)
 
                 let after = try await listing()
