@@ -17,6 +17,8 @@ public enum ControlRequest: Sendable, Hashable {
     case luns(target: String?)
     /// Every session with its connections, negotiated parameters and CmdSN window.
     case sessions
+    /// Task management functions answered since ferryd started, by target, LUN, function and response.
+    case taskManagement
     /// Re-read the configuration file, as SIGHUP does.
     case reload
     /// Write the running configuration over the configuration file, atomically (targetcli's saveconfig).
@@ -76,22 +78,43 @@ public struct ControlResponse: Codable, Sendable, Hashable {
     public var targets: [TargetInfo]?
     public var luns: [LUNInfo]?
     public var sessions: [SessionInfo]?
+    public var taskManagement: [TaskManagementCount]?
     /// What a reload or runtime change did.
     public var changes: ChangeSummary?
 
     public init(
         error: ControlFailure? = nil, targets: [TargetInfo]? = nil, luns: [LUNInfo]? = nil,
-        sessions: [SessionInfo]? = nil, changes: ChangeSummary? = nil
+        sessions: [SessionInfo]? = nil, taskManagement: [TaskManagementCount]? = nil, changes: ChangeSummary? = nil
     ) {
         self.error = error
         self.targets = targets
         self.luns = luns
         self.sessions = sessions
+        self.taskManagement = taskManagement
         self.changes = changes
     }
 
     public static func failure(_ message: String, hint: String? = nil) -> ControlResponse {
         ControlResponse(error: ControlFailure(message: message, hint: hint))
+    }
+}
+
+/// How many task management functions of one kind a logical unit answered, and how.
+public struct TaskManagementCount: Codable, Sendable, Hashable {
+    public var target: String
+    public var lun: UInt64
+    /// "abortTask", "logicalUnitReset", … (RFC 7143 §11.5.1 and RFC 7144 names).
+    public var function: String
+    /// "functionComplete", "taskDoesNotExist", … (RFC 7143 §11.6.1).
+    public var response: String
+    public var count: Int
+
+    public init(target: String, lun: UInt64, function: String, response: String, count: Int) {
+        self.target = target
+        self.lun = lun
+        self.function = function
+        self.response = response
+        self.count = count
     }
 }
 
@@ -229,6 +252,7 @@ extension ControlRequest: Codable {
     /// The `command` values.
     public enum Command: String, Codable, Sendable, CaseIterable {
         case targets, luns, sessions, reload, logout
+        case taskManagement = "task-management"
         case saveConfig = "save-config"
         case addLUN = "lun-add"
         case removeLUN = "lun-remove"
@@ -242,6 +266,7 @@ extension ControlRequest: Codable {
         case .targets: .targets
         case .luns: .luns
         case .sessions: .sessions
+        case .taskManagement: .taskManagement
         case .reload: .reload
         case .saveConfig: .saveConfig
         case .logout: .logout
@@ -259,6 +284,7 @@ extension ControlRequest: Codable {
         case .targets: self = .targets
         case .luns: self = .luns(target: try container.decodeIfPresent(String.self, forKey: .target))
         case .sessions: self = .sessions
+        case .taskManagement: self = .taskManagement
         case .reload: self = .reload
         case .saveConfig: self = .saveConfig
         case .logout: self = .logout(tsih: try container.decode(UInt16.self, forKey: .tsih))
@@ -290,7 +316,7 @@ extension ControlRequest: Codable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(command, forKey: .command)
         switch self {
-        case .targets, .sessions, .reload, .saveConfig:
+        case .targets, .sessions, .taskManagement, .reload, .saveConfig:
             break
         case .luns(let target):
             try container.encodeIfPresent(target, forKey: .target)

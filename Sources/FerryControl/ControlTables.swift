@@ -73,6 +73,12 @@ extension ControlTable {
             })
     }
 
+    public init(taskManagement counts: [TaskManagementCount]) {
+        self.init(
+            headers: ["TARGET", "LUN", "FUNCTION", "RESPONSE", "COUNT"],
+            rows: counts.map { [$0.target, "\($0.lun)", $0.function, $0.response, "\($0.count)"] })
+    }
+
     /// `1 GiB`, `512 MiB`, `4096 B`: exact binary units when they divide, else bytes.
     static func byteCount(_ bytes: UInt64) -> String {
         for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)] as [(String, UInt64)]

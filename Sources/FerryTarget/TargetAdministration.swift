@@ -107,6 +107,14 @@ extension ISCSITarget {
         return snapshots.sorted { $0.tsih < $1.tsih }
     }
 
+    /// The task management functions answered since ferryd started, counted by target, LUN,
+    /// function and response, in that order.
+    public func taskManagementCounts() -> [(target: String, lun: UInt64, function: String, response: String, count: Int)] {
+        context.taskManagementCounters.snapshot
+            .map { (target: $0.key.target, lun: $0.key.lun, function: $0.key.function, response: $0.key.response, count: $0.value) }
+            .sorted { ($0.target, $0.lun, $0.function, $0.response) < ($1.target, $1.lun, $1.function, $1.response) }
+    }
+
     /// Asks the initiator of session `tsih` to log out within `seconds`; false when there is
     /// no such session.
     public func logOut(tsih: UInt16, within seconds: UInt16 = 5) -> Bool {

@@ -15,7 +15,7 @@ struct Ferryctl: AsyncParsableCommand {
             Runtime changes (lun, acl) live in memory until save-config writes them to the configuration file.
             """,
         subcommands: [
-            Targets.self, LUNs.self, Sessions.self, Reload.self, Logout.self, CheckConfig.self, LUNCommand.self,
+            Targets.self, LUNs.self, Sessions.self, TaskManagement.self, Reload.self, Logout.self, CheckConfig.self, LUNCommand.self,
             ACLCommand.self, SaveConfig.self, Device.self,
         ])
 }
@@ -82,6 +82,18 @@ extension Ferryctl {
         func run() throws {
             let response = try options.send(.sessions)
             try options.show(response) { ControlTable(sessions: response.sessions ?? []).render() }
+        }
+    }
+
+    struct TaskManagement: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "task-management",
+            abstract: "Count the task management functions answered, by target, LUN, function and response.")
+        @OptionGroup var options: ConnectionOptions
+
+        func run() throws {
+            let response = try options.send(.taskManagement)
+            try options.show(response) { ControlTable(taskManagement: response.taskManagement ?? []).render() }
         }
     }
 

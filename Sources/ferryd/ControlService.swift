@@ -36,6 +36,12 @@ struct ControlResponder: Sendable {
             return ControlResponse(luns: luns(of: configuration.targets.filter { name == nil || $0.name == name }))
         case .sessions:
             return ControlResponse(sessions: await target.sessions().map(Self.info))
+        case .taskManagement:
+            return ControlResponse(
+                taskManagement: target.taskManagementCounts().map {
+                    TaskManagementCount(
+                        target: $0.target, lun: $0.lun, function: $0.function, response: $0.response, count: $0.count)
+                })
         case .reload:
             switch await reloader.reload() {
             case .success(let report): return ControlResponse(changes: Self.summary(report))

@@ -76,6 +76,19 @@ extension AgainstFerryd {
                 #expect(
                     missing.status != 0 && missing.output.contains("ferryctl sessions lists them"), "\(missing.output)")
 
+                // Task management functions are counted per function and response.
+                try client.sendTaskManagement(.abortTask)
+                let notFound = try client.expectPDU()
+                #expect(notFound.opcode == RawOpcode.taskManagementResponse && notFound.header[2] == 1, "Task does not exist")
+                try client.sendTaskManagement(.queryTask)
+                #expect(try client.expectPDU().header[2] == 0, "Function complete")
+                let functions = try await run("task-management")
+                let rows = functions.output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+                #expect(rows.contains([Self.target, "0", "abortTask", "taskDoesNotExist", "1"]), "\(functions.output)")
+                #expect(rows.contains([Self.target, "0", "queryTask", "functionComplete", "1"]), "\(functions.output)")
+                let functionsJSON = try await run("task-management", "--json")
+                #expect(functionsJSON.output.contains("\"function\" : \"abortTask\""), "\(functionsJSON.output)")
+
                 let metrics = try Self.httpGet(port: metricsPort, path: "/metrics")
                 #expect(metrics.hasPrefix("HTTP/1.1 200 OK"), "\(metrics)")
                 let labels = "{target=\"\(Self.target)\",lun=\"0\"}"
@@ -84,6 +97,10 @@ extension AgainstFerryd {
                 #expect(metrics.contains("ferry_lun_read_duration_seconds_count\(labels) 1"), "\(metrics)")
                 #expect(metrics.contains("ferry_target_sessions{target=\"\(Self.target)\"} 1.0"), "\(metrics)")
                 #expect(metrics.contains("ferry_login_successes_total{target=\"\(Self.target)\"} 1"), "\(metrics)")
+                #expect(
+                    metrics.contains(
+                        "ferry_task_management_functions_total{target=\"\(Self.target)\",lun=\"0\",function=\"abortTask\","
+                            + "response=\"taskDoesNotExist\"} 1"), "\(metrics)")
                 #expect(try Self.httpGet(port: metricsPort, path: "/").hasPrefix("HTTP/1.1 404"))
 
                 let logout = try await run("logout", "\(client.tsih)")
