@@ -115,6 +115,16 @@ extension ISCSITarget {
             .sorted { ($0.target, $0.lun, $0.function, $0.response) < ($1.target, $1.lun, $1.function, $1.response) }
     }
 
+    /// The logical block size and capacity in bytes of each online passthrough LUN of `target`, from the READ
+    /// CAPACITY data its disk gave when the LUN was opened (nil when the disk did not say).
+    public func passthroughGeometry(target: String) -> [UInt64: (blockSize: Int, bytes: UInt64?)] {
+        guard let node = context.nodes[target] else { return [:] }
+        return node.logicalUnits.compactMapValues { backend in
+            guard let identity = HotPlugDevice.passthrough(backend)?.identity else { return nil }
+            return (identity.blockSize, identity.blockCount.map { $0 * UInt64(identity.blockSize) })
+        }
+    }
+
     /// Asks the initiator of session `tsih` to log out within `seconds`; false when there is
     /// no such session.
     public func logOut(tsih: UInt16, within seconds: UInt16 = 5) -> Bool {

@@ -4,6 +4,10 @@ import FerryTarget
 import Foundation
 import Logging
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Answers ferryctl's requests (``ControlRequest``) from the running target.
 struct ControlResponder: Sendable {
     let target: ISCSITarget
@@ -112,17 +116,33 @@ struct ControlResponder: Sendable {
     private func luns(of targets: [Target]) -> [LUNInfo] {
         targets.flatMap { configured in
             let states = target.logicalUnitStates(target: configured.name)
+            let geometry = target.passthroughGeometry(target: configured.name)
             return configured.luns.map { lun in
-                let size = (try? FileManager.default.attributesOfItem(atPath: lun.path)[.size] as? NSNumber)?
-                    .map { $0.uint64Value }
+                let size =
+                    lun.backend == .sg ? geometry[lun.lun]?.bytes : Self.byteCount(of: lun.path) ?? lun.size
                 return LUNInfo(
                     target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,
-                    device: states[lun.lun]?.kind ?? "-", path: lun.path, sizeBytes: size ?? lun.size,
-                    blockSize: lun.blockSize, readOnly: lun.readOnly,
+                    device: states[lun.lun]?.kind ?? "-", path: lun.path, sizeBytes: size,
+                    blockSize: geometry[lun.lun]?.blockSize ?? lun.blockSize, readOnly: lun.readOnly,
                     state: states[lun.lun]?.online == true ? "online" : "offline")
             }
         }
     }
+
+    /// The size of a regular file, or of a block device (`BLKGETSIZE64`: its st_size is 0); nil when it is missing.
+    private static func byteCount(of path: String) -> UInt64? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        guard status.st_mode & S_IFMT == S_IFBLK else { return UInt64(status.st_size) }
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: UInt64 = 0
+        return ioctl(descriptor, blockDeviceSizeRequest, &bytes) == 0 ? bytes : nil
+    }
+
+    /// `BLKGETSIZE64` from <linux/fs.h>: `_IOR(0x12, 114, size_t)`.
+    private static let blockDeviceSizeRequest: UInt = 0x8008_1272
 
     /// A udev event (`ferryctl device added|removed NAME`): answered at once, so that udev's RUN
     /// never waits for a disk to be probed; a returning disk is opened in the background.
