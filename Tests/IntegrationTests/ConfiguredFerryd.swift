@@ -31,9 +31,10 @@ final class ConfiguredFerryd {
 
     /// Runs `body` against a ferryd whose configuration `configuration(port, directory)` returns (a free port on
     /// 127.0.0.1 and the temporary directory for backing files). ferryd must stop cleanly on SIGTERM afterwards.
-    /// `environment` adds to the test's environment (e.g. `NOTIFY_SOCKET`).
+    /// `environment` adds to the test's environment (e.g. `NOTIFY_SOCKET`); `logLevel` overrides
+    /// `FERRYD_LOG_LEVEL` (default info).
     static func with<Result>(
-        configuration: (Int, String) -> String, environment: [String: String] = [:],
+        configuration: (Int, String) -> String, environment: [String: String] = [:], logLevel: String? = nil,
         _ body: (ConfiguredFerryd) async throws -> Result
     ) async throws -> Result {
         let port = try FerrydProcess.freePort()
@@ -48,7 +49,7 @@ final class ConfiguredFerryd {
         let logHandle = try FileHandle(forWritingTo: logFile)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try FerrydProcess.locateFerryd())
-        let logLevel = ProcessInfo.processInfo.environment["FERRYD_LOG_LEVEL"] ?? "info"
+        let logLevel = logLevel ?? ProcessInfo.processInfo.environment["FERRYD_LOG_LEVEL"] ?? "info"
         process.arguments = ["--config", file.path, "--log-level", logLevel]
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = logHandle
