@@ -171,6 +171,9 @@ public struct Limits: Sendable, Hashable {
     /// Seconds of silence before the target pings with NOP-In, and how long it waits for the answer.
     public var nopInInterval: Int = 30
     public var nopInTimeout: Int = 30
+    /// MiB that all sessions together may hold in Data-Out and Data-In buffers; a command beyond it
+    /// ends with TASK SET FULL.
+    public var maxDataBufferMiB: Int = 1_024
 
     public init() {}
 }

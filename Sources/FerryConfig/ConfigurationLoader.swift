@@ -641,6 +641,7 @@ extension Limits {
             ("login_timeout", 1...3600, \.loginTimeout),
             ("nop_in_interval", 1...3600, \.nopInInterval),
             ("nop_in_timeout", 1...3600, \.nopInTimeout),
+            ("max_data_buffer_mib", 16...1_048_576, \.maxDataBufferMiB),
         ]
     }
 }

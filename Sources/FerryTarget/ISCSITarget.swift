@@ -122,6 +122,8 @@ final class TargetContext: Sendable {
     var nodes: [String: TargetNode] { state.withLock { $0.nodes } }
     let registry = SessionRegistry()
     let taskManagementCounters = TaskManagementCounters()
+    /// Data-Out and Data-In buffers of every session (`[limits] max_data_buffer_mib`, read at start).
+    let dataBuffers: DataBufferBudget
     /// Reloads and runtime changes happen one at a time.
     let reloadLock = Mutex(())
     let copyTargets = CopyTargetDirectory()
@@ -137,6 +139,7 @@ final class TargetContext: Sendable {
         self.threadPool = threadPool
         let tpgt = configuration.portals.first?.portalGroupTag ?? 1
         self.portalGroupTag = tpgt
+        self.dataBuffers = DataBufferBudget(capacity: configuration.limits.maxDataBufferMiB << 20)
         self.state = Mutex(State(configuration: configuration, nodes: [:]))
         self.discoveryNode = TargetNode(
             configuration: Target(name: "discovery", luns: []), portalGroupTag: tpgt, logicalUnits: [:])

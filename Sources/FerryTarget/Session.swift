@@ -52,7 +52,9 @@ final class Session: @unchecked Sendable {
             initiatorPortName: "\(initiatorName),i,\(isid)",
             targetPortName: "\(node.name),t,0x\(String(node.portalGroupTag, radix: 16))",
             relativeTargetPortIdentifier: node.portalGroupTag)
-        self.machine = SessionStateMachine(nexus: nexus, parameters: parameters, expCmdSN: expCmdSN, sessionSerial: serial)
+        self.machine = SessionStateMachine(
+            nexus: nexus, parameters: parameters, expCmdSN: expCmdSN, sessionSerial: serial,
+            budget: context.dataBuffers)
         var logger = logger
         logger[metadataKey: "tsih"] = "\(tsih)"
         logger[metadataKey: "isid"] = "\(isid)"
@@ -410,6 +412,7 @@ final class Session: @unchecked Sendable {
     private func finish() {
         guard !closed else { return }
         closed = true
+        machine.releaseDataBuffers()
         // A session replaced by reinstatement lost its nexus when its successor was admitted.
         if context.registry.remove(self) { nexusLost() }
         logger.info("session closed")

@@ -112,6 +112,10 @@ struct SessionStateMachine {
         var ordered: Bool
         var state: TaskState
         var abort: AbortMark?
+        /// Bytes of the data buffer budget this task holds (its Expected Data Transfer Length).
+        var reservedBytes: Int
+        /// The budget had no room: the task ends with TASK SET FULL at its turn, without data.
+        var overBudget: Bool
     }
 
     /// A task management function between its arrival and its response.
@@ -210,6 +214,8 @@ struct SessionStateMachine {
     private var functions: [UInt32: PendingFunction] = [:]
     private var connections: [UInt16: Connection] = [:]
     private let nexus: ITNexus
+    /// The target's memory for Data-Out and Data-In buffers, shared by every session; nil: unbounded.
+    private let budget: DataBufferBudget?
     private let tagPrefix: UInt64
     private var nextTagSuffix: UInt64 = 0
     private var nextTargetTransferTag: UInt32 = 1
@@ -218,8 +224,12 @@ struct SessionStateMachine {
     /// - Parameters:
     ///   - sessionSerial: a number no other session of this process ever had; it scopes the
     ///     backend task tags.
-    init(nexus: ITNexus, parameters: SessionParameters, expCmdSN: UInt32, sessionSerial: UInt32) {
+    init(
+        nexus: ITNexus, parameters: SessionParameters, expCmdSN: UInt32, sessionSerial: UInt32,
+        budget: DataBufferBudget? = nil
+    ) {
         self.nexus = nexus
+        self.budget = budget
         self.parameters = parameters
         self.expCmdSN = expCmdSN
         self.maxCmdSN = expCmdSN &+ UInt32(parameters.commandWindow) &- 1
@@ -304,7 +314,7 @@ struct SessionStateMachine {
             // initiator may still be sending; drop it silently. Otherwise it is a protocol error.
             return takeActions()
         }
-        if task.abort != nil { return takeActions() }
+        if task.abort != nil || task.overBudget { return takeActions() }
         var progress: DataOutProgress
         switch task.state {
         case .waitingForDataOut(let p): progress = p
@@ -378,11 +388,12 @@ struct SessionStateMachine {
             return takeActions()
         }
         if let abort = task.abort {
-            tasks[itt] = nil
+            removeTask(itt)
             externalTaskLeft(itt)
             if abort.reportTaskAborted {
                 task.state = .completed(status: .taskAborted, sense: [], dataIn: ByteBuffer(), residual: .none)
                 task.abort = nil
+                task.reservedBytes = 0
                 tasks[itt] = task
                 queue(.taskResponse(itt), on: task.connection)
             }
@@ -555,10 +566,28 @@ struct SessionStateMachine {
             cdbDataOutLength = length
         }
         let dataOutLength = command.write ? min(edtl, cdbDataOutLength ?? edtl) : 0
+        let overBudget = budget.map { !$0.reserve(edtl) } ?? false
         tasks[command.initiatorTaskTag] = Task(
             initiatorTaskTag: command.initiatorTaskTag, connection: cid, lun: command.lun, cmdSN: command.cmdSN,
             command: command, dataOutLength: dataOutLength, cdbDataOutLength: cdbDataOutLength, mapped: mapped,
-            ordered: false, state: .waitingForCmdSN, abort: nil)
+            ordered: false, state: .waitingForCmdSN, abort: nil, reservedBytes: overBudget ? 0 : edtl,
+            overBudget: overBudget)
+    }
+
+    /// Forgets a task and gives its bytes back to the data buffer budget.
+    private mutating func removeTask(_ itt: UInt32) {
+        guard let task = tasks.removeValue(forKey: itt) else { return }
+        if task.reservedBytes > 0 { budget?.release(task.reservedBytes) }
+    }
+
+    /// The session ends: every task still here gives its bytes back.
+    mutating func releaseDataBuffers() {
+        for itt in Array(tasks.keys) {
+            if let bytes = tasks[itt]?.reservedBytes, bytes > 0 {
+                budget?.release(bytes)
+                tasks[itt]?.reservedBytes = 0
+            }
+        }
     }
 
     private static func initialProgress(_ command: SCSICommand, dataOutLength: Int, parameters: SessionParameters) -> DataOutProgress {
@@ -597,6 +626,13 @@ struct SessionStateMachine {
     private mutating func startTask(_ itt: UInt32) {
         guard var task = tasks[itt] else { return }
         task.ordered = true
+        if task.overBudget {
+            // > SAM-5 §5.3.1: TASK SET FULL when the logical unit lacks the resources for the task.
+            task.state = .completed(status: .taskSetFull, sense: [], dataIn: ByteBuffer(), residual: .none)
+            tasks[itt] = task
+            queue(.taskResponse(itt), on: task.connection)
+            return
+        }
         tasks[itt] = task
         if task.command.write && task.dataOutLength > 0 {
             let progress: DataOutProgress
@@ -807,12 +843,12 @@ struct SessionStateMachine {
         switch task.state {
         case .waitingForCmdSN:
             // Held for CmdSN order: dropped now; its CmdSN still advances the window when reached.
-            tasks[itt] = nil
+            removeTask(itt)
             pending[task.cmdSN] = .consumed
             if mark.reportTaskAborted { emitTaskAborted(task) }
             return false
         case .waitingForDataOut:
-            tasks[itt] = nil
+            removeTask(itt)
             if mark.reportTaskAborted { emitTaskAborted(task) }
             return false
         case .atBackend(let tag):
@@ -823,7 +859,7 @@ struct SessionStateMachine {
             return true
         case .completed:
             // Completed but not yet transmitted: the response is discarded.
-            tasks[itt] = nil
+            removeTask(itt)
             if mark.reportTaskAborted { emitTaskAborted(task) }
             return false
         }
@@ -832,6 +868,7 @@ struct SessionStateMachine {
     private mutating func emitTaskAborted(_ task: Task) {
         var task = task
         task.abort = nil
+        task.reservedBytes = 0
         task.state = .completed(status: .taskAborted, sense: [], dataIn: ByteBuffer(), residual: .none)
         tasks[task.initiatorTaskTag] = task
         queue(.taskResponse(task.initiatorTaskTag), on: task.connection)
@@ -954,7 +991,7 @@ struct SessionStateMachine {
                 guard let task = tasks[itt], task.abort == nil,
                     case .completed(let status, let sense, let dataIn, let residual) = task.state
                 else { continue }
-                tasks[itt] = nil
+                removeTask(itt)
                 refreshWindow()
                 appendResponse(
                     task, status: status, sense: sense, dataIn: dataIn, residual: residual, to: cid,

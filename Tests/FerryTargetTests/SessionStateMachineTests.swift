@@ -362,6 +362,28 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(actions.forTask(1).isEmpty)
     }
 
+    @Test func aCommandBeyondTheDataBufferBudgetEndsWithTaskSetFull() {
+        let budget = DataBufferBudget(capacity: 8192)
+        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7, budget: budget)
+        m.connectionAdded(0, statSN: 100)
+        let first = m.commandReceived(read(itt: 1, cmdSN: 1, length: 4096), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(budget.inUse == 4096)
+        let refused = m.commandReceived(read(itt: 2, cmdSN: 2, length: 8192), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(refused.submitted.isEmpty, "no room: the command never reaches the backend")
+        #expect(refused.scsiResponses.map(\.status) == [SCSIStatus.taskSetFull.rawValue])
+        #expect(m.expCmdSN == 3, "its CmdSN is consumed")
+        _ = m.backendCompleted(itt: 1, tag: first.submitted[0].tag, good(bytes: 4096))
+        #expect(budget.inUse == 0, "a task gives its bytes back when its response goes out")
+        let aborted = m.commandReceived(read(itt: 3, cmdSN: 3, length: 8192), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(aborted.submitted.count == 1 && budget.inUse == 8192)
+        _ = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 3, cmdSN: 4, refCmdSN: 3), connection: 0)
+        _ = m.backendCompleted(itt: 3, tag: aborted.submitted[0].tag, .terminated)
+        #expect(budget.inUse == 0, "and when it is aborted")
+        _ = m.commandReceived(read(itt: 4, cmdSN: 4, length: 2048), connection: 0, disposition: .mapped(dataOutLength: 0))
+        m.releaseDataBuffers()
+        #expect(budget.inUse == 0, "a session that ends gives back what its tasks held")
+    }
+
     @Test func queryTaskForAMissingTask() {
         var m = machine()
         let actions = m.taskManagementReceived(tmf(.queryTask, itt: 50, ref: 1, cmdSN: 1), connection: 0)
