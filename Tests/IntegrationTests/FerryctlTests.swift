@@ -126,18 +126,8 @@ extension AgainstFerryd {
 
         /// A plain HTTP/1.1 GET; the whole response, headers included.
         static func httpGet(port: Int, path: String) throws -> String {
-            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            let descriptor = try RawISCSIClient.connectToLoopback(port: port)
             defer { close(descriptor) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = UInt16(port).bigEndian
-            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-            let connected = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
-            }
-            guard connected else { throw IntegrationFailure("cannot connect to the metrics port \(port)") }
             let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
             guard send(descriptor, request, request.count, 0) == request.count else {
                 throw IntegrationFailure("cannot send the HTTP request")
@@ -155,27 +145,8 @@ extension AgainstFerryd {
 }
 
 extension RawISCSIClient {
-    /// READ(10) of `blocks` 512-byte blocks from LUN 0, as an immediate command (it takes no
-    /// CmdSN); the data of the Data-In PDUs.
+    /// READ(10) of `blocks` 512-byte blocks from LUN 0; the data of the Data-In PDUs.
     func read10(lba: UInt32, blocks: UInt16) throws -> [UInt8] {
-        let tag = nextTaskTag()
-        var bytes = header(opcode: RawOpcode.scsiCommand, immediate: true, flags: 0xc0, initiatorTaskTag: tag)
-        Self.put(UInt32(blocks) * 512, into: &bytes, at: 20)
-        bytes[32] = 0x28
-        Self.put(lba, into: &bytes, at: 34)
-        bytes[39] = UInt8(blocks >> 8)
-        bytes[40] = UInt8(blocks & 0xff)
-        try send(encode(header: bytes))
-        var data: [UInt8] = []
-        while true {
-            let pdu = try expectPDU()
-            guard pdu.initiatorTaskTag == tag else { continue }
-            if pdu.opcode == 0x25 {
-                data += pdu.data
-                if pdu.flags & 0x01 != 0 { return data }
-            } else if pdu.opcode == RawOpcode.scsiResponse {
-                return data
-            }
-        }
+        try scsi(lun: 0, cdb: Self.read10(lba: lba, blocks: blocks), expectedLength: UInt32(blocks) * 512).data
     }
 }

@@ -109,6 +109,18 @@ public final class RawISCSIClient {
 
     /// Connects to 127.0.0.1:`port`; every receive gives up after `timeout`. `isid` defaults to a random one.
     public init(port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10)) throws {
+        let descriptor = try Self.connectToLoopback(port: port)
+        var interval = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
+        self.descriptor = descriptor
+        // A random qualifier under the "random" ISID type (RFC 7143 §11.12.5: T = 11b).
+        self.isid = isid ?? [0xc0] + (0..<5).map { _ in UInt8.random(in: 0...255) }
+    }
+
+    deinit { close(descriptor) }
+
+    /// A TCP socket connected to 127.0.0.1:`port`.
+    public static func connectToLoopback(port: Int) throws -> Int32 {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw RawISCSIFailure("socket() failed: errno \(errno)") }
         var address = sockaddr_in()
@@ -124,14 +136,8 @@ public final class RawISCSIClient {
             close(descriptor)
             throw RawISCSIFailure("cannot connect to 127.0.0.1:\(port): errno \(errno)")
         }
-        var interval = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-        self.descriptor = descriptor
-        // A random qualifier under the "random" ISID type (RFC 7143 §11.12.5: T = 11b).
-        self.isid = isid ?? [0xc0] + (0..<5).map { _ in UInt8.random(in: 0...255) }
+        return descriptor
     }
-
-    deinit { close(descriptor) }
 
     // MARK: Bytes
 
