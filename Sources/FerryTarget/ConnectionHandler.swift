@@ -25,6 +25,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var phase: Phase
     private var logger: Logger
     private var loginTimeout: Scheduled<Void>?
+    /// Full feature phase: a PDU arrived since the last idle check.
+    private var receivedSinceCheck = false
+    /// Full feature phase: every `nop_in_interval`, a silent connection is pinged, and closed when
+    /// nothing arrives within `nop_in_timeout` of the ping.
+    private var idleCheck: RepeatedTask?
+    private var pingOutstanding = false
     /// The session an admitted login joins, until its final response is sent.
     private var admitted: (session: Session, cid: UInt16)?
 
@@ -55,6 +61,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        receivedSinceCheck = true
         let pdu: PDU
         switch unwrapInboundIn(data) {
         case .success(let received): pdu = received
@@ -153,6 +160,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         decoderSettings.enableDigests(header: header, data: data)
         decoderSettings.maxRecvDataSegmentLength = negotiated.targetMaxRecvDataSegmentLength
         phase = .fullFeature(session, cid: cid)
+        startIdleCheck(session, cid: cid, context: context)
         let channel = context.channel
         let statSN = response.sequence.statSN &+ 1
         session.execute { $0.addConnection(cid, channel: channel, statSN: statSN, negotiated: negotiated) }
@@ -165,6 +173,36 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 "maxBurstLength": "\(negotiated.maxBurstLength)", "immediateData": "\(negotiated.immediateData)",
                 "initialR2T": "\(negotiated.initialR2T)",
             ])
+    }
+
+    /// Pings a connection that has said nothing for `nop_in_interval` seconds, and closes it when
+    /// nothing, not even the NOP-Out answer, arrives within `nop_in_timeout` seconds: a dead or
+    /// stalled initiator must not keep its session (and its place under `max_sessions`) for ever.
+    private func startIdleCheck(_ session: Session, cid: UInt16, context: ChannelHandlerContext) {
+        let limits = self.context.configuration.limits
+        let interval = TimeAmount.seconds(Int64(limits.nopInInterval))
+        let timeout = TimeAmount.seconds(Int64(limits.nopInTimeout))
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        receivedSinceCheck = false
+        idleCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+            let (handler, context) = loopBound.value
+            guard case .fullFeature = handler.phase, !handler.pingOutstanding else { return }
+            if handler.receivedSinceCheck {
+                handler.receivedSinceCheck = false
+                return
+            }
+            handler.pingOutstanding = true
+            session.execute { $0.ping(cid) }
+            context.eventLoop.scheduleTask(in: timeout) {
+                let (handler, context) = loopBound.value
+                handler.pingOutstanding = false
+                guard case .fullFeature = handler.phase, !handler.receivedSinceCheck else { return }
+                handler.logger.warning(
+                    "no answer to NOP-In; closing the connection",
+                    metadata: ["nopInInterval": "\(limits.nopInInterval)", "nopInTimeout": "\(limits.nopInTimeout)"])
+                handler.closeConnection(context: context)
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -235,6 +273,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         loginTimeout?.cancel()
+        idleCheck?.cancel()
         switch phase {
         case .login, .admitting:
             logger.info("connection closed during login")

@@ -176,6 +176,13 @@ final class Session: @unchecked Sendable {
             maxCmdSN: machine.sequenceNumbers.maxCmdSN, tasks: machine.tasks.count)
     }
 
+    /// Pings the initiator on connection `cid` (NOP-In), which has been silent.
+    func ping(_ cid: UInt16) {
+        eventLoop.preconditionInEventLoop()
+        guard connections[cid] != nil else { return }
+        run(machine.pingRequested(connection: cid))
+    }
+
     func writabilityChanged(_ cid: UInt16, writable: Bool) {
         eventLoop.preconditionInEventLoop()
         run(machine.writabilityChanged(cid, writable: writable))

@@ -307,6 +307,18 @@ struct SessionStateMachine {
         return takeActions()
     }
 
+    /// The connection has been silent for `nop_in_interval`: ping the initiator.
+    /// > RFC 7143 §11.19: a NOP-In with a valid Target Transfer Tag and the reserved Initiator Task
+    /// > Tag asks the initiator for a NOP-Out; StatSN is not advanced.
+    mutating func pingRequested(connection cid: UInt16) -> [Action] {
+        let ttt = nextTargetTransferTag
+        nextTargetTransferTag = nextTargetTransferTag &+ 1 == reservedTag ? 1 : nextTargetTransferTag &+ 1
+        let ping = NOPIn(
+            initiatorTaskTag: reservedTag, targetTransferTag: ttt, sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0))
+        queue(.pdu(.nopIn(ping)), on: cid)
+        return takeActions()
+    }
+
     /// A SCSI Data-Out PDU arrived (RFC 7143 §11.7).
     mutating func dataOutReceived(_ dataOut: SCSIDataOut, connection cid: UInt16) -> [Action] {
         guard var task = tasks[dataOut.initiatorTaskTag] else {

@@ -384,6 +384,22 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(budget.inUse == 0, "a session that ends gives back what its tasks held")
     }
 
+    @Test func aPingIsANOPInThatAsksForAnswerWithoutAdvancingStatSN() {
+        var m = machine()
+        let ping = m.pingRequested(connection: 0).sent
+        guard case .nopIn(let nop)? = ping.first else {
+            Issue.record("no NOP-In: \(ping)")
+            return
+        }
+        #expect(nop.initiatorTaskTag == 0xffff_ffff && nop.targetTransferTag != 0xffff_ffff)
+        #expect(nop.sequence.statSN == 100, "StatSN is not advanced")
+        let answer = NOPOut(
+            immediate: true, lun: 0, initiatorTaskTag: 0xffff_ffff, targetTransferTag: nop.targetTransferTag, cmdSN: 1,
+            expStatSN: 100)
+        #expect(m.nopOutReceived(answer, connection: 0).sent.isEmpty, "the answer needs no answer")
+        #expect(m.expCmdSN == 1)
+    }
+
     @Test func queryTaskForAMissingTask() {
         var m = machine()
         let actions = m.taskManagementReceived(tmf(.queryTask, itt: 50, ref: 1, cmdSN: 1), connection: 0)

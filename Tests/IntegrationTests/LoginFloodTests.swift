@@ -100,6 +100,21 @@ extension AgainstFerryd {
 
         @Test func aConnectionStalledMidPDUDoesNotDelayOthers() async throws {
             try await ConfiguredFerryd.with(configuration: Self.configuration) { ferryd in
+                // An idle initiator that answers the target's pings keeps its connection.
+                let quiet = try RawISCSIClient(port: ferryd.port)
+                #expect(try quiet.login(initiatorName: "iqn.2026-11.dev.ferry.test:quiet", targetName: Self.target).succeeded)
+                var pings = 0
+                func answerPings() throws {
+                    while let pdu = try quiet.receivePDU(within: .milliseconds(20)) {
+                        guard pdu.opcode == RawOpcode.nopIn, pdu.initiatorTaskTag == 0xffff_ffff else { continue }
+                        pings += 1
+                        // > RFC 7143 §11.18: the NOP-Out answering a ping echoes its Target Transfer Tag.
+                        var answer = quiet.header(
+                            opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: 0xffff_ffff)
+                        answer.replaceSubrange(20..<24, with: pdu.header[20..<24])
+                        try quiet.send(quiet.encode(header: answer))
+                    }
+                }
                 let staller = try RawISCSIClient(port: ferryd.port)
                 #expect(try staller.login(initiatorName: "iqn.2026-11.dev.ferry.test:staller", targetName: Self.target)
                     .succeeded)
@@ -113,7 +128,7 @@ extension AgainstFerryd {
                 print("LoginFloodTests: login and READ beside a connection stalled mid-PDU took \(elapsed)")
                 #expect(elapsed < .seconds(3))
 
-                // A NOP-In ping (RFC 7143 §11.19) that the connection cannot answer, being mid-PDU, should end it
+                // A NOP-In ping (RFC 7143 §11.19) that the connection cannot answer, being mid-PDU, ends it
                 // after nop_in_interval + nop_in_timeout, and with it the session place it holds.
                 let limit = Duration.seconds(Self.nopInInterval + Self.nopInTimeout) + Self.slack
                 var ended = false
@@ -124,10 +139,13 @@ extension AgainstFerryd {
                     } catch {
                         ended = true
                     }
+                    try answerPings()
                 }
-                withKnownIssue("ferryd does not enforce nop_in_interval / nop_in_timeout yet: the connection stays") {
-                    #expect(ended, "the stalled connection was still open after \(limit)")
-                }
+                #expect(ended, "the stalled connection was still open after \(limit)")
+                try answerPings()
+                #expect(pings >= 1, "the quiet connection was pinged")
+                #expect(try quiet.read10(lba: 0, blocks: 1).count == 512, "and, having answered, is still served")
+                #expect(ferryd.logLines(containing: "no answer to NOP-In; closing the connection") == 1)
                 #expect(try loginAndRead(port: ferryd.port) < .seconds(3))
             }
         }
