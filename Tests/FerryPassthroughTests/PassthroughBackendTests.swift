@@ -286,13 +286,15 @@ import Testing
         test.channel.testUnitReadyAnswers.withLock { $0 = [Self.resetUnitAttention] }
         test.backend.terminate(tag)
         #expect(test.eventually { test.channel.resets.withLock { $0 } == [.logicalUnit] })
+        // A command sent now waits for the end of the reset (the hold began before the ioctl), then
+        // meets Ferry's own unit attention for it, once, as every I_T nexus the logical unit knows.
+        let next = test.submit(read10, from: first, expected: 4096)
+        #expect(test.eventually { test.completions[next] != nil })
+        #expect(test.completions[next]??.sense == SenseData(.unitAttention, .busDeviceResetFunctionOccurred))
         #expect(test.channel.testUnitReadyAnswers.withLock { $0.isEmpty }, "the device's unit attention was absorbed")
         #expect(test.completions[tag] == nil, "the task is still in the device")
         test.channel.finish(0, .terminated)
         #expect(test.completions.terminated(tag))
-        // Ferry's own unit attention for the reset, once, to every I_T nexus the logical unit knows.
-        let next = test.submit(read10, from: first, expected: 4096)
-        #expect(test.completions[next]??.sense == SenseData(.unitAttention, .busDeviceResetFunctionOccurred))
         _ = test.submit(read10, from: first, expected: 4096)
         #expect(test.channel.commands.count == 2)
     }
