@@ -31,6 +31,8 @@ public final class EmulatedBackend: LogicalUnitBackend {
     }
 
     public let device: EmulatedBlockDevice
+
+    public var unitAttentionConditions: UnitAttentionConditions? { device.unitAttentions }
     private let store: any BlockStore
     public let kind: String
     private let threadPool: NIOThreadPool

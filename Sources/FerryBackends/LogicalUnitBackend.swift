@@ -51,6 +51,10 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
     /// Applies the logical-unit side effects of a task management function.
     func apply(_ event: LogicalUnitEvent)
 
+    /// The logical unit's unit attention conditions, where conditions of the whole target (such as
+    /// REPORTED LUNS DATA HAS CHANGED) are queued; nil for a logical unit that reports none.
+    var unitAttentionConditions: UnitAttentionConditions? { get }
+
     /// Flushes and releases the device. Called once when the logical unit is removed.
     func shutdown()
 
@@ -93,6 +97,8 @@ extension LogicalUnitBackend {
     public var maximumTransferLength: Int? { nil }
 
     public var deviceTarget: String? { nil }
+
+    public var unitAttentionConditions: UnitAttentionConditions? { nil }
 
     public func resetDevice(
         _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void

@@ -63,6 +63,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
     public let maximumTransferLength: Int?
     /// Unit attentions of Ferry's own events, per I_T nexus.
     public let unitAttentions = UnitAttentionConditions()
+    public var unitAttentionConditions: UnitAttentionConditions? { unitAttentions }
     /// SPC-2 and persistent reservations, per I_T nexus.
     public let reservations: ReservationState
     /// The real SCSI target ("host:channel:target") behind the logical unit.
@@ -170,13 +171,6 @@ public final class PassthroughBackend: LogicalUnitBackend {
     public func apply(_ event: LogicalUnitEvent) {
         unitAttentions.apply(event)
         reservations.apply(event)
-    }
-
-    /// Resets the device or its SCSI target (SG_SCSI_RESET with NO_ESCALATE). Needs CAP_SYS_ADMIN
-    /// and blocks until the kernel's handler returns: never call it on an event loop. Commands in
-    /// the device come back as the driver decides (GOOD, DID_RESET, DID_TIME_OUT…).
-    public func reset(_ scope: DeviceResetScope) -> Result<Void, any Error> {
-        channel.reset(scope).mapError { $0 }
     }
 
     public func shutdown() {

@@ -259,7 +259,7 @@ extension TargetContext {
         for node in inventoryChanged {
             let nexuses = Set(sessions.filter { $0.node === node }.map(\.nexus))
             node.reportedLUNsDataChanged.establish(
-                for: nexuses, on: node.logicalUnits.values.compactMap { Self.unitAttentions(of: $0) })
+                for: nexuses, on: node.logicalUnits.values.compactMap(\.unitAttentionConditions))
         }
         for session in sessions {
             let goes =
@@ -278,16 +278,6 @@ extension TargetContext {
             }
         }
         return report
-    }
-
-    /// The unit attention conditions of a backend Ferry opened (emulated or passthrough, metered or not).
-    private static func unitAttentions(of backend: any LogicalUnitBackend) -> UnitAttentionConditions? {
-        switch backend {
-        case let metered as MeteredBackend: unitAttentions(of: metered.base)
-        case let emulated as EmulatedBackend: emulated.device.unitAttentions
-        case let passthrough as PassthroughBackend: passthrough.unitAttentions
-        default: nil
-        }
     }
 
     /// Asks every initiator to log out, waits up to `time` for the sessions to end, closes those

@@ -105,6 +105,8 @@ final class MeteredBackend: LogicalUnitBackend {
 
     var deviceTarget: String? { base.deviceTarget }
 
+    var unitAttentionConditions: UnitAttentionConditions? { base.unitAttentionConditions }
+
     func resetDevice(
         _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void
     ) {
