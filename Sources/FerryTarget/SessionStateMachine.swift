@@ -723,25 +723,27 @@ struct SessionStateMachine {
         if command.read || (!command.write && dataIn.readableBytes > 0) {
             let produced = dataIn.readableBytes
             if produced > edtl {
-                residual = .overflow(UInt32(produced - edtl))
+                residual = .overflow(UInt32(clamping: produced - edtl))
                 dataIn = dataIn.getSlice(at: dataIn.readerIndex, length: edtl)!
             } else if produced < edtl {
-                residual = .underflow(UInt32(edtl - produced))
+                residual = .underflow(UInt32(clamping: edtl - produced))
             }
             if !command.read {
                 // Data-In the initiator did not ask for is never sent.
-                residual = .overflow(UInt32(produced))
+                residual = .overflow(UInt32(clamping: produced))
                 dataIn = ByteBuffer()
             }
         } else if command.write {
+            // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count
+            // is 32 bits, so it saturates (RFC 7143 §11.4.5 leaves no other way to say it).
             let asked = task.cdbDataOutLength ?? edtl
             if asked > edtl {
-                residual = .overflow(UInt32(asked - edtl))
+                residual = .overflow(UInt32(clamping: asked - edtl))
             } else if asked < edtl {
-                residual = .underflow(UInt32(edtl - asked))
+                residual = .underflow(UInt32(clamping: edtl - asked))
             }
         } else if edtl > 0 {
-            residual = .underflow(UInt32(edtl))
+            residual = .underflow(UInt32(clamping: edtl))
         }
         let sense = result.sense.map { $0.bytes(descriptorFormat: result.descriptorFormatSense) } ?? []
         if result.status != .good && result.status != .conditionMet { dataIn = dataIn.getSlice(at: dataIn.readerIndex, length: 0)! }

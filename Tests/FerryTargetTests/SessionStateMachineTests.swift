@@ -211,6 +211,24 @@ private func good(bytes: Int) -> BackendCompletion {
         let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, .completed(.good))
         #expect(done.scsiResponses[0].residual == .underflow(1024))
     }
+
+    /// A WRITE(16) of 0xFFFFFFFF blocks with an Expected Data Transfer Length of 0 asks for 2 TiB: more than the
+    /// 32-bit Residual Count holds. Before, the conversion trapped and took ferryd down with every session.
+    @Test(arguments: [UInt32.max, 0x0080_0001])
+    func overflowBeyondTheResidualCountIsClamped(_ blocks: UInt32) {
+        var m = machine()
+        var cdb = ByteBuffer(bytes: [0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        cdb.writeInteger(blocks)
+        cdb.writeBytes([0, 0])
+        let command = SCSICommand(
+            final: true, read: false, write: true, lun: lun1, initiatorTaskTag: 1, expectedDataTransferLength: 0, cmdSN: 1,
+            expStatSN: 100, cdb: cdb)
+        let asked = Int(blocks) * 512
+        let actions = m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: asked))
+        let done = m.backendCompleted(
+            itt: 1, tag: actions.submitted[0].tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
+        #expect(done.scsiResponses[0].residual == .overflow(UInt32(clamping: asked)))
+    }
 }
 
 /// Every task management function against every state a task can be in.
