@@ -508,6 +508,49 @@ extension LoginAction {
         #expect(action.status == .invalidRequestDuringLogin)
     }
 
+    // MARK: Malformed requests (RFC 7143 §6.1, §11.12, §11.13.5)
+
+    /// The decoding error of `login` sent with byte 1 (T, C, CSG, NSG) replaced by `flags`.
+    private func decodingError(of login: LoginRequest, flags: UInt8) throws -> ISCSIProtocolError {
+        var bytes = encoded(.loginRequest(login))
+        bytes.setInteger(flags, at: bytes.readerIndex + 1)
+        var parser = PDUParser()
+        parser.append(bytes: &bytes)
+        return try #require(throws: ISCSIProtocolError.self) { try parser.nextPDU() }
+    }
+
+    // > RFC 7143 §11.12.3: CSG and NSG ... 2 is reserved. A Login Request that cannot be decoded is answered with
+    // > a Login Response, status class 2 (Initiator Error), and the connection closes: not a bare close.
+    @Test(arguments: [
+        (0x88 as UInt8, "CSG=2, T, NSG=0"), (0x8b, "CSG=2, T, NSG=3"), (0x82, "CSG=0, T, NSG=2"),
+        (0x86, "CSG=1, T, NSG=2"),
+    ])
+    func reservedStageInTheFirstRequestIsAnInitiatorError(_ flags: UInt8, _ what: String) throws {
+        var machine = makeMachine()
+        let login = request(.securityNegotiation, .loginOperationalNegotiation, identity)
+        let action = machine.undecodablePDUReceived(try decodingError(of: login, flags: flags))
+        #expect(action.isRejection, "\(what)")
+        #expect(action.status == .initiatorError, "\(what)")
+        let response = try #require(action.response)
+        #expect(response.initiatorTaskTag == login.initiatorTaskTag)
+        #expect(response.isid == isid && response.tsih == 0)
+        #expect(response.sequence.statSN == 100)
+        #expect(!response.transit)
+        #expect(machine.loginRequestReceived(login) == .closeConnection)
+    }
+
+    @Test func reservedStageLaterInTheLoginIsAnInitiatorError() throws {
+        var machine = makeMachine()
+        let first = machine.loginRequestReceived(
+            request(.securityNegotiation, .loginOperationalNegotiation, transit: false, identity))
+        #expect(!first.isRejection)
+        let next = request(.securityNegotiation, .loginOperationalNegotiation, [("AuthMethod", "None")])
+        let action = machine.undecodablePDUReceived(try decodingError(of: next, flags: 0x82))
+        #expect(action.status == .initiatorError)
+        #expect(action.response?.sequence.statSN == 101)
+        #expect(action.response?.currentStage == .securityNegotiation)
+    }
+
     @Test func loginTimeoutClosesTheConnection() {
         var machine = makeMachine()
         #expect(machine.loginTimedOut() == .closeConnection)
