@@ -551,6 +551,17 @@ extension LoginAction {
         #expect(action.response?.currentStage == .securityNegotiation)
     }
 
+    // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+    // > null (0x00) delimiter.
+    @Test func lastPairWithoutNULIsAnInitiatorError() {
+        var machine = makeMachine()
+        var login = request(.securityNegotiation, .loginOperationalNegotiation, identity)
+        login.data.writeString("AuthMethod=None")
+        let action = machine.loginRequestReceived(login)
+        #expect(action.isRejection)
+        #expect(action.status == .initiatorError)
+    }
+
     @Test func loginTimeoutClosesTheConnection() {
         var machine = makeMachine()
         #expect(machine.loginTimedOut() == .closeConnection)

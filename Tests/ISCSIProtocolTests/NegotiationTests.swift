@@ -231,6 +231,19 @@ import Testing
         #expect(TextKeys.parseAllowingRepeats(collected).filter { $0.key == "TargetName" }.count == 40)
     }
 
+    // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+    // > null (0x00) delimiter. In Full Feature Phase the malformed Text Request is rejected (protocol error).
+    @Test func lastPairWithoutNULIsRejected() {
+        var machine = machine(sessionTarget: nil)
+        var request = text([])
+        request.data.writeString("SendTargets=All")
+        let action = machine.textRequestReceived(request, sequence: sequence, visibleTargets: targets)
+        guard case .reject(.protocolError, _) = action else {
+            Issue.record("expected a Reject, got \(action)")
+            return
+        }
+    }
+
     @Test func unknownTargetTransferTagIsRejected() {
         var machine = machine(sessionTarget: nil)
         let action = machine.textRequestReceived(text([], ttt: 99), sequence: sequence, visibleTargets: targets)

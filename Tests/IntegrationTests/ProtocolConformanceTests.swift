@@ -57,5 +57,12 @@ extension AgainstFerryd {
                 flags: flags, text: RawISCSIClient.text(identity + [("AuthMethod", "None")]),
                 reason: "reserved login stage in \(field)")
         }
+
+        // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by
+        // > one null (0x00) delimiter. Before, ferryd accepted the text.
+        @Test func lastKeyWithoutNULIsAnInitiatorError() async throws {
+            let text = RawISCSIClient.text(identity) + Array("AuthMethod=None".utf8)
+            try await expectInitiatorError(flags: 0x81, text: text, reason: "no NUL")
+        }
     }
 }
