@@ -395,6 +395,16 @@ public struct LoginStateMachine: Sendable {
             throw LoginFailure(.initiatorError, "security key \(key) outside SecurityNegotiation")
         }
 
+        // The initiator's declaration bounds every PDU the target sends it: one it cannot keep ends the login,
+        // rather than a Reject answer and the default 8192 in force (RFC 7143 §13.12, §11.13.5 0x0200).
+        if let declared = pairs.first(where: { $0.key == "MaxRecvDataSegmentLength" }),
+            OperationalNegotiator.number(declared.value, in: OperationalNegotiator.maxRecvDataSegmentLengthRange)
+                == nil
+        {
+            throw LoginFailure(
+                .initiatorError, "\(declared) is outside \(OperationalNegotiator.maxRecvDataSegmentLengthRange)")
+        }
+
         let phase: NegotiationPhase = context.isLeading ? .leadingLogin : .nonLeadingLogin
         context.negotiator.respond(to: pairs, phase: phase, response: &answers)
         for pair in pairs where !Self.isHandledKey(pair.key) {

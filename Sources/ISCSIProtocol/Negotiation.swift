@@ -31,6 +31,9 @@ struct OperationalNegotiator: Sendable {
         "IFMarkInt", "TargetAlias", "TargetAddress", "TargetPortalGroupTag", "SendTargets",
     ]
 
+    // > RFC 7143 §13.12: MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24 - 1)>
+    static let maxRecvDataSegmentLengthRange = 512...16_777_215
+
     /// Session-wide keys (Scope: SW, "LO": leading only) that are irrelevant in a discovery session.
     // > Irrelevant when: SessionType=Discovery
     private static let irrelevantInDiscovery: Set<String> = [
@@ -102,7 +105,9 @@ struct OperationalNegotiator: Sendable {
 
         case "MaxRecvDataSegmentLength":
             // Declarative: the initiator tells how much it receives. The target declares its own separately.
-            guard let length = Self.number(value, in: 512...16_777_215) else { return TextSpecialValue.reject }
+            guard let length = Self.number(value, in: Self.maxRecvDataSegmentLengthRange) else {
+                return TextSpecialValue.reject
+            }
             parameters.initiatorMaxRecvDataSegmentLength = length
             return phase == .fullFeaturePhase ? String(limits.maxRecvDataSegmentLength) : nil
 

@@ -562,6 +562,18 @@ extension LoginAction {
         #expect(action.status == .initiatorError)
     }
 
+    // > RFC 7143 §13.12: MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24 - 1)>. A declaration out of that
+    // > range (or no number at all) cannot be adopted, nor answered with a value: the login fails.
+    @Test(arguments: ["0", "511", "16777216", "4294967296", "18446744073709551616", "0x1000000", "-512", "", "lots"])
+    func maxRecvDataSegmentLengthOutOfRangeIsAnInitiatorError(_ value: String) {
+        var machine = makeMachine()
+        let action = machine.loginRequestReceived(
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase, identity + [("MaxRecvDataSegmentLength", value)]))
+        #expect(action.isRejection, "MaxRecvDataSegmentLength=\(value)")
+        #expect(action.status == .initiatorError, "MaxRecvDataSegmentLength=\(value)")
+    }
+
     @Test func loginTimeoutClosesTheConnection() {
         var machine = makeMachine()
         #expect(machine.loginTimedOut() == .closeConnection)

@@ -64,5 +64,14 @@ extension AgainstFerryd {
             let text = RawISCSIClient.text(identity) + Array("AuthMethod=None".utf8)
             try await expectInitiatorError(flags: 0x81, text: text, reason: "no NUL")
         }
+
+        // > RFC 7143 §13.12: MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24 - 1)>. Before, ferryd
+        // > answered Reject and went on with the default 8192.
+        @Test(arguments: ["0", "4294967296"])
+        func maxRecvDataSegmentLengthOutOfRangeIsAnInitiatorError(_ value: String) async throws {
+            try await expectInitiatorError(
+                flags: 0x87, text: RawISCSIClient.text(identity + [("MaxRecvDataSegmentLength", value)]),
+                reason: "MaxRecvDataSegmentLength=\(value)")
+        }
     }
 }
