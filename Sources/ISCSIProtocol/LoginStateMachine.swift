@@ -378,7 +378,13 @@ public struct LoginStateMachine: Sendable {
         // target answered AuthMethod=None to its AuthMethod=CHAP,None. The same value again changes nothing, so
         // only a different one is refused.
         for pair in pairs {
-            guard let previous = context.seenKeys.updateValue(pair.value, forKey: pair.key) else { continue }
+            guard let previous = context.seenKeys.updateValue(pair.value, forKey: pair.key) else {
+                // Keys never repeat, so each request may bring new ones: bound what the login remembers.
+                guard context.seenKeys.count <= TextKeys.maximumKeyCount else {
+                    throw LoginFailure(.initiatorError, "more than \(TextKeys.maximumKeyCount) keys during login")
+                }
+                continue
+            }
             guard Self.identityKeys.contains(pair.key), previous == pair.value else {
                 throw LoginFailure(.initiatorError, "key \(pair.key) negotiated twice during login")
             }

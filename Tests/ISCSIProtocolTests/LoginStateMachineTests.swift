@@ -574,6 +574,25 @@ extension LoginAction {
         #expect(action.status == .initiatorError, "MaxRecvDataSegmentLength=\(value)")
     }
 
+    /// Keys never repeat within a login, so without a bound every request may add new ones and the login's record
+    /// of them grows until the login times out.
+    @Test func keysOfAWholeLoginAreBounded() {
+        var machine = makeMachine()
+        var action = machine.loginRequestReceived(
+            request(.securityNegotiation, .loginOperationalNegotiation, transit: false, identity))
+        var sent = identity.count
+        var round = 0
+        while !action.isRejection && round < 20 {
+            let keys = (0..<100).map { ("X-dev.ferry.test-\(round)-\($0)", "1") }
+            action = machine.loginRequestReceived(
+                request(.securityNegotiation, .loginOperationalNegotiation, transit: false, keys))
+            sent += keys.count
+            round += 1
+        }
+        #expect(action.status == .initiatorError)
+        #expect(sent <= TextKeys.maximumKeyCount + 100)
+    }
+
     @Test func loginTimeoutClosesTheConnection() {
         var machine = makeMachine()
         #expect(machine.loginTimedOut() == .closeConnection)

@@ -53,6 +53,15 @@ extension TextKeys {
         #expect(try TextKeys.parse(ByteBuffer()).isEmpty)
     }
 
+    /// A 64 KiB text of short distinct keys holds about 9000 of them; each was compared with all earlier ones.
+    @Test func refusesMoreKeysThanTheLimit() throws {
+        let limit = TextKeys.maximumKeyCount
+        let most = textBuffer((0..<limit).map { ("X-\($0)", "") })
+        #expect(try TextKeys.parse(most).count == limit)
+        let tooMany = textBuffer((0...limit).map { ("X-\($0)", "") })
+        #expect(throws: TextFormatError.tooManyKeys(limit: limit)) { try TextKeys.parse(tooMany) }
+    }
+
     @Test func valueMayContainEqualsSign() throws {
         let pairs = try TextKeys.parse(ByteBuffer(string: "X-a=b=c\0"))
         #expect(pairs == [TextKeyValue("X-a", "b=c")])
