@@ -183,17 +183,18 @@ struct OperationalNegotiator: Sendable {
         return result ? "Yes" : "No"
     }
 
-    /// Parses a numerical value (RFC 7143 §6.1: decimal-constant or hex-constant) and checks its range.
+    /// Parses a numerical value (RFC 7143 §6.1: an unsigned decimal-constant or hex-constant) and checks its range.
+    ///
+    /// Digits only: `Int(_:radix:)` alone would also take a sign after the `0x` ("0x-0", "0x+200"). A number beyond
+    /// `Int` is nil, as is any number outside `range`.
     static func number(_ value: String, in range: ClosedRange<Int>) -> Int? {
-        let parsed: Int?
-        if value.hasPrefix("0x") || value.hasPrefix("0X") {
-            parsed = Int(value.dropFirst(2), radix: 16)
-        } else if !value.isEmpty && value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-            parsed = Int(value)
-        } else {
-            parsed = nil
-        }
-        guard let parsed, range.contains(parsed) else { return nil }
+        let isHex = value.hasPrefix("0x") || value.hasPrefix("0X")
+        let digits = isHex ? value.utf8.dropFirst(2) : value.utf8[...]
+        let isDigit: (UInt8) -> Bool =
+            isHex ? { BinaryValue.hexValue($0) != nil } : { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        guard !digits.isEmpty, digits.allSatisfy(isDigit),
+            let parsed = Int(Substring(digits), radix: isHex ? 16 : 10), range.contains(parsed)
+        else { return nil }
         return parsed
     }
 }
