@@ -216,14 +216,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         protocolError(error, context: context)
     }
 
-    /// A PDU the parser could not take. Recoverable ones in full feature phase get a Reject
+    /// A PDU the parser could not take. During login the login state machine answers it (a malformed
+    /// Login Request gets status 0x0200); recoverable ones in full feature phase get a Reject
     /// (RFC 7143 §11.17); the others end the connection (ERL 0).
     private func protocolError(_ error: ISCSIProtocolError, context: ChannelHandlerContext) {
+        if case .login(var machine) = phase {
+            // A malformed Login Request gets a Login Response with an initiator error before the close.
+            let action = machine.undecodablePDUReceived(error)
+            if case .closeConnection = action {
+                logger.notice("protocol error during login; closing the connection", metadata: ["error": "\(error)"])
+            }
+            return perform(action, machine: machine, context: context)
+        }
         guard let reason = error.rejectReason, let header = error.rejectedHeader,
             case .fullFeature(let session, let cid) = phase
         else {
             // > RFC 7143 §7.8 / §6.7: at ERL 0 a header digest error or a framing error ends
-            // > the connection; during login, anything malformed ends the login.
+            // > the connection.
             logger.notice("protocol error; closing the connection", metadata: ["error": "\(error)"])
             closeConnection(context: context)
             return

@@ -273,6 +273,43 @@ public struct LoginStateMachine: Sendable {
         return .rejectLogin(response, reason: "non-login PDU during login")
     }
 
+    /// A PDU arrived that the parser could not decode (``ISCSIProtocolError``).
+    ///
+    /// A Login Request whose header can be read is answered with a Login Response of status 0x0200 before the
+    /// connection closes: its ITT, ISID and TSIH are echoed, so that the initiator learns why. Any other opcode is
+    /// a non-login PDU during login (0x020b); without a header there is nothing to answer.
+    public mutating func undecodablePDUReceived(_ error: ISCSIProtocolError) -> LoginAction {
+        // > RFC 7143 §11.12.3: 0 - SecurityNegotiation, 1 - LoginOperationalNegotiation, 3 - FullFeaturePhase.
+        // > All other codes are reserved.
+        // > RFC 7143 §11.13.5: Initiator error (0x02), 0x00: Miscellaneous iSCSI initiator errors.
+        guard let header = error.rejectedHeader, header.readableBytes >= BasicHeaderSegment.length else {
+            state = .failed
+            return .closeConnection
+        }
+        let bhs = BHSReader(header)
+        guard bhs.opcode == Opcode.loginRequest.rawValue else {
+            return unexpectedPDUReceived(initiatorTaskTag: bhs.initiatorTaskTag)
+        }
+        let statSN: UInt32
+        let stage: LoginStage
+        switch state {
+        case .waitingForFirstRequest:
+            statSN = initialStatSN
+            stage = LoginStage(rawValue: (bhs.u8(1) >> 2) & 0x03) ?? .securityNegotiation
+        case .negotiating(let context), .admitting(let context, _, _):
+            statSN = context.statSN
+            stage = context.stage
+        case .fullFeaturePhase, .failed, .modifying:
+            state = .failed
+            return .closeConnection
+        }
+        state = .failed
+        let response = rejection(
+            isid: bhs.isid, tsih: bhs.u16(14), initiatorTaskTag: bhs.initiatorTaskTag, cmdSN: bhs.u32(24),
+            stage: stage, statSN: statSN, status: .initiatorError)
+        return .rejectLogin(response, reason: error.diagnostics ?? error.kind.description)
+    }
+
     // MARK: - Processing
 
     private mutating func process(_ request: LoginRequest, context: Context) -> LoginAction {
@@ -341,7 +378,13 @@ public struct LoginStateMachine: Sendable {
         // target answered AuthMethod=None to its AuthMethod=CHAP,None. The same value again changes nothing, so
         // only a different one is refused.
         for pair in pairs {
-            guard let previous = context.seenKeys.updateValue(pair.value, forKey: pair.key) else { continue }
+            guard let previous = context.seenKeys.updateValue(pair.value, forKey: pair.key) else {
+                // Keys never repeat, so each request may bring new ones: bound what the login remembers.
+                guard context.seenKeys.count <= TextKeys.maximumKeyCount else {
+                    throw LoginFailure(.initiatorError, "more than \(TextKeys.maximumKeyCount) keys during login")
+                }
+                continue
+            }
             guard Self.identityKeys.contains(pair.key), previous == pair.value else {
                 throw LoginFailure(.initiatorError, "key \(pair.key) negotiated twice during login")
             }
@@ -356,6 +399,16 @@ public struct LoginStateMachine: Sendable {
             try authenticate(pairs, answers: &answers, context: &context)
         } else if let key = pairs.first(where: { Self.isSecurityKey($0.key) })?.key {
             throw LoginFailure(.initiatorError, "security key \(key) outside SecurityNegotiation")
+        }
+
+        // The initiator's declaration bounds every PDU the target sends it: one it cannot keep ends the login,
+        // rather than a Reject answer and the default 8192 in force (RFC 7143 §13.12, §11.13.5 0x0200).
+        if let declared = pairs.first(where: { $0.key == "MaxRecvDataSegmentLength" }),
+            OperationalNegotiator.number(declared.value, in: OperationalNegotiator.maxRecvDataSegmentLengthRange)
+                == nil
+        {
+            throw LoginFailure(
+                .initiatorError, "\(declared) is outside \(OperationalNegotiator.maxRecvDataSegmentLengthRange)")
         }
 
         let phase: NegotiationPhase = context.isLeading ? .leadingLogin : .nonLeadingLogin
@@ -582,12 +635,20 @@ public struct LoginStateMachine: Sendable {
     }
 
     private func rejection(to request: LoginRequest, statSN: UInt32, status: LoginStatus) -> LoginResponse {
+        rejection(
+            isid: request.isid, tsih: request.tsih, initiatorTaskTag: request.initiatorTaskTag, cmdSN: request.cmdSN,
+            stage: request.currentStage, statSN: statSN, status: status)
+    }
+
+    private func rejection(
+        isid: ISID, tsih: UInt16, initiatorTaskTag: UInt32, cmdSN: UInt32, stage: LoginStage, statSN: UInt32,
+        status: LoginStatus
+    ) -> LoginResponse {
         LoginResponse(
-            transit: false, currentStage: request.currentStage, nextStage: request.currentStage, isid: request.isid,
-            tsih: request.tsih, initiatorTaskTag: request.initiatorTaskTag,
+            transit: false, currentStage: stage, nextStage: stage, isid: isid, tsih: tsih,
+            initiatorTaskTag: initiatorTaskTag,
             sequence: StatusSequence(
-                statSN: statSN, expCmdSN: request.cmdSN,
-                maxCmdSN: request.cmdSN &+ max(1, configuration.commandWindow) &- 1),
+                statSN: statSN, expCmdSN: cmdSN, maxCmdSN: cmdSN &+ max(1, configuration.commandWindow) &- 1),
             statusClass: status.statusClass, statusDetail: status.statusDetail, data: ByteBuffer())
     }
 }

@@ -31,6 +31,9 @@ struct OperationalNegotiator: Sendable {
         "IFMarkInt", "TargetAlias", "TargetAddress", "TargetPortalGroupTag", "SendTargets",
     ]
 
+    // > RFC 7143 §13.12: MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24 - 1)>
+    static let maxRecvDataSegmentLengthRange = 512...16_777_215
+
     /// Session-wide keys (Scope: SW, "LO": leading only) that are irrelevant in a discovery session.
     // > Irrelevant when: SessionType=Discovery
     private static let irrelevantInDiscovery: Set<String> = [
@@ -102,7 +105,9 @@ struct OperationalNegotiator: Sendable {
 
         case "MaxRecvDataSegmentLength":
             // Declarative: the initiator tells how much it receives. The target declares its own separately.
-            guard let length = Self.number(value, in: 512...16_777_215) else { return TextSpecialValue.reject }
+            guard let length = Self.number(value, in: Self.maxRecvDataSegmentLengthRange) else {
+                return TextSpecialValue.reject
+            }
             parameters.initiatorMaxRecvDataSegmentLength = length
             return phase == .fullFeaturePhase ? String(limits.maxRecvDataSegmentLength) : nil
 
@@ -178,17 +183,18 @@ struct OperationalNegotiator: Sendable {
         return result ? "Yes" : "No"
     }
 
-    /// Parses a numerical value (RFC 7143 §6.1: decimal-constant or hex-constant) and checks its range.
+    /// Parses a numerical value (RFC 7143 §6.1: an unsigned decimal-constant or hex-constant) and checks its range.
+    ///
+    /// Digits only: `Int(_:radix:)` alone would also take a sign after the `0x` ("0x-0", "0x+200"). A number beyond
+    /// `Int` is nil, as is any number outside `range`.
     static func number(_ value: String, in range: ClosedRange<Int>) -> Int? {
-        let parsed: Int?
-        if value.hasPrefix("0x") || value.hasPrefix("0X") {
-            parsed = Int(value.dropFirst(2), radix: 16)
-        } else if !value.isEmpty && value.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) {
-            parsed = Int(value)
-        } else {
-            parsed = nil
-        }
-        guard let parsed, range.contains(parsed) else { return nil }
+        let isHex = value.hasPrefix("0x") || value.hasPrefix("0X")
+        let digits = isHex ? value.utf8.dropFirst(2) : value.utf8[...]
+        let isDigit: (UInt8) -> Bool =
+            isHex ? { BinaryValue.hexValue($0) != nil } : { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        guard !digits.isEmpty, digits.allSatisfy(isDigit),
+            let parsed = Int(Substring(digits), radix: isHex ? 16 : 10), range.contains(parsed)
+        else { return nil }
         return parsed
     }
 }

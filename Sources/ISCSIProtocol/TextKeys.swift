@@ -36,6 +36,8 @@ public struct TextFormatError: Error, Sendable, Hashable, CustomStringConvertibl
         case invalidUTF8
         case textTooLong(limit: Int)
         case duplicateKey(String)
+        case missingNULTerminator
+        case tooManyKeys(limit: Int)
     }
 
     fileprivate var base: Base
@@ -52,6 +54,10 @@ public struct TextFormatError: Error, Sendable, Hashable, CustomStringConvertibl
     static func textTooLong(limit: Int) -> Self { Self(base: .textTooLong(limit: limit)) }
     @inline(never)
     static func duplicateKey(_ key: String) -> Self { Self(base: .duplicateKey(key)) }
+    @inline(never)
+    static func missingNULTerminator() -> Self { Self(base: .missingNULTerminator) }
+    @inline(never)
+    static func tooManyKeys(limit: Int) -> Self { Self(base: .tooManyKeys(limit: limit)) }
 
     public var description: String {
         switch self.base {
@@ -61,6 +67,8 @@ public struct TextFormatError: Error, Sendable, Hashable, CustomStringConvertibl
         case .invalidUTF8: "the text is not valid UTF-8"
         case .textTooLong(let limit): "the key=value text exceeds \(limit) bytes; the initiator sends too much text"
         case .duplicateKey(let key): "the key \(key) is sent more than once"
+        case .missingNULTerminator: "the last key=value of the text has no NUL terminator"
+        case .tooManyKeys(let limit): "the text holds more than \(limit) keys; the initiator sends too many keys"
         }
     }
 }
@@ -75,19 +83,26 @@ public enum TextKeys {
     /// The limit for the large binary values of CHAP (CHAP_C and CHAP_R); RFC 7143 §6.1 bounds a
     /// large-binary-value's encoded form by 8192 bytes.
     public static let maximumLargeValueLength = 8192
+    /// The most keys one text (or one whole login) may hold. An ordinary login sends about 25; without a bound,
+    /// 64 KiB of short distinct keys would be about 9000, each compared with all the earlier ones.
+    public static let maximumKeyCount = 256
 
     /// Parses a complete text segment (after any C-bit continuation has been joined).
     ///
-    /// Each item is `key=value` followed by a NUL; a missing final NUL is tolerated, and empty items (runs of NULs)
-    /// are skipped. Keys must be unique within one segment
-    /// (RFC 7143 §6.1: "a key MUST NOT be offered more than once").
+    /// Each item is `key=value` followed by a NUL, the last one included; empty items (runs of NULs) are skipped.
+    /// Keys must be unique within one segment (RFC 7143 §6.1: "a key MUST NOT be offered more than once"), and
+    /// there may be at most ``maximumKeyCount`` of them.
     public static func parse(_ buffer: ByteBuffer) throws(TextFormatError) -> [TextKeyValue] {
         var result: [TextKeyValue] = []
         let view = buffer.readableBytesView
+        // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+        // > null (0x00) delimiter.
+        guard view.last ?? 0 == 0 else { throw .missingNULTerminator() }
         var itemStart = view.startIndex
         while itemStart < view.endIndex {
             let itemEnd = view[itemStart...].firstIndex(of: 0) ?? view.endIndex
             if itemEnd > itemStart {
+                guard result.count < maximumKeyCount else { throw .tooManyKeys(limit: maximumKeyCount) }
                 let pair = try parseItem(view[itemStart..<itemEnd])
                 if result.contains(where: { $0.key == pair.key }) {
                     throw .duplicateKey(pair.key)

@@ -508,6 +508,91 @@ extension LoginAction {
         #expect(action.status == .invalidRequestDuringLogin)
     }
 
+    // MARK: Malformed requests (RFC 7143 §6.1, §11.12, §11.13.5)
+
+    /// The decoding error of `login` sent with byte 1 (T, C, CSG, NSG) replaced by `flags`.
+    private func decodingError(of login: LoginRequest, flags: UInt8) throws -> ISCSIProtocolError {
+        var bytes = encoded(.loginRequest(login))
+        bytes.setInteger(flags, at: bytes.readerIndex + 1)
+        var parser = PDUParser()
+        parser.append(bytes: &bytes)
+        return try #require(throws: ISCSIProtocolError.self) { try parser.nextPDU() }
+    }
+
+    // > RFC 7143 §11.12.3: CSG and NSG ... 2 is reserved. A Login Request that cannot be decoded is answered with
+    // > a Login Response, status class 2 (Initiator Error), and the connection closes: not a bare close.
+    @Test(arguments: [
+        (0x88 as UInt8, "CSG=2, T, NSG=0"), (0x8b, "CSG=2, T, NSG=3"), (0x82, "CSG=0, T, NSG=2"),
+        (0x86, "CSG=1, T, NSG=2"),
+    ])
+    func reservedStageInTheFirstRequestIsAnInitiatorError(_ flags: UInt8, _ what: String) throws {
+        var machine = makeMachine()
+        let login = request(.securityNegotiation, .loginOperationalNegotiation, identity)
+        let action = machine.undecodablePDUReceived(try decodingError(of: login, flags: flags))
+        #expect(action.isRejection, "\(what)")
+        #expect(action.status == .initiatorError, "\(what)")
+        let response = try #require(action.response)
+        #expect(response.initiatorTaskTag == login.initiatorTaskTag)
+        #expect(response.isid == isid && response.tsih == 0)
+        #expect(response.sequence.statSN == 100)
+        #expect(!response.transit)
+        #expect(machine.loginRequestReceived(login) == .closeConnection)
+    }
+
+    @Test func reservedStageLaterInTheLoginIsAnInitiatorError() throws {
+        var machine = makeMachine()
+        let first = machine.loginRequestReceived(
+            request(.securityNegotiation, .loginOperationalNegotiation, transit: false, identity))
+        #expect(!first.isRejection)
+        let next = request(.securityNegotiation, .loginOperationalNegotiation, [("AuthMethod", "None")])
+        let action = machine.undecodablePDUReceived(try decodingError(of: next, flags: 0x82))
+        #expect(action.status == .initiatorError)
+        #expect(action.response?.sequence.statSN == 101)
+        #expect(action.response?.currentStage == .securityNegotiation)
+    }
+
+    // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+    // > null (0x00) delimiter.
+    @Test func lastPairWithoutNULIsAnInitiatorError() {
+        var machine = makeMachine()
+        var login = request(.securityNegotiation, .loginOperationalNegotiation, identity)
+        login.data.writeString("AuthMethod=None")
+        let action = machine.loginRequestReceived(login)
+        #expect(action.isRejection)
+        #expect(action.status == .initiatorError)
+    }
+
+    // > RFC 7143 §13.12: MaxRecvDataSegmentLength=<numerical-value-512-to-(2**24 - 1)>. A declaration out of that
+    // > range (or no number at all) cannot be adopted, nor answered with a value: the login fails.
+    @Test(arguments: ["0", "511", "16777216", "4294967296", "18446744073709551616", "0x1000000", "-512", "", "lots"])
+    func maxRecvDataSegmentLengthOutOfRangeIsAnInitiatorError(_ value: String) {
+        var machine = makeMachine()
+        let action = machine.loginRequestReceived(
+            request(
+                .loginOperationalNegotiation, .fullFeaturePhase, identity + [("MaxRecvDataSegmentLength", value)]))
+        #expect(action.isRejection, "MaxRecvDataSegmentLength=\(value)")
+        #expect(action.status == .initiatorError, "MaxRecvDataSegmentLength=\(value)")
+    }
+
+    /// Keys never repeat within a login, so without a bound every request may add new ones and the login's record
+    /// of them grows until the login times out.
+    @Test func keysOfAWholeLoginAreBounded() {
+        var machine = makeMachine()
+        var action = machine.loginRequestReceived(
+            request(.securityNegotiation, .loginOperationalNegotiation, transit: false, identity))
+        var sent = identity.count
+        var round = 0
+        while !action.isRejection && round < 20 {
+            let keys = (0..<100).map { ("X-dev.ferry.test-\(round)-\($0)", "1") }
+            action = machine.loginRequestReceived(
+                request(.securityNegotiation, .loginOperationalNegotiation, transit: false, keys))
+            sent += keys.count
+            round += 1
+        }
+        #expect(action.status == .initiatorError)
+        #expect(sent <= TextKeys.maximumKeyCount + 100)
+    }
+
     @Test func loginTimeoutClosesTheConnection() {
         var machine = makeMachine()
         #expect(machine.loginTimedOut() == .closeConnection)

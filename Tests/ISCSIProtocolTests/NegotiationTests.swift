@@ -110,6 +110,13 @@ import Testing
         ("MaxRecvDataSegmentLength", "511"), ("MaxRecvDataSegmentLength", "16777216"), ("MaxBurstLength", "abc"),
         ("MaxConnections", "0"), ("DefaultTime2Wait", "3601"), ("ErrorRecoveryLevel", "3"), ("InitialR2T", "yes"),
         ("MaxOutstandingR2T", "-1"), ("FirstBurstLength", ""),
+        // RFC 7143 §6.1 numerical values are unsigned: a hex-constant is "0x" or "0X" and hex digits, no sign.
+        ("DefaultTime2Wait", "0x-0"), ("MaxBurstLength", "0x+200"), ("DefaultTime2Retain", "0x"),
+        ("MaxBurstLength", "+512"),
+        // Numbers beyond Int must not trap: 2^63, 2^64, and as many digits as a value may hold.
+        ("MaxBurstLength", "9223372036854775808"), ("FirstBurstLength", "18446744073709551616"),
+        ("MaxConnections", "0x10000000000000000"), ("MaxOutstandingR2T", String(repeating: "9", count: 255)),
+        ("ErrorRecoveryLevel", "0x" + String(repeating: "f", count: 253)),
     ])
     func invalidValuesAreRejected(_ key: String, _ value: String) {
         #expect(negotiate([(key, value)]).answers == [key: "Reject"])
@@ -229,6 +236,19 @@ import Testing
         }
         #expect(rounds > 1)
         #expect(TextKeys.parseAllowingRepeats(collected).filter { $0.key == "TargetName" }.count == 40)
+    }
+
+    // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+    // > null (0x00) delimiter. In Full Feature Phase the malformed Text Request is rejected (protocol error).
+    @Test func lastPairWithoutNULIsRejected() {
+        var machine = machine(sessionTarget: nil)
+        var request = text([])
+        request.data.writeString("SendTargets=All")
+        let action = machine.textRequestReceived(request, sequence: sequence, visibleTargets: targets)
+        guard case .reject(.protocolError, _) = action else {
+            Issue.record("expected a Reject, got \(action)")
+            return
+        }
     }
 
     @Test func unknownTargetTransferTagIsRejected() {

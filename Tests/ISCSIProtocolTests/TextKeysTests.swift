@@ -33,12 +33,33 @@ extension TextKeys {
         #expect(pairs == [TextKeyValue("InitiatorName", "iqn.x"), TextKeyValue("HeaderDigest", "CRC32C,None")])
     }
 
-    @Test func toleratesMissingFinalNULAndEmptyItems() throws {
+    @Test func toleratesEmptyItems() throws {
         var buffer = ByteBuffer(string: "A=1")
         buffer.writeBytes([0, 0])
         buffer.writeString("B=")
+        buffer.writeBytes([0])
         let pairs = try TextKeys.parse(buffer)
         #expect(pairs == [TextKeyValue("A", "1"), TextKeyValue("B", "")])
+    }
+
+    // > RFC 7143 §6.1: Every key=value pair, including the last or only pair in a LTDS, MUST be followed by one
+    // > null (0x00) delimiter.
+    @Test(arguments: ["A=1", "A=1\0B=", "A=1\0\0B=2", "X"])
+    func refusesALastPairWithoutNUL(_ text: String) {
+        #expect(throws: TextFormatError.missingNULTerminator()) { try TextKeys.parse(ByteBuffer(string: text)) }
+    }
+
+    @Test func emptyTextHasNoKeys() throws {
+        #expect(try TextKeys.parse(ByteBuffer()).isEmpty)
+    }
+
+    /// A 64 KiB text of short distinct keys holds about 9000 of them; each was compared with all earlier ones.
+    @Test func refusesMoreKeysThanTheLimit() throws {
+        let limit = TextKeys.maximumKeyCount
+        let most = textBuffer((0..<limit).map { ("X-\($0)", "") })
+        #expect(try TextKeys.parse(most).count == limit)
+        let tooMany = textBuffer((0...limit).map { ("X-\($0)", "") })
+        #expect(throws: TextFormatError.tooManyKeys(limit: limit)) { try TextKeys.parse(tooMany) }
     }
 
     @Test func valueMayContainEqualsSign() throws {
