@@ -35,6 +35,8 @@ final class Session: @unchecked Sendable {
     private var textNegotiations: [UInt16: TextNegotiationStateMachine] = [:]
     private let context: TargetContext
     private var closed = false
+    /// A SNACK was logged: an initiator that keeps asking for retransmission is answered every time, logged once.
+    private var snackLogged = false
 
     init(
         eventLoop: any EventLoop, tsih: UInt16, isid: ISID, initiatorName: String, node: TargetNode,
@@ -118,7 +120,16 @@ final class Session: @unchecked Sendable {
         eventLoop.preconditionInEventLoop()
         switch pdu {
         case .scsiCommand(let command):
-            run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))
+            let actions = machine.commandReceived(command, connection: cid, disposition: disposition(for: command))
+            for case .send(.reject(let reject), _) in actions {
+                logger.notice(
+                    "rejecting SCSI Command",
+                    metadata: [
+                        "reason": "\(reject.reason)", "itt": "\(command.initiatorTaskTag)", "cmdSN": "\(command.cmdSN)",
+                        "immediateData": "\(command.data.readableBytes)",
+                    ])
+            }
+            run(actions)
         case .scsiDataOut(let dataOut):
             run(machine.dataOutReceived(dataOut, connection: cid))
         case .taskManagementFunctionRequest(let request):
@@ -129,13 +140,22 @@ final class Session: @unchecked Sendable {
                     "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)",
                 ])
             functionsReceived[request.initiatorTaskTag] = (request, .now())
-            run(machine.taskManagementReceived(request, connection: cid))
+            run(machine.taskManagementReceived(
+                request, connection: cid, logicalUnitExists: node.backend(lun: request.lun) != nil))
         case .textRequest(let request):
             run(machine.textReceived(request, connection: cid))
         case .logoutRequest(let request):
             run(machine.logoutReceived(request, connection: cid))
         case .nopOut(let nop):
             run(machine.nopOutReceived(nop, connection: cid))
+        case .snackRequest(let snack):
+            if !snackLogged {
+                snackLogged = true
+                logger.notice(
+                    "rejecting SNACK: ErrorRecoveryLevel is 0 (logged once per session)",
+                    metadata: ["type": "\(snack.type)", "itt": "\(snack.initiatorTaskTag)", "begRun": "\(snack.begRun)"])
+            }
+            run(machine.snackReceived(snack, connection: cid))
         default:
             logger.warning("unexpected PDU in full feature phase", metadata: ["pdu": "\(pdu)"])
         }

@@ -16,6 +16,14 @@ struct SessionParameters: Sendable, Hashable {
     var errorRecoveryLevel = 0
     /// How many commands beyond ExpCmdSN the session may have outstanding.
     var commandWindow = 128
+
+    /// Room beyond the CmdSN window for immediate commands, which the window does not count
+    /// (RFC 7143 §4.2.2.1), and, apart from that, for task management functions in progress.
+    static let immediateAllowance = 16
+
+    /// The tasks a session may hold at once, immediate commands included; a command beyond it ends
+    /// with TASK SET FULL.
+    var taskLimit: Int { commandWindow + Self.immediateAllowance }
 }
 
 /// What the transport knows about the logical unit a command or function addresses.
@@ -153,7 +161,7 @@ struct SessionStateMachine {
     /// PDUs whose CmdSN is ahead of ExpCmdSN wait here (RFC 7143 §3.2.2.1).
     enum OrderedPDU {
         case scsiCommand(SCSICommand, connection: UInt16, LogicalUnitDisposition)
-        case taskManagement(TaskManagementFunctionRequest, connection: UInt16)
+        case taskManagement(TaskManagementFunctionRequest, connection: UInt16, logicalUnitExists: Bool)
         case text(TextRequest, connection: UInt16)
         case logout(LogoutRequest, connection: UInt16)
         case nopOut(NOPOut, connection: UInt16)
@@ -279,12 +287,29 @@ struct SessionStateMachine {
             queue(.pdu(.reject(rejectPDU(.taskInProgress, header: command))), on: cid)
             return takeActions()
         }
+        let immediateData = command.data.readableBytes
+        if immediateData > 0 && (!parameters.immediateData || immediateData > parameters.firstBurstLength) {
+            // > RFC 7143 §13.11: If ImmediateData is set to No and InitialR2T is set to Yes (default), then the
+            // > initiator MUST NOT send unsolicited data and the target MUST reject unsolicited data with the
+            // > corresponding response code.
+            // > RFC 7143 §13.14: FirstBurstLength is the maximum amount in bytes of unsolicited data an iSCSI
+            // > initiator may send to the target during the execution of a single SCSI command. This covers the
+            // > immediate data (if any) [...].
+            // The command is rejected whole and never placed; its CmdSN is not consumed.
+            queue(.pdu(.reject(rejectPDU(.protocolError, header: command))), on: cid)
+            return takeActions()
+        }
         order(.scsiCommand(command, connection: cid, disposition), cmdSN: command.cmdSN, immediate: command.immediate)
         return takeActions()
     }
 
-    mutating func taskManagementReceived(_ request: TaskManagementFunctionRequest, connection cid: UInt16) -> [Action] {
-        order(.taskManagement(request, connection: cid), cmdSN: request.cmdSN, immediate: request.immediate)
+    /// A Task Management Function Request arrived; `logicalUnitExists`: whether its LUN is mapped.
+    mutating func taskManagementReceived(
+        _ request: TaskManagementFunctionRequest, connection cid: UInt16, logicalUnitExists: Bool = true
+    ) -> [Action] {
+        order(
+            .taskManagement(request, connection: cid, logicalUnitExists: logicalUnitExists), cmdSN: request.cmdSN,
+            immediate: request.immediate)
         return takeActions()
     }
 
@@ -385,6 +410,15 @@ struct SessionStateMachine {
         tasks[task.initiatorTaskTag]?.state = .waitingForCmdSN
     }
 
+    /// A SNACK Request arrived. Ferry negotiates ErrorRecoveryLevel 0 only, where nothing is ever
+    /// retransmitted: the request is outside the protocol of the session, and cannot succeed if resent.
+    /// > RFC 7143 §11.17.1: 0x04 Protocol Error (e.g., SNACK Request for a status that was already
+    /// > acknowledged) [...] Can the original PDU be resent? no
+    mutating func snackReceived(_ snack: SNACKRequest, connection cid: UInt16) -> [Action] {
+        queue(.pdu(.reject(Self.reject(.protocolError, header: Self.basicHeaderSegment(of: .snackRequest(snack))))), on: cid)
+        return takeActions()
+    }
+
     /// The connection's parser found a PDU it cannot take but can keep framing after: the
     /// PDU is answered with a Reject (RFC 7143 §11.17) and otherwise ignored.
     mutating func protocolErrorReceived(_ reason: Reject.Reason, header: ByteBuffer, connection cid: UInt16) -> [Action] {
@@ -417,6 +451,12 @@ struct SessionStateMachine {
             task.state = .completed(status: .taskAborted, sense: [], dataIn: ByteBuffer(), residual: .none)
         case .completed(let result):
             task.state = Self.completedState(task, result: result)
+        }
+        // The task now holds its Data-In and nothing else (the Data-Out went with the backend): the rest of
+        // its reservation goes back, so that the budget counts what the task holds until its response is sent.
+        if case .completed(_, _, let dataIn, _) = task.state, task.reservedBytes > dataIn.readableBytes {
+            budget?.release(task.reservedBytes - dataIn.readableBytes)
+            task.reservedBytes = dataIn.readableBytes
         }
         tasks[itt] = task
         queue(.taskResponse(itt), on: task.connection)
@@ -519,8 +559,9 @@ struct SessionStateMachine {
         if cmdSN != expCmdSN {
             guard pending[cmdSN] == nil else { return }  // a duplicate CmdSN is ignored
             pending[cmdSN] = pdu
-            if case .scsiCommand(let command, let cid, let disposition) = pdu {
+            if case .scsiCommand(let command, let cid, let disposition) = pdu, tasks.count < parameters.taskLimit {
                 // Keep its task (and any immediate data) so that Data-Out and ABORT TASK find it.
+                // Without room, it ends with TASK SET FULL at its turn.
                 insertTask(command, connection: cid, disposition: disposition)
             }
             return
@@ -546,13 +587,17 @@ struct SessionStateMachine {
         switch pdu {
         case .scsiCommand(let command, let cid, let disposition):
             if tasks[command.initiatorTaskTag]?.cmdSN != command.cmdSN || command.immediate {
+                guard tasks.count < parameters.taskLimit else {
+                    answerTaskSetFull(command, connection: cid)
+                    return
+                }
                 insertTask(command, connection: cid, disposition: disposition)
             }
             startTask(command.initiatorTaskTag)
         case .consumed:
             break
-        case .taskManagement(let request, let cid):
-            taskManagement(request, connection: cid)
+        case .taskManagement(let request, let cid, let exists):
+            taskManagement(request, connection: cid, logicalUnitExists: exists)
         case .text(let request, let cid):
             actions.append(.handleText(request, connection: cid))
         case .logout(let request, let cid):
@@ -584,6 +629,18 @@ struct SessionStateMachine {
             command: command, dataOutLength: dataOutLength, cdbDataOutLength: cdbDataOutLength, mapped: mapped,
             ordered: false, state: .waitingForCmdSN, abort: nil, reservedBytes: overBudget ? 0 : edtl,
             overBudget: overBudget)
+    }
+
+    /// A command for which the session has no room (``SessionParameters/taskLimit``) ends at once,
+    /// without becoming a task: an initiator that sends immediate commands without end cannot make
+    /// the session hold them all.
+    /// > SAM-5 §5.3.1: TASK SET FULL [...] shall be returned if the logical unit receives a command
+    /// > and does not have enough resources to enter the task in the task set.
+    private mutating func answerTaskSetFull(_ command: SCSICommand, connection cid: UInt16) {
+        let response = SCSIResponse(
+            status: SCSIStatus.taskSetFull.rawValue, initiatorTaskTag: command.initiatorTaskTag,
+            sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0))
+        queue(.pdu(.scsiResponse(response)), on: cid)
     }
 
     /// Forgets a task and gives its bytes back to the data buffer budget.
@@ -724,7 +781,7 @@ struct SessionStateMachine {
             let produced = dataIn.readableBytes
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))
-                dataIn = dataIn.getSlice(at: dataIn.readerIndex, length: edtl)!
+                dataIn = Self.prefix(dataIn, length: edtl)
             } else if produced < edtl {
                 residual = .underflow(UInt32(clamping: edtl - produced))
             }
@@ -746,18 +803,44 @@ struct SessionStateMachine {
             residual = .underflow(UInt32(clamping: edtl))
         }
         let sense = result.sense.map { $0.bytes(descriptorFormat: result.descriptorFormatSense) } ?? []
-        if result.status != .good && result.status != .conditionMet { dataIn = dataIn.getSlice(at: dataIn.readerIndex, length: 0)! }
+        if result.status != .good && result.status != .conditionMet { dataIn = ByteBuffer() }
         return .completed(status: result.status, sense: sense, dataIn: dataIn, residual: residual)
+    }
+
+    /// The first `length` bytes of `buffer` in storage of their own. A slice would keep the whole of the
+    /// backend's buffer alive until the response is sent: a READ of 8 MiB with an Expected Data Transfer
+    /// Length of 0 would hold 8 MiB for a response without data.
+    private static func prefix(_ buffer: ByteBuffer, length: Int) -> ByteBuffer {
+        guard length > 0 else { return ByteBuffer() }
+        var copy = ByteBufferAllocator().buffer(capacity: length)
+        copy.writeImmutableBuffer(buffer.getSlice(at: buffer.readerIndex, length: length)!)
+        return copy
     }
 
     // MARK: Task management
 
-    private mutating func taskManagement(_ request: TaskManagementFunctionRequest, connection cid: UInt16) {
+    private mutating func taskManagement(
+        _ request: TaskManagementFunctionRequest, connection cid: UInt16, logicalUnitExists: Bool
+    ) {
         var function = PendingFunction(
             request: request, connection: cid, awaitedTasks: [], awaitingOtherSessions: false, deviceReset: nil,
             awaitingDeviceReset: false, response: .functionComplete, events: [], eventLUNs: [])
         guard let code = request.function else {
             function.response = .functionNotSupported
+            queueFunctionResponse(function)
+            return
+        }
+        if !logicalUnitExists && Self.addressesALogicalUnit(code) {
+            // > RFC 7143 §11.6.1: 2 = Logical unit does not exist.
+            function.response = .lunDoesNotExist
+            queueFunctionResponse(function)
+            return
+        }
+        if functions.count >= SessionParameters.immediateAllowance {
+            // Functions still waiting for tasks, other sessions or a device reset: one more would
+            // let an initiator grow them without end.
+            // > RFC 7143 §11.6.1: 255 = Function rejected.
+            function.response = .functionRejected
             queueFunctionResponse(function)
             return
         }
@@ -846,6 +929,18 @@ struct SessionStateMachine {
             // > "Task allegiance reassignment not supported".
             function.response = parameters.errorRecoveryLevel == 0 ? .taskAllegianceReassignmentNotSupported : .functionNotSupported
             queueFunctionResponse(function)
+        }
+    }
+
+    /// Whether a function acts on the logical unit its LUN field names (SAM-5 §7), rather than on
+    /// the whole target or the I_T nexus.
+    private static func addressesALogicalUnit(_ function: TaskManagementFunctionRequest.Function) -> Bool {
+        switch function {
+        case .abortTask, .abortTaskSet, .clearTaskSet, .logicalUnitReset, .queryTask, .queryTaskSet,
+            .queryAsynchronousEvent, .clearACA:
+            true
+        case .targetWarmReset, .targetColdReset, .itNexusReset, .taskReassign:
+            false
         }
     }
 
@@ -1136,7 +1231,7 @@ struct SessionStateMachine {
 extension SessionStateMachine.OrderedPDU {
     var connection: UInt16? {
         switch self {
-        case .scsiCommand(_, let cid, _), .taskManagement(_, let cid), .text(_, let cid), .logout(_, let cid),
+        case .scsiCommand(_, let cid, _), .taskManagement(_, let cid, _), .text(_, let cid), .logout(_, let cid),
             .nopOut(_, let cid):
             cid
         case .consumed:

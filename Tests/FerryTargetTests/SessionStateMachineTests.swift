@@ -468,3 +468,161 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(flushed.tmfResponses.first?.sequence.statSN == 101)
     }
 }
+
+/// What an initiator that does not play by the rules can make a session hold or answer (issue 10).
+@Suite struct HostileInitiatorTests {
+    /// Immediate commands do not consume CmdSN, so the window does not bound them. Before, one session held every
+    /// one of 5000 immediate READs that its slow backend had not finished, with a window of 128.
+    @Test func immediateCommandsBeyondTheTaskLimitEndWithTaskSetFull() {
+        var m = machine()  // a window of 16
+        var submitted = 0
+        var taskSetFull = 0
+        for itt in UInt32(1)...1000 {
+            let actions = m.commandReceived(
+                read(itt: itt, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
+            submitted += actions.submitted.count
+            taskSetFull += actions.scsiResponses.filter { $0.status == SCSIStatus.taskSetFull.rawValue }.count
+        }
+        #expect(submitted <= 2 * 16, "the session holds about a window of tasks, not every command")
+        #expect(m.tasks.count == submitted)
+        #expect(submitted + taskSetFull == 1000, "every other command ends at once with TASK SET FULL")
+        #expect(m.expCmdSN == 1)
+    }
+
+    /// Non-immediate commands one at a time: the window never closes below one command, so they too could pile up
+    /// at a backend that does not finish them.
+    @Test func inOrderCommandsBeyondTheTaskLimitEndWithTaskSetFull() {
+        var m = machine()
+        var submitted = 0
+        for itt in UInt32(1)...200 {
+            submitted += m.commandReceived(
+                read(itt: itt, cmdSN: itt), connection: 0, disposition: .mapped(dataOutLength: 0)
+            ).submitted.count
+        }
+        #expect(submitted <= 2 * 16)
+        #expect(m.expCmdSN == 201, "a command answered TASK SET FULL consumes its CmdSN")
+    }
+
+    @Test func aFullSessionTakesCommandsAgainOnceATaskEnds() {
+        var m = machine()
+        var tags: [BackendTaskTag] = []
+        var itt: UInt32 = 1
+        while true {
+            let actions = m.commandReceived(
+                read(itt: itt, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
+            itt += 1
+            guard let submitted = actions.submitted.first else { break }
+            tags.append(submitted.tag)
+            if tags.count > 1000 { break }
+        }
+        _ = m.backendCompleted(itt: 1, tag: tags[0], good(bytes: 4096))
+        let again = m.commandReceived(
+            read(itt: itt, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
+        #expect(again.submitted.count == 1)
+    }
+
+    /// The backend returns every block a READ asks for; what goes beyond the Expected Data Transfer Length must not
+    /// stay alive with the task. Before, forty READ(10) of 16384 blocks with EDTL 0 held 320 MiB while their
+    /// responses waited for a socket that was not read.
+    @Test(arguments: [(edtl: UInt32(0), status: SCSIStatus.good), (512, .good), (1 << 20, .checkCondition)])
+    func theBackendBufferIsNotKeptBeyondWhatIsSent(edtl: UInt32, status: SCSIStatus) {
+        var m = machine()
+        let tag = m.commandReceived(read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0))
+            .submitted[0].tag
+        _ = m.writabilityChanged(0, writable: false)
+        var backendBuffer = ByteBuffer(repeating: 0x5a, count: 1 << 20)
+        let storage = backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        let sense: SenseData? = status == .good ? nil : .logicalBlockAddressOutOfRange
+        _ = m.backendCompleted(itt: 1, tag: tag, .completed(SCSIResult(status: status, sense: sense, dataIn: backendBuffer)))
+        // Written in place only when nothing else holds the storage; otherwise copied on write.
+        backendBuffer.setInteger(UInt8(1), at: 0)
+        #expect(backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == storage)
+        let sent = m.writabilityChanged(0, writable: true)
+        let sentBytes = sent.dataIns.map(\.data.readableBytes).reduce(0, +)
+        #expect(sentBytes == (status == .good ? Int(edtl) : 0), "Data-In never goes beyond EDTL")
+        if status == .good {
+            let residual = sent.dataIns.last?.residual ?? sent.scsiResponses.first?.residual
+            #expect(residual == .overflow(UInt32((1 << 20) - Int(edtl))))
+        }
+    }
+
+    /// A task whose response waits for the transmit path holds its Data-In, not its Expected Data Transfer Length.
+    @Test func theBudgetCountsTheDataInHeldNotTheExpectedLength() {
+        let budget = DataBufferBudget(capacity: 4 << 20)
+        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7, budget: budget)
+        m.connectionAdded(0, statSN: 100)
+        let tag = m.commandReceived(read(itt: 1, cmdSN: 1, length: 1 << 20), connection: 0, disposition: .mapped(dataOutLength: 0))
+            .submitted[0].tag
+        #expect(budget.inUse == 1 << 20)
+        _ = m.writabilityChanged(0, writable: false)
+        _ = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
+        #expect(budget.inUse == 4096)
+        _ = m.writabilityChanged(0, writable: true)
+        #expect(budget.inUse == 0)
+    }
+
+    @Test(arguments: [(immediateData: false, firstBurst: 65_536), (true, 1024)])
+    func unsolicitedImmediateDataIsRejectedAndNeverPlaced(immediateData: Bool, firstBurst: Int) {
+        var m = machine {
+            $0.immediateData = immediateData
+            $0.firstBurstLength = firstBurst
+        }
+        let actions = m.commandReceived(
+            write(itt: 1, cmdSN: 1, length: 4096, immediateData: 2048, final: false), connection: 0,
+            disposition: .mapped(dataOutLength: 4096))
+        #expect(actions.submitted.isEmpty && actions.r2ts.isEmpty)
+        let rejects = actions.sent.compactMap { if case .reject(let r) = $0 { r } else { nil } }
+        #expect(rejects.map(\.reason) == [.protocolError])
+        #expect(rejects.first?.data.getInteger(at: 16, as: UInt32.self) == 1, "the Reject carries the command's header")
+        #expect(m.tasks.isEmpty)
+        #expect(m.expCmdSN == 1, "a rejected command does not consume its CmdSN")
+    }
+}
+
+extension HostileInitiatorTests {
+    /// ErrorRecoveryLevel 0 retransmits nothing: before, a SNACK got no answer at all.
+    @Test func aSNACKIsRejectedWithProtocolError() {
+        var m = machine()
+        let snack = SNACKRequest(
+            type: 1, lun: 0, initiatorTaskTag: reservedTag, targetTransferTag: reservedTag, expStatSN: 100, begRun: 0,
+            runLength: 0)
+        let rejects = m.snackReceived(snack, connection: 0).sent.compactMap { if case .reject(let r) = $0 { r } else { nil } }
+        #expect(rejects.map(\.reason) == [.protocolError])
+        #expect(rejects.first?.sequence.statSN == 100)
+        #expect(rejects.first?.data.getInteger(at: 0, as: UInt8.self).map { $0 & 0x3f } == 0x10)
+    }
+
+    /// Before, LOGICAL UNIT RESET of a LUN that is not mapped answered Function Complete (and reset nothing).
+    @Test(arguments: [
+        TaskManagementFunctionRequest.Function.abortTask, .abortTaskSet, .clearTaskSet, .logicalUnitReset, .queryTask,
+        .queryTaskSet, .queryAsynchronousEvent, .clearACA,
+    ])
+    func aFunctionForALogicalUnitThatDoesNotExist(_ function: TaskManagementFunctionRequest.Function) {
+        var m = machine()
+        let actions = m.taskManagementReceived(tmf(function, itt: 50, ref: 1, cmdSN: 1), connection: 0, logicalUnitExists: false)
+        #expect(actions.tmfResponses.map(\.response) == [.lunDoesNotExist])
+        #expect(actions.resetDevices.isEmpty)
+        #expect(!actions.contains { if case .terminateInOtherSessions = $0 { true } else { false } })
+    }
+
+    @Test(arguments: [TaskManagementFunctionRequest.Function.targetWarmReset, .itNexusReset])
+    func functionsOfTheTargetOrNexusIgnoreTheLUN(_ function: TaskManagementFunctionRequest.Function) {
+        var m = machine()
+        var actions = m.taskManagementReceived(tmf(function, itt: 50, cmdSN: 1), connection: 0, logicalUnitExists: false)
+        actions += m.otherSessionsMarked(functionTag: 50) + m.otherSessionsTerminated(functionTag: 50)
+        actions += m.devicesReset(functionTag: 50)
+        #expect(actions.tmfResponses.map(\.response) == [.functionComplete])
+    }
+
+    /// Functions that wait (here for a device reset that does not end) are bounded like tasks.
+    @Test func functionsInProgressBeyondTheAllowanceAreRejected() {
+        var m = machine()
+        var responses: [TaskManagementFunctionResponse.Response] = []
+        for itt in UInt32(50)..<(50 + 40) {
+            responses += m.taskManagementReceived(tmf(.logicalUnitReset, itt: itt, cmdSN: 1), connection: 0).tmfResponses
+                .map(\.response)
+        }
+        #expect(responses.count == 40 - SessionParameters.immediateAllowance)
+        #expect(responses.allSatisfy { $0 == .functionRejected })
+    }
+}
