@@ -106,8 +106,9 @@ public final class EmulatedBlockDevice: Sendable {
     public let reservations: ReservationState
     let copyManager: CopyManager
 
-    /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets; the
-    /// caller registers ``copyEndpoint`` there, and unregisters it when the logical unit goes.
+    /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets: the
+    /// directory of the target node the logical unit belongs to, which the node keeps equal to its
+    /// LUN map (``copyEndpoint`` is this logical unit's entry).
     /// `erasureClock` paces SANITIZE OVERWRITE when the configuration limits its rate.
     public init(
         store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory,
@@ -152,9 +153,11 @@ public final class EmulatedBlockDevice: Sendable {
 
     /// This logical unit as a source or destination of EXTENDED COPY.
     public var copyEndpoint: CopyEndpoint {
-        CopyEndpoint(
+        var endpoint = CopyEndpoint(
             store: store, blockSize: blockSize, blockCount: blockCount, designator: naa,
-            isWriteProtected: { [weak self] in self?.isWriteProtected ?? true })
+            isWriteProtected: { [weak self] in self?.isWriteProtected ?? true }, reservations: reservations)
+        endpoint.ordering = ordering
+        return endpoint
     }
 
     /// TAS of the control mode page: a task aborted by another I_T nexus ends with TASK ABORTED.
