@@ -194,6 +194,9 @@ final class TargetContext: Sendable {
         if let serial = lun.serial { configuration.serial = serial }
         configuration.writeCacheEnabled = lun.writeCache
         configuration.sanitizeRate = lun.sanitizeRate
+        // Every session is an I_T nexus: room for all of them, and as many ended ones.
+        configuration.unitAttentionNexusLimit = max(
+            UnitAttentionConditions.defaultNexusLimit, 2 * self.configuration.limits.maxSessions)
         let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
         return EmulatedBackend(device: device, store: store, kind: store.kind, threadPool: threadPool)
     }

@@ -42,6 +42,9 @@ public final class EmulatedBlockDevice: Sendable {
         /// The most bytes per second that SANITIZE OVERWRITE writes, so that erasing this logical
         /// unit leaves bandwidth to the others; unlimited when nil.
         public var sanitizeRate: UInt64?
+        /// The most I_T nexuses whose unit attention conditions the logical unit keeps
+        /// (``UnitAttentionConditions/nexusLimit``); at least the number that can be logged in at once.
+        public var unitAttentionNexusLimit = UnitAttentionConditions.defaultNexusLimit
 
         public init(
             blockSize: Int = 512, readOnly: Bool = false, vendor: String = "FERRY",
@@ -146,7 +149,7 @@ public final class EmulatedBlockDevice: Sendable {
         commandIndex = index
         operationCodesWithServiceActions = withActions
         state = Mutex(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
-        unitAttentions = UnitAttentionConditions()
+        unitAttentions = UnitAttentionConditions(nexusLimit: configuration.unitAttentionNexusLimit)
         reservations = ReservationState(unitAttentions: unitAttentions)
         copyManager = CopyManager(directory: copyTargets)
     }
