@@ -33,6 +33,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
     public let device: EmulatedBlockDevice
 
     public var unitAttentionConditions: UnitAttentionConditions? { device.unitAttentions }
+    public var copyEndpoint: CopyEndpoint? { device.copyEndpoint }
     private let store: any BlockStore
     public let kind: String
     private let threadPool: NIOThreadPool

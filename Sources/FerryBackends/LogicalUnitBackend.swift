@@ -55,6 +55,11 @@ public protocol LogicalUnitBackend: AnyObject, Sendable {
     /// REPORTED LUNS DATA HAS CHANGED) are queued; nil for a logical unit that reports none.
     var unitAttentionConditions: UnitAttentionConditions? { get }
 
+    /// The logical unit as a copy target of EXTENDED COPY, which its target node lists in its
+    /// ``CopyTargetDirectory`` while the logical unit is in its LUN map; nil for a logical unit
+    /// that EXTENDED COPY cannot name (a passthrough device).
+    var copyEndpoint: CopyEndpoint? { get }
+
     /// Flushes and releases the device. Called once when the logical unit is removed.
     func shutdown()
 
@@ -99,6 +104,8 @@ extension LogicalUnitBackend {
     public var deviceTarget: String? { nil }
 
     public var unitAttentionConditions: UnitAttentionConditions? { nil }
+
+    public var copyEndpoint: CopyEndpoint? { nil }
 
     public func resetDevice(
         _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void

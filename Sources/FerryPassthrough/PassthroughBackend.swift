@@ -460,8 +460,10 @@ public final class PassthroughBackend: LogicalUnitBackend {
             }
             direction = transfer > 0 ? .fromDevice(transfer) : .none
         }
-        if let limit = maximumTransferLength, transfer > limit {
-            // > SBC-4 §4.5: a TRANSFER LENGTH above MAXIMUM TRANSFER LENGTH is an invalid field in the CDB.
+        // > SBC-4 §4.5: a TRANSFER LENGTH above MAXIMUM TRANSFER LENGTH is an invalid field in the CDB.
+        // Without a known limit, sg's is the 32-bit DXFER_LEN: a READ(12) or READ(16) of 2^32-1 blocks asks
+        // for more, and must not reach the channel, which could neither allocate its buffer nor describe it.
+        if transfer > maximumTransferLength ?? Self.largestSGTransfer {
             return .answer(.checkCondition(.invalidFieldInCDB(byte: Self.transferLengthByte(cdb))))
         }
         let clampBlockLimits = BlockLimits.isBlockLimitsInquiry(cdb)
@@ -513,6 +515,9 @@ public final class PassthroughBackend: LogicalUnitBackend {
                 }
             })
     }
+
+    /// The most bytes one sg request moves: sg_io_hdr's DXFER_LEN is 32 bits.
+    static let largestSGTransfer = Int(UInt32.max)
 
     /// The CDB length: from the GROUP CODE, from byte 7 of a variable-length CDB (7Fh), or all
     /// received bytes for the vendor-specific groups; nil outside sg's 6 to 252 bytes.

@@ -254,7 +254,7 @@ extension TargetContext {
                 guard node.backend(lun: lun) === unit else { return }
                 let backend: any LogicalUnitBackend
                 do {
-                    backend = try openBackend(unit.configuration, target: node.name)
+                    backend = try openBackend(unit.configuration, target: node.name, copyTargets: node.copyTargets)
                 } catch {
                     logger.warning(
                         "an offline logical unit's disk is back but cannot be opened; it stays offline",

@@ -126,7 +126,6 @@ final class TargetContext: Sendable {
     let dataBuffers: DataBufferBudget
     /// Reloads and runtime changes happen one at a time.
     let reloadLock = Mutex(())
-    let copyTargets = CopyTargetDirectory()
     /// The node discovery sessions are bound to: no LUNs.
     let discoveryNode: TargetNode
     let threadPool: NIOThreadPool
@@ -150,8 +149,12 @@ final class TargetContext: Sendable {
         do {
             for target in configuration.targets {
                 var units: [UInt64: any LogicalUnitBackend] = [:]
-                for lun in target.luns { units[lun.lun] = try openBackend(lun, target: target.name) }
-                nodes[target.name] = TargetNode(configuration: target, portalGroupTag: tpgt, logicalUnits: units)
+                let copyTargets = CopyTargetDirectory()
+                for lun in target.luns {
+                    units[lun.lun] = try openBackend(lun, target: target.name, copyTargets: copyTargets)
+                }
+                nodes[target.name] = TargetNode(
+                    configuration: target, portalGroupTag: tpgt, logicalUnits: units, copyTargets: copyTargets)
             }
         } catch {
             try? threadPool.syncShutdownGracefully()
@@ -164,13 +167,19 @@ final class TargetContext: Sendable {
     let portalGroupTag: UInt16
 
     /// Opens a logical unit's backing store and device server; counted when metrics are on.
-    func openBackend(_ lun: LogicalUnit, target: String) throws -> any LogicalUnitBackend {
-        let backend = try openUnmeteredBackend(lun)
+    /// `copyTargets` is the directory of the target node the logical unit is for: its EXTENDED COPY
+    /// reaches the logical units of that node only.
+    func openBackend(
+        _ lun: LogicalUnit, target: String, copyTargets: CopyTargetDirectory
+    ) throws -> any LogicalUnitBackend {
+        let backend = try openUnmeteredBackend(lun, copyTargets: copyTargets)
         guard configuration.metricsAddress != nil else { return backend }
         return MeteredBackend(backend, metrics: LogicalUnitMetrics(target: target, lun: lun.lun))
     }
 
-    private func openUnmeteredBackend(_ lun: LogicalUnit) throws -> any LogicalUnitBackend {
+    private func openUnmeteredBackend(
+        _ lun: LogicalUnit, copyTargets: CopyTargetDirectory
+    ) throws -> any LogicalUnitBackend {
         if lun.backend == .sg {
             let configuration = PassthroughBackend.Configuration(
                 path: lun.path, commandTimeoutMilliseconds: UInt32(lun.commandTimeout),
@@ -185,8 +194,10 @@ final class TargetContext: Sendable {
         if let serial = lun.serial { configuration.serial = serial }
         configuration.writeCacheEnabled = lun.writeCache
         configuration.sanitizeRate = lun.sanitizeRate
+        // Every session is an I_T nexus: room for all of them, and as many ended ones.
+        configuration.unitAttentionNexusLimit = max(
+            UnitAttentionConditions.defaultNexusLimit, 2 * self.configuration.limits.maxSessions)
         let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
-        copyTargets.register(device.copyEndpoint)
         return EmulatedBackend(device: device, store: store, kind: store.kind, threadPool: threadPool)
     }
 

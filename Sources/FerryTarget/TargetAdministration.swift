@@ -180,23 +180,24 @@ extension TargetContext {
         let currentNodes = nodes
         // Open everything new first: a failure leaves the running configuration as it is.
         var opened: [any LogicalUnitBackend] = []
-        var plans: [(target: Target, units: [UInt64: any LogicalUnitBackend])] = []
+        var plans: [(target: Target, units: [UInt64: any LogicalUnitBackend], copyTargets: CopyTargetDirectory)] = []
         do {
             for target in new.targets {
                 let previous = oldTargets[target.name]
                 let running = currentNodes[target.name]?.logicalUnits ?? [:]
+                let copyTargets = currentNodes[target.name]?.copyTargets ?? CopyTargetDirectory()
                 var units: [UInt64: any LogicalUnitBackend] = [:]
                 for lun in target.luns {
                     if let unchanged = previous?.luns.first(where: { $0 == lun }), let backend = running[unchanged.lun]
                     {
                         units[lun.lun] = backend
                     } else {
-                        let backend = try openBackend(lun, target: target.name)
+                        let backend = try openBackend(lun, target: target.name, copyTargets: copyTargets)
                         opened.append(backend)
                         units[lun.lun] = backend
                     }
                 }
-                plans.append((target, units))
+                plans.append((target, units, copyTargets))
             }
         } catch {
             for backend in opened { backend.shutdown() }
@@ -210,10 +211,11 @@ extension TargetContext {
         var inventoryChanged: [TargetNode] = []
         state.withLock { state in
             var nodes: [String: TargetNode] = [:]
-            for (target, units) in plans {
+            for (target, units, copyTargets) in plans {
                 guard let node = state.nodes[target.name], let previous = oldTargets[target.name] else {
                     nodes[target.name] = TargetNode(
-                        configuration: target, portalGroupTag: portalGroupTag, logicalUnits: units)
+                        configuration: target, portalGroupTag: portalGroupTag, logicalUnits: units,
+                        copyTargets: copyTargets)
                     report.changes.append("added target \(target.name) with \(units.count) LUN(s)")
                     continue
                 }
@@ -245,6 +247,8 @@ extension TargetContext {
             }
             for (name, node) in state.nodes where nodes[name] == nil {
                 leaving.append(node)
+                // Its sessions are asked to log out; until they go, EXTENDED COPY reaches none of its logical units.
+                node.copyTargets.replaceAll(with: [])
                 retired += node.allBackends
                 report.changes.append("removed target \(name)")
             }

@@ -107,6 +107,8 @@ final class MeteredBackend: LogicalUnitBackend {
 
     var unitAttentionConditions: UnitAttentionConditions? { base.unitAttentionConditions }
 
+    var copyEndpoint: CopyEndpoint? { base.copyEndpoint }
+
     func resetDevice(
         _ reset: DeviceReset, siblings: [any LogicalUnitBackend], completion: @escaping @Sendable () -> Void
     ) {

@@ -30,13 +30,21 @@ final class TargetNode: Sendable {
     let name: String
     let portalGroupTag: UInt16
     private let state: Mutex<State>
+    /// The copy targets EXTENDED COPY may name from a session of this node: the logical units of its LUN map, and
+    /// no other. Kept equal to the map, so that a LUN removed by a reload or `ferryctl` is no longer reachable.
+    let copyTargets: CopyTargetDirectory
     /// REPORTED LUNS DATA HAS CHANGED, established on every logical unit when the LUN map changes.
     let reportedLUNsDataChanged = TargetUnitAttention(.reportedLUNsDataHasChanged)
 
-    init(configuration: Target, portalGroupTag: UInt16, logicalUnits: [UInt64: any LogicalUnitBackend]) {
+    init(
+        configuration: Target, portalGroupTag: UInt16, logicalUnits: [UInt64: any LogicalUnitBackend],
+        copyTargets: CopyTargetDirectory = CopyTargetDirectory()
+    ) {
         self.name = configuration.name
         self.portalGroupTag = portalGroupTag
         self.state = Mutex(State(configuration: configuration, logicalUnits: logicalUnits))
+        self.copyTargets = copyTargets
+        copyTargets.replaceAll(with: logicalUnits.values.compactMap(\.copyEndpoint))
     }
 
     var configuration: Target { state.withLock { $0.configuration } }
@@ -54,7 +62,10 @@ final class TargetNode: Sendable {
 
     /// Serves `configuration` from now on, with `logicalUnits` as the LUN map.
     func update(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend]) {
-        state.withLock { $0 = State(configuration: configuration, logicalUnits: logicalUnits, previous: $0) }
+        state.withLock { state in
+            state = State(configuration: configuration, logicalUnits: logicalUnits, previous: state)
+            copyTargets.replaceAll(with: logicalUnits.values.compactMap(\.copyEndpoint))
+        }
     }
 
     /// The disk LUN `lun` was opened on, if it is an online passthrough LUN.
@@ -69,6 +80,7 @@ final class TargetNode: Sendable {
             guard state.logicalUnits[lun] === expected else { return false }
             state.logicalUnits[lun] = replacement
             state.devices[lun] = HotPlugDevice(replacement)
+            copyTargets.replaceAll(with: state.logicalUnits.values.compactMap(\.copyEndpoint))
             return true
         }
     }

@@ -4,7 +4,8 @@ import Synchronization
 /// The EXTENDED COPY (LID1) copy manager of a logical unit (SPC-4 §5.16, §6.4) and RECEIVE COPY
 /// RESULTS (SPC-4 §6.18).
 ///
-/// It copies between the logical units of a ``CopyTargetDirectory`` named by identification
+/// It copies between the logical units of a ``CopyTargetDirectory`` (those of one target node)
+/// named by identification
 /// descriptor CSCD descriptors (E4h) with block device to block device segment descriptors (02h),
 /// through the block stores, in bounded chunks. Every descriptor is checked before any data
 /// moves, so a rejected parameter list changes nothing. A copy with LIST ID USAGE 00b keeps its
@@ -73,10 +74,12 @@ public final class CopyManager: Sendable {
         let parameters = ParameterList(request.dataOut, count: parameterListLength)
         let plan: CopyPlan
         do throws(SenseData) {
-            plan = try CopyPlan(parameters, source: source, directory: directory)
+            plan = try CopyPlan(parameters, source: source, directory: directory, nexus: request.nexus)
         } catch {
             return .checkCondition(error)
         }
+        // Checked for every segment before any data moves, so that a refused copy changes nothing.
+        if plan.conflictsWithReservations { return SCSIResult(status: .reservationConflict) }
 
         let key = ListKey(nexus: request.nexus, listIdentifier: plan.listIdentifier)
         if plan.listIdentifierIsUnique {
@@ -97,7 +100,8 @@ public final class CopyManager: Sendable {
         }
         switch outcome {
         case .success: return .good
-        case .failure(let sense): return .checkCondition(sense)
+        case .failure(.sense(let sense)): return .checkCondition(sense)
+        case .failure(.reservationConflict): return SCSIResult(status: .reservationConflict)
         }
     }
 

@@ -16,14 +16,21 @@ struct CopyPlan {
     /// LIST ID USAGE 00b: the copy manager holds the status for RECEIVE COPY RESULTS.
     var holdsStatus: Bool
     var segments: [Segment]
+    /// The I_T nexus of the EXTENDED COPY, for which the copy manager reads and writes.
+    var nexus: ITNexus
 
     /// The offset of the first CSCD descriptor: the parameter list header is 16 bytes.
     private static let headerLength = 16
     private static let cscdDescriptorLength = 32
     private static let blockToBlockDescriptorLength = 28
 
-    init(_ list: ParameterList, source: CopyEndpoint, directory: CopyTargetDirectory) throws(SenseData) {
+    /// Validates `list`, received by the logical unit `source` from `nexus`. Copy targets are
+    /// looked up in `directory`: the logical units of the target node `nexus` is logged in to.
+    init(
+        _ list: ParameterList, source: CopyEndpoint, directory: CopyTargetDirectory, nexus: ITNexus
+    ) throws(SenseData) {
         typealias Limits = CopyManager.Limits
+        self.nexus = nexus
         listIdentifier = list[0]
         let usage = (list[1] >> 3) & 0x03
         // > LIST ID USAGE 01b is reserved.
@@ -151,28 +158,57 @@ struct CopyPlan {
             destinationOffset: destinationLBA * UInt64(destination.blockSize), byteCount: byteCount)
     }
 
+    /// Why a copy stopped: a copy target that failed (CHECK CONDITION with this sense), or a
+    /// reservation that forbids the I_T nexus of the EXTENDED COPY to read a source or write a
+    /// destination.
+    enum Failure: Error {
+        case sense(SenseData)
+        case reservationConflict
+    }
+
+    /// Whether a reservation forbids `nexus` a read or a write of some segment.
+    ///
+    /// The copy manager acts for the I_T nexus of the EXTENDED COPY: its reads of each source and
+    /// its writes to each destination are checked against their reservations as a READ and a
+    /// WRITE from that nexus would be, so that a copy reaches nothing the initiator could not
+    /// reach itself, and ends as that READ or WRITE would, with RESERVATION CONFLICT (as LIO's
+    /// copy manager passes on the status of its internal command). Only logical units of the
+    /// nexus's own target are ever checked: one of another target does not resolve at all.
+    var conflictsWithReservations: Bool {
+        segments.contains { Self.conflicts($0, for: nexus) }
+    }
+
+    private static func conflicts(_ segment: Segment, for nexus: ITNexus) -> Bool {
+        segment.source.reservations?.conflicts(.read, from: nexus) == true
+            || segment.destination.reservations?.conflicts(.write, from: nexus) == true
+    }
+
     /// Copies every segment in order through one bounded buffer.
-    func run() -> Result<CopyManager.CopyStatus, SenseData> {
+    func run() -> Result<CopyManager.CopyStatus, Failure> {
         let bufferSize = Int(min(UInt64(CopyManager.Limits.chunkSize), segments.map(\.byteCount).max() ?? 0))
         var status = CopyManager.CopyStatus(segmentsProcessed: 0, bytesTransferred: 0)
         guard bufferSize > 0 else { return .success(status) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 4096)
         defer { buffer.deallocate() }
         for segment in segments {
-            do throws(SenseData) {
-                try Self.copy(segment, through: buffer)
+            do throws(Failure) {
+                try Self.copy(segment, through: buffer, for: nexus)
             } catch {
                 return .failure(error)
             }
             status.segmentsProcessed &+= 1
-            status.bytesTransferred += segment.byteCount
+            status.bytesTransferred &+= segment.byteCount
         }
         return .success(status)
     }
 
     /// Copies one segment chunk by chunk; backwards when the destination overlaps the source
-    /// further into the same store, so that no source byte is overwritten before it is read.
-    private static func copy(_ segment: Segment, through buffer: UnsafeMutableRawBufferPointer) throws(SenseData) {
+    /// further into the same store, so that no source byte is overwritten before it is read. The
+    /// reservations are checked again before each chunk: one taken by another I_T nexus while the
+    /// copy runs stops it, as it would stop the next READ or WRITE of the initiator.
+    private static func copy(
+        _ segment: Segment, through buffer: UnsafeMutableRawBufferPointer, for nexus: ITNexus
+    ) throws(Failure) {
         let chunk = UInt64(buffer.count)
         let backwards =
             segment.source.store === segment.destination.store && segment.destinationOffset > segment.sourceOffset
@@ -183,17 +219,28 @@ struct CopyPlan {
             let start = index * chunk
             let length = Int(min(chunk, segment.byteCount - start))
             let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
-            do {
-                try segment.source.store.read(into: part, at: segment.sourceOffset + start)
-            } catch {
-                throw SenseData(.copyAborted, .unrecoveredReadError)
+            guard !conflicts(segment, for: nexus) else { throw .reservationConflict }
+            try shared(segment.source.ordering) { () throws(Failure) in
+                do {
+                    try segment.source.store.read(into: part, at: segment.sourceOffset + start)
+                } catch {
+                    throw .sense(SenseData(.copyAborted, .unrecoveredReadError))
+                }
             }
-            do {
-                try segment.destination.store.write(
-                    UnsafeRawBufferPointer(part), at: segment.destinationOffset + start, forceUnitAccess: false)
-            } catch {
-                throw SenseData(.copyAborted, .writeError)
+            try shared(segment.destination.ordering) { () throws(Failure) in
+                do {
+                    try segment.destination.store.write(
+                        UnsafeRawBufferPointer(part), at: segment.destinationOffset + start, forceUnitAccess: false)
+                } catch {
+                    throw .sense(SenseData(.copyAborted, .writeError))
+                }
             }
         }
+    }
+
+    /// Runs `body` holding `lock` shared, or without a lock for a copy target that has none.
+    private static func shared(_ lock: WriteOrderingLock?, _ body: () throws(Failure) -> Void) throws(Failure) {
+        guard let lock else { return try body() }
+        try lock.shared(body)
     }
 }

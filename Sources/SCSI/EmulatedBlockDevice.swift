@@ -42,6 +42,9 @@ public final class EmulatedBlockDevice: Sendable {
         /// The most bytes per second that SANITIZE OVERWRITE writes, so that erasing this logical
         /// unit leaves bandwidth to the others; unlimited when nil.
         public var sanitizeRate: UInt64?
+        /// The most I_T nexuses whose unit attention conditions the logical unit keeps
+        /// (``UnitAttentionConditions/nexusLimit``); at least the number that can be logged in at once.
+        public var unitAttentionNexusLimit = UnitAttentionConditions.defaultNexusLimit
 
         public init(
             blockSize: Int = 512, readOnly: Bool = false, vendor: String = "FERRY",
@@ -106,8 +109,9 @@ public final class EmulatedBlockDevice: Sendable {
     public let reservations: ReservationState
     let copyManager: CopyManager
 
-    /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets; the
-    /// caller registers ``copyEndpoint`` there, and unregisters it when the logical unit goes.
+    /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets: the
+    /// directory of the target node the logical unit belongs to, which the node keeps equal to its
+    /// LUN map (``copyEndpoint`` is this logical unit's entry).
     /// `erasureClock` paces SANITIZE OVERWRITE when the configuration limits its rate.
     public init(
         store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory,
@@ -145,16 +149,18 @@ public final class EmulatedBlockDevice: Sendable {
         commandIndex = index
         operationCodesWithServiceActions = withActions
         state = Mutex(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
-        unitAttentions = UnitAttentionConditions()
+        unitAttentions = UnitAttentionConditions(nexusLimit: configuration.unitAttentionNexusLimit)
         reservations = ReservationState(unitAttentions: unitAttentions)
         copyManager = CopyManager(directory: copyTargets)
     }
 
     /// This logical unit as a source or destination of EXTENDED COPY.
     public var copyEndpoint: CopyEndpoint {
-        CopyEndpoint(
+        var endpoint = CopyEndpoint(
             store: store, blockSize: blockSize, blockCount: blockCount, designator: naa,
-            isWriteProtected: { [weak self] in self?.isWriteProtected ?? true })
+            isWriteProtected: { [weak self] in self?.isWriteProtected ?? true }, reservations: reservations)
+        endpoint.ordering = ordering
+        return endpoint
     }
 
     /// TAS of the control mode page: a task aborted by another I_T nexus ends with TASK ABORTED.

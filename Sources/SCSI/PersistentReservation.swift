@@ -41,6 +41,19 @@ extension ReservationState {
             registrations.first { $0.nexus == nexus }?.key
         }
 
+        /// Whether the persistent reservation lets a command of `access` from `nexus` through
+        /// (SPC-4 §5.13.1 table 66, SBC-4 §4.17 table 13).
+        func persistentReservationAllows(_ access: ReservationState.Access, from nexus: ITNexus) -> Bool {
+            guard let reservation, access != .unrestricted, !isReservationHolder(nexus) else { return true }
+            let registered = key(of: nexus) != nil
+            switch reservation.type {
+            case .writeExclusive: return access == .read
+            case .exclusiveAccess: return false
+            case .writeExclusiveRegistrantsOnly, .writeExclusiveAllRegistrants: return access == .read || registered
+            case .exclusiveAccessRegistrantsOnly, .exclusiveAccessAllRegistrants: return registered
+            }
+        }
+
         func isReservationHolder(_ nexus: ITNexus) -> Bool {
             guard let reservation else { return false }
             if reservation.type.isAllRegistrants { return key(of: nexus) != nil }

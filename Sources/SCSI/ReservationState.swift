@@ -44,18 +44,20 @@ public final class ReservationState: Sendable {
             if let holder = state.spc2Holder, holder != nexus {
                 return Self.allowedUnderSPC2Reservation(cdb)
             }
-            guard let reservation = state.reservation, access != .unrestricted,
-                !state.isReservationHolder(nexus)
-            else { return true }
-            let registered = state.key(of: nexus) != nil
-            switch reservation.type {
-            case .writeExclusive: return access == .read
-            case .exclusiveAccess: return false
-            case .writeExclusiveRegistrantsOnly, .writeExclusiveAllRegistrants: return access == .read || registered
-            case .exclusiveAccessRegistrantsOnly, .exclusiveAccessAllRegistrants: return registered
-            }
+            return state.persistentReservationAllows(access, from: nexus)
         }
         return allowed ? nil : SCSIResult(status: .reservationConflict)
+    }
+
+    /// Whether a command of `access` that the copy manager sends to this logical unit for `nexus`
+    /// (the I_T nexus of the EXTENDED COPY) conflicts with a reservation, as a READ (`.read`) or a
+    /// WRITE (`.write`) from `nexus` itself would.
+    func conflicts(_ access: Access, from nexus: ITNexus) -> Bool {
+        state.withLock { state in
+            // > SPC-2 §5.5.1: every medium access command from another I_T nexus conflicts.
+            if let holder = state.spc2Holder, holder != nexus { return access != .unrestricted }
+            return !state.persistentReservationAllows(access, from: nexus)
+        }
     }
 
     /// RESERVE(6) and RESERVE(10) (SPC-2 §7.21): reserves the logical unit for the I_T nexus.

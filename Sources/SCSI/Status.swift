@@ -164,14 +164,17 @@ public struct SenseData: Sendable, Hashable, Error, CustomStringConvertible {
     public static func invalidFieldInCDB(byte: Int, bit: Int? = nil) -> SenseData {
         SenseData(
             .illegalRequest, .invalidFieldInCDB,
-            senseKeySpecific: .fieldPointer(inCDB: true, byte: UInt16(byte), bit: bit.map { UInt8($0) }))
+            senseKeySpecific: .fieldPointer(
+                inCDB: true, byte: UInt16(clamping: byte), bit: bit.map { UInt8(clamping: $0) }))
     }
 
-    /// ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST, pointing at `byte` of the parameter data.
+    /// ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST, pointing at `byte` of the parameter data; a byte past
+    /// what the 16-bit FIELD POINTER holds is clamped to 65535 rather than trapping.
     public static func invalidFieldInParameterList(byte: Int, bit: Int? = nil) -> SenseData {
         SenseData(
             .illegalRequest, .invalidFieldInParameterList,
-            senseKeySpecific: .fieldPointer(inCDB: false, byte: UInt16(byte), bit: bit.map { UInt8($0) }))
+            senseKeySpecific: .fieldPointer(
+                inCDB: false, byte: UInt16(clamping: byte), bit: bit.map { UInt8(clamping: $0) }))
     }
 
     public static let invalidCommandOperationCode = SenseData(

@@ -11,9 +11,30 @@ import Synchronization
 /// condition of lower priority, as a reset makes those reports moot. A nexus the logical unit has
 /// just met starts without a condition: iSCSI login is not a power on, and libiscsi's test tool
 /// expects the first command of a new session to succeed.
+///
+/// The state is bounded, however many initiator names and ISIDs come and go (each is an I_T nexus):
+/// at most ``nexusLimit`` I_T nexuses, and ``queueLimit`` conditions for each.
+/// - Beyond ``nexusLimit`` I_T nexuses, the one whose session ended longest ago (I_T nexus loss) is
+///   forgotten, with its conditions; else, if none has ended, the one met longest ago. A forgotten
+///   nexus that comes back is met anew and starts without a condition. LIO and SCST do the same
+///   sooner: LIO frees a dynamically generated node ACL, with the unit attentions of its LUNs, when
+///   its session ends, and SCST frees a session's per-LU state (tgt_dev, and its UA list) with the
+///   session. Ferry keeps them (I_T NEXUS LOSS OCCURRED, and what else was established while the
+///   initiator was away) for as long as there is room: the limit is well above the number of
+///   I_T nexuses that can be logged in at once, so that in practice only ended sessions are forgotten.
+/// - A queue that is full takes 29/00 POWER ON, RESET, OR BUS DEVICE RESET OCCURRED in place of what
+///   it held (it outranks every other condition): the broadest condition there is, which tells the
+///   initiator that anything may have changed, so that no event is hidden from a live nexus.
 public final class UnitAttentionConditions: Sendable {
-    /// The most conditions queued for one I_T nexus; further ones are dropped.
+    /// The most conditions queued for one I_T nexus; one more collapses the queue into 29/00.
     static let queueLimit = 16
+    /// The most I_T nexuses tracked by default, at least: four times the default `max_sessions`,
+    /// which bounds the I_T nexuses that can be logged in at once, so that the conditions of ended
+    /// sessions are kept for three times as many more. A few hundred bytes each with their port names.
+    public static let defaultNexusLimit = 1024
+
+    /// The most I_T nexuses whose conditions are kept.
+    public let nexusLimit: Int
 
     /// The queues and the I_T nexuses most recently noted, compared before the dictionary is hashed.
     private struct State {
@@ -21,6 +42,69 @@ public final class UnitAttentionConditions: Sendable {
         var recentNexuses: [ITNexus] = []
         /// Conditions of the whole target queued here (``TargetUnitAttention``), by their code.
         var targetConditions: [AdditionalSenseCode: TargetUnitAttention] = [:]
+        /// I_T nexuses whose session ended (I_T nexus loss) and that have not come back.
+        var lost: Set<ITNexus> = []
+        /// ``lost`` in the order of their loss, oldest first from ``lossHead``; stale entries are skipped.
+        var lossOrder: [ITNexus] = []
+        var lossHead = 0
+        /// The I_T nexuses in the order they were first tracked, oldest first from ``trackHead``; stale entries
+        /// are skipped.
+        var trackOrder: [ITNexus] = []
+        var trackHead = 0
+
+        /// Makes sure `nexus` has a queue, forgetting another I_T nexus if the limit is reached.
+        mutating func track(_ nexus: ITNexus, limit: Int) {
+            guard queues[nexus] == nil else { return }
+            while queues.count >= limit, let victim = nextVictim() {
+                queues.removeValue(forKey: victim)
+                lost.remove(victim)
+                recentNexuses.removeAll { $0 == victim }
+            }
+            queues[nexus] = []
+            trackOrder.append(nexus)
+            if trackOrder.count > 2 * limit {
+                let tracked = queues
+                Self.compact(&trackOrder, from: &trackHead) { tracked[$0] != nil }
+            }
+        }
+
+        /// Drops from `order` the entries before `head`, those `keep` rejects and repeated ones (the first stays).
+        private static func compact(_ order: inout [ITNexus], from head: inout Int, keep: (ITNexus) -> Bool) {
+            var seen = Set<ITNexus>()
+            order = order[head...].filter { keep($0) && seen.insert($0).inserted }
+            head = 0
+        }
+
+        /// The I_T nexus to forget: the one lost longest ago, else the one tracked longest ago.
+        private mutating func nextVictim() -> ITNexus? {
+            while lossHead < lossOrder.count {
+                let nexus = lossOrder[lossHead]
+                lossHead += 1
+                if lost.contains(nexus) { return nexus }
+            }
+            while trackHead < trackOrder.count {
+                let nexus = trackOrder[trackHead]
+                trackHead += 1
+                if queues[nexus] != nil { return nexus }
+            }
+            return queues.keys.first
+        }
+
+        /// Records that the session of `nexus` ended: it is the first to be forgotten when room is needed.
+        mutating func lose(_ nexus: ITNexus, limit: Int) {
+            guard queues[nexus] != nil, lost.insert(nexus).inserted else { return }
+            recentNexuses.removeAll { $0 == nexus }
+            lossOrder.append(nexus)
+            if lossOrder.count > 2 * limit {
+                let lost = self.lost
+                Self.compact(&lossOrder, from: &lossHead) { lost.contains($0) }
+            }
+        }
+
+        /// Records that `nexus` sends commands again.
+        mutating func returned(_ nexus: ITNexus) {
+            lost.remove(nexus)
+        }
     }
 
     /// How many recently noted I_T nexuses ``noteNexus(_:)`` compares before it hashes one.
@@ -32,7 +116,15 @@ public final class UnitAttentionConditions: Sendable {
     /// nexus, even while the I_T nexus loss conditions of ended sessions stay queued for their return.
     private let pending = Atomic<UInt64>(0)
 
-    public init() {}
+    /// - Parameter nexusLimit: the most I_T nexuses whose conditions are kept (at least 1).
+    public init(nexusLimit: Int = UnitAttentionConditions.defaultNexusLimit) {
+        self.nexusLimit = max(1, nexusLimit)
+    }
+
+    /// The number of I_T nexuses whose conditions are kept now.
+    public var trackedNexusCount: Int {
+        state.withLock { $0.queues.count }
+    }
 
     /// Records an I_T nexus the logical unit has seen, so that conditions established for every
     /// I_T nexus reach it.
@@ -41,7 +133,8 @@ public final class UnitAttentionConditions: Sendable {
             // A session passes the same port name strings with every command, so == is a comparison of
             // their storage; hashing both names is left to the first commands of a nexus.
             if state.recentNexuses.contains(nexus) { return }
-            if state.queues[nexus] == nil { state.queues[nexus] = [] }
+            state.track(nexus, limit: nexusLimit)
+            state.returned(nexus)
             if state.recentNexuses.count == Self.recentNexusLimit { state.recentNexuses.removeFirst() }
             state.recentNexuses.append(nexus)
         }
@@ -50,8 +143,9 @@ public final class UnitAttentionConditions: Sendable {
     /// Establishes `code` for `nexus`.
     public func establish(_ code: AdditionalSenseCode, for nexus: ITNexus) {
         state.withLock { state in
-            Self.enqueue(code, into: &state.queues[nexus, default: []])
-            publishPending(state.queues)
+            state.track(nexus, limit: nexusLimit)
+            Self.enqueue(code, into: &state.queues[nexus]!)
+            markPending(nexus)
         }
     }
 
@@ -69,8 +163,11 @@ public final class UnitAttentionConditions: Sendable {
     func queue(_ condition: TargetUnitAttention, for nexuses: Set<ITNexus>) {
         state.withLock { state in
             state.targetConditions[condition.code] = condition
-            for nexus in nexuses { Self.enqueue(condition.code, into: &state.queues[nexus, default: []]) }
-            publishPending(state.queues)
+            for nexus in nexuses {
+                state.track(nexus, limit: nexusLimit)
+                Self.enqueue(condition.code, into: &state.queues[nexus]!)
+                markPending(nexus)
+            }
         }
     }
 
@@ -114,6 +211,12 @@ public final class UnitAttentionConditions: Sendable {
         return 1 << (key % 64)
     }
 
+    /// Sets the bit of `nexus` in ``pending`` once a condition is queued for it; called under the lock. A bit
+    /// left set for a nexus with nothing queued only costs its next command the lock.
+    private func markPending(_ nexus: ITNexus) {
+        pending.bitwiseOr(Self.pendingBit(nexus), ordering: .releasing)
+    }
+
     /// Stores in ``pending`` the bits of the I_T nexuses with a condition queued; called under the lock.
     private func publishPending(_ queues: [ITNexus: [AdditionalSenseCode]]) {
         var bits: UInt64 = 0
@@ -134,6 +237,7 @@ public final class UnitAttentionConditions: Sendable {
             establishForAllNexuses(cold ? .powerOnOccurred : .scsiBusResetOccurred, except: nil)
         case .itNexusLoss(let nexus):
             establish(.itNexusLossOccurred, for: nexus)
+            state.withLock { $0.lose(nexus, limit: nexusLimit) }
             for condition in state.withLock({ Array($0.targetConditions.values) }) { condition.clear(for: nexus) }
         case .tasksClearedByAnotherInitiator(_, let otherNexuses):
             for nexus in otherNexuses { establish(.commandsClearedByAnotherInitiator, for: nexus) }
@@ -157,7 +261,12 @@ public final class UnitAttentionConditions: Sendable {
     private static func enqueue(_ code: AdditionalSenseCode, into queue: inout [AdditionalSenseCode]) {
         guard !queue.contains(code) else { return }
         guard let rank = resetRank(code) else {
-            if queue.count < queueLimit { queue.append(code) }
+            if queue.count < queueLimit {
+                queue.append(code)
+            } else {
+                // No room: 29/00 stands for what is queued and for this condition.
+                enqueue(.powerOnResetOrBusDeviceResetOccurred, into: &queue)
+            }
             return
         }
         if let pending = queue.first, let pendingRank = resetRank(pending), pendingRank <= rank {

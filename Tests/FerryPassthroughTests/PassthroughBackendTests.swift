@@ -361,3 +361,32 @@ import Testing
         #expect(completions.terminated(tag))
     }
 }
+
+extension PassthroughBackendTests {
+    /// A backend whose device did not tell its maximum transfer length.
+    init(unknownTransferLimit: Void) {
+        backend = PassthroughBackend(
+            configuration: .init(path: "/dev/sg0", commandTimeoutMilliseconds: 3_000),
+            device: PassthroughDevice(node: "/dev/sg0", access: .generic, blockDeviceName: "sda", genericName: "sg0"),
+            identity: DeviceIdentity(
+                peripheralDeviceType: 0, vendor: "Linux", product: "scsi_debug", revision: "0191", blockSize: 4096,
+                blockCount: 131_072, notReadyReason: nil),
+            maximumTransferLength: nil, channel: channel, logger: Logger(label: "test"))
+    }
+
+    @Test func readsBeyondWhatSGCanDescribeAreRefusedWithoutAKnownLimit() {
+        var test = PassthroughBackendTests(unknownTransferLimit: ())
+        // READ(16) and READ(12) of 2^32-1 blocks of 4096 bytes: 16 TiB, past sg's 32-bit DXFER_LEN.
+        let read16: [UInt8] = [0x88, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0]
+        let read12: [UInt8] = [0xa8, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0]
+        let sixteen = test.submit(read16, from: test.first, expected: 4096)
+        let twelve = test.submit(read12, from: test.first, expected: 4096)
+        #expect(test.completions[sixteen]??.sense == .invalidFieldInCDB(byte: 10))
+        #expect(test.completions[twelve]??.sense == .invalidFieldInCDB(byte: 6))
+        #expect(test.channel.commands.isEmpty)
+        // The largest allocation length still fits, and the largest READ(10) goes to the device.
+        _ = test.submit([0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0], from: test.first, expected: 64)
+        _ = test.submit([0x28, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0], from: test.first, expected: 65535 * 4096)
+        #expect(test.channel.commands.count == 2)
+    }
+}

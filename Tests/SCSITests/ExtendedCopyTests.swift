@@ -270,7 +270,7 @@ struct CopyFixture {
         let unknown = f.extendedCopy(list.bytes)
         #expect(unknown.sense?.senseKey == .copyAborted)
         #expect(unknown.sense?.code == .copyTargetDeviceNotReachable)
-        f.directory.unregister(designator: f.other.designator)
+        f.directory.unregister(f.other)
         list.targets = [CopyParameterList.identificationTarget(f.other.designator)]
         #expect(f.extendedCopy(list.bytes).sense?.code == .copyTargetDeviceNotReachable)
     }
@@ -327,5 +327,137 @@ struct CopyFixture {
         #expect(descriptors[0x0009] == [2, 0x02, 0xe4, 0])
         #expect(descriptors[0x000c] == [0, 0, 0, 0])
         #expect(descriptors[0x8001]?.count == 0x20)
+    }
+}
+
+/// Two emulated logical units of one target, and a third of another target, for the tests of what EXTENDED COPY
+/// may reach: copy targets of the I_T nexus's own target only, and only as far as their reservations let that
+/// nexus read and write.
+struct CopyReachFixture {
+    static let blocks = 64
+    let sender = ITNexus(
+        initiatorPortName: "iqn.2024-01.org.example:sender,i,0x400001370000", targetPortName: "iqn.open,t,0x1",
+        relativeTargetPortIdentifier: 1)
+    let holder = ITNexus(
+        initiatorPortName: "iqn.2024-01.org.example:holder,i,0x400001370001", targetPortName: "iqn.open,t,0x1",
+        relativeTargetPortIdentifier: 1)
+    /// The directory of the target the sender is logged in to, and that of another target.
+    let ownTarget = CopyTargetDirectory()
+    let otherTarget = CopyTargetDirectory()
+    /// Receives the EXTENDED COPY; `peer` is the other logical unit of the same target, `foreign` one of the other.
+    let receiver: EmulatedBlockDevice
+    let peer: EmulatedBlockDevice
+    let foreign: EmulatedBlockDevice
+    let receiverStore = MemoryBlockStore(byteCount: Self.blocks * 512)
+    let peerStore = MemoryBlockStore(byteCount: Self.blocks * 512)
+    let foreignStore = MemoryBlockStore(byteCount: Self.blocks * 512)
+
+    init() {
+        func device(_ store: MemoryBlockStore, _ last: UInt8, _ directory: CopyTargetDirectory) -> EmulatedBlockDevice {
+            let naa: [UInt8] = [0x60, 0x01, 0x40, 0x50, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, last]
+            let device = EmulatedBlockDevice(
+                store: store, configuration: .init(serial: "S\(last)", naaIdentifier: naa), copyTargets: directory)
+            directory.register(device.copyEndpoint)
+            return device
+        }
+        receiver = device(receiverStore, 1, ownTarget)
+        peer = device(peerStore, 2, ownTarget)
+        foreign = device(foreignStore, 3, otherTarget)
+        for (store, byte) in [(receiverStore, UInt8(0x11)), (peerStore, 0x22), (foreignStore, 0x33)] {
+            let data = [UInt8](repeating: byte, count: Self.blocks * 512)
+            data.withUnsafeBytes { try! store.write($0, at: 0, forceUnitAccess: false) }
+        }
+    }
+
+    func contents(_ store: MemoryBlockStore, lba: Int) -> [UInt8] {
+        var data = [UInt8](repeating: 0, count: 512)
+        data.withUnsafeMutableBytes { try! store.read(into: $0, at: UInt64(lba * 512)) }
+        return data
+    }
+
+    func run(_ device: EmulatedBlockDevice, _ cdb: [UInt8], data: [UInt8] = [], from nexus: ITNexus) -> SCSIResult {
+        device.execute(
+            SCSIRequest(
+                cdb: ByteBuffer(bytes: cdb), lun: 0, nexus: nexus, expectedDataTransferLength: max(data.count, 512),
+                dataOut: ByteBuffer(bytes: data)))
+    }
+
+    /// EXTENDED COPY sent by `sender` to the receiver: one block from LBA 0 of `from` to LBA 1 of `to`.
+    func copy(from: [UInt8], to: [UInt8]) -> SCSIResult {
+        var list = CopyParameterList()
+        list.targets = [CopyParameterList.identificationTarget(from), CopyParameterList.identificationTarget(to)]
+        list.segments = [
+            CopyParameterList.blockToBlock(source: 0, destination: 1, blocks: 1, sourceLBA: 0, destinationLBA: 1)
+        ]
+        let parameters = list.bytes
+        var cdb = [UInt8](repeating: 0, count: 16)
+        cdb[0] = 0x83
+        cdb.setBigEndian(UInt32(parameters.count), at: 10)
+        return run(receiver, cdb, data: parameters, from: sender)
+    }
+
+    /// PERSISTENT RESERVE OUT REGISTER then RESERVE with `type`, from `nexus`, on `device`.
+    func persistentlyReserve(_ device: EmulatedBlockDevice, type: UInt8, by nexus: ITNexus) {
+        var register = [UInt8](repeating: 0, count: 24)
+        register.setBigEndian(UInt64(0xabcd), at: 8)
+        var reserve = [UInt8](repeating: 0, count: 24)
+        reserve.setBigEndian(UInt64(0xabcd), at: 0)
+        let registerCDB: [UInt8] = [0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0]
+        let reserveCDB: [UInt8] = [0x5f, 0x01, type, 0, 0, 0, 0, 0, 24, 0]
+        #expect(run(device, registerCDB, data: register, from: nexus).status == .good)
+        #expect(run(device, reserveCDB, data: reserve, from: nexus).status == .good)
+    }
+}
+
+extension ExtendedCopyTests {
+    @Test func designatorOfAnotherTargetAnswersAsOneThatExistsNowhere() {
+        let f = CopyReachFixture()
+        let nowhere: [UInt8] = [0x60, 0x01, 0x40, 0x50, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9]
+        let missing = f.copy(from: nowhere, to: f.receiver.copyEndpoint.designator)
+        #expect(missing.sense?.senseKey == .copyAborted)
+        #expect(missing.sense?.code == .copyTargetDeviceNotReachable)
+        // Reading from, and writing to, the other target's logical unit: the same status and sense bytes.
+        for result in [
+            f.copy(from: f.foreign.copyEndpoint.designator, to: f.receiver.copyEndpoint.designator),
+            f.copy(from: f.receiver.copyEndpoint.designator, to: f.foreign.copyEndpoint.designator),
+        ] {
+            #expect(result.status == missing.status)
+            #expect(result.sense?.bytes() == missing.sense?.bytes())
+        }
+        #expect(f.contents(f.receiverStore, lba: 1).allSatisfy { $0 == 0x11 })
+        #expect(f.contents(f.foreignStore, lba: 1).allSatisfy { $0 == 0x33 })
+        // The same target's other logical unit is reachable.
+        #expect(f.copy(from: f.peer.copyEndpoint.designator, to: f.receiver.copyEndpoint.designator).status == .good)
+        #expect(f.contents(f.receiverStore, lba: 1).allSatisfy { $0 == 0x22 })
+    }
+
+    @Test func destinationPersistentReservationOfAnotherNexusConflicts() {
+        let f = CopyReachFixture()
+        // Write Exclusive held by another I_T nexus: the sender may read the peer, not write it.
+        f.persistentlyReserve(f.peer, type: 0x1, by: f.holder)
+        let result = f.copy(from: f.receiver.copyEndpoint.designator, to: f.peer.copyEndpoint.designator)
+        #expect(result.status == .reservationConflict)
+        #expect(f.contents(f.peerStore, lba: 1).allSatisfy { $0 == 0x22 })
+        #expect(f.copy(from: f.peer.copyEndpoint.designator, to: f.receiver.copyEndpoint.designator).status == .good)
+    }
+
+    @Test func sourceExclusiveAccessOfAnotherNexusConflicts() {
+        let f = CopyReachFixture()
+        f.persistentlyReserve(f.peer, type: 0x3, by: f.holder)
+        let result = f.copy(from: f.peer.copyEndpoint.designator, to: f.receiver.copyEndpoint.designator)
+        #expect(result.status == .reservationConflict)
+        #expect(f.contents(f.receiverStore, lba: 1).allSatisfy { $0 == 0x11 })
+    }
+
+    @Test func destinationSPC2ReservationOfAnotherNexusConflicts() {
+        let f = CopyReachFixture()
+        #expect(f.run(f.peer, [0x16, 0, 0, 0, 0, 0], from: f.holder).status == .good)
+        let result = f.copy(from: f.receiver.copyEndpoint.designator, to: f.peer.copyEndpoint.designator)
+        #expect(result.status == .reservationConflict)
+        #expect(f.contents(f.peerStore, lba: 1).allSatisfy { $0 == 0x22 })
+        // Released, the copy goes through.
+        #expect(f.run(f.peer, [0x17, 0, 0, 0, 0, 0], from: f.holder).status == .good)
+        #expect(f.copy(from: f.receiver.copyEndpoint.designator, to: f.peer.copyEndpoint.designator).status == .good)
+        #expect(f.contents(f.peerStore, lba: 1).allSatisfy { $0 == 0x11 })
     }
 }
