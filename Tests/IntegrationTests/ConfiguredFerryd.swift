@@ -43,7 +43,12 @@ final class ConfiguredFerryd {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("ferry.toml")
-        try configuration(port, directory.path).write(to: file, atomically: true, encoding: .utf8)
+        let text = configuration(port, directory.path)
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        // ferryd refuses a file that holds a CHAP secret itself when others can read it.
+        if text.split(separator: "\n").contains(where: { $0.drop(while: \.isWhitespace).hasPrefix("secret =") }) {
+            chmod(file.path, 0o600)
+        }
         let logFile = directory.appendingPathComponent("ferryd.log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let logHandle = try FileHandle(forWritingTo: logFile)
