@@ -320,6 +320,13 @@ private struct ConfigurationLoader {
             report(node.path + [.key("path")], "\(node.context)path is empty")
         } else if let path, backend == .sg, !isWorldWideName, !FileManager.default.fileExists(atPath: path) {
             report(node.path + [.key("path")], "\(node.context)\(path) does not exist")
+        } else if let path, backend == .emulated, !path.hasPrefix("/dev/"), isSymbolicLink(path) {
+            // The emulated backend opens its file with O_NOFOLLOW (FileBlockStore); under /dev, udev's
+            // links to block devices are followed.
+            report(
+                node.path + [.key("path")],
+                "\(node.context)\(path) is a symbolic link; give the file itself"
+                    + " (Ferry follows links only under /dev, to device nodes)")
         } else if let path, backend == .emulated, size == nil, !FileManager.default.fileExists(atPath: path) {
             report(
                 node.path + [.key("path")],
@@ -598,6 +605,11 @@ private struct ConfigurationLoader {
         return array.enumerated().map { index, element in
             Node(table: element.table!, path: node.path + [.key(key), .index(index)], context: node.context)
         }
+    }
+
+    private func isSymbolicLink(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFLNK
     }
 
     private func absolute(_ path: String) -> String {
