@@ -702,6 +702,8 @@ extension Limits {
             ("nop_in_interval", 1...3600, \.nopInInterval),
             ("nop_in_timeout", 1...3600, \.nopInTimeout),
             ("max_data_buffer_mib", 16...1_048_576, \.maxDataBufferMiB),
+            ("metrics_request_timeout", 1...3600, \.metricsRequestTimeout),
+            ("max_metrics_connections", 1...1024, \.maxMetricsConnections),
         ]
     }
 }

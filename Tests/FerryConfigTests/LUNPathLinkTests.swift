@@ -8,7 +8,7 @@ import Testing
         let directory = NSTemporaryDirectory() + "ferry-links-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        FileManager.default.createFile(atPath: "\(directory)/real.img", contents: Data(count: 4096))
+        _ = FileManager.default.createFile(atPath: "\(directory)/real.img", contents: Data(count: 4096))
         try FileManager.default.createSymbolicLink(atPath: "\(directory)/link.img", withDestinationPath: "real.img")
         let toml = """
             [[portal]]
