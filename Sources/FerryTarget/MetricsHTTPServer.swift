@@ -40,7 +40,7 @@ public struct MetricsHTTPServer: Service {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addAcceptBackoff(logger: logger)
+                    try channel.pipeline.syncOperations.addHandler(AcceptPauseHandler(logger: logger))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionCap(maximum: maximumConnections, logger: logger))
                 }

@@ -23,6 +23,9 @@ final class ConfiguredFerryd {
     /// Whether ferryd still runs.
     var isRunning: Bool { process.isRunning }
 
+    /// ferryd's process ID.
+    var processIdentifier: Int32 { process.processIdentifier }
+
     /// The configuration file ferryd reads (again on SIGHUP).
     var configurationFile: URL { directory.appendingPathComponent("ferry.toml") }
 

@@ -100,6 +100,56 @@ extension AgainstFerryd {
             }
         }
 
+        /// ferryd's descriptor limit is lowered (prlimit) to what it holds plus 8, and 40 iSCSI connections wait in
+        /// the portal's backlog: accept(2) fails with EMFILE. ferryd must not retry it in a busy loop (it kept one core
+        /// at 100 % before), and must accept again once descriptors are freed.
+        @Test func exhaustedDescriptorsDoNotSpinTheAcceptLoop() async throws {
+            try await ConfiguredFerryd.with(configuration: { port, directory in
+                ConfiguredFerryd.portal(port: port, directory: directory)
+                    + ConfiguredFerryd.target(Self.target, directory: directory)
+            }) { ferryd in
+                let pid = ferryd.processIdentifier
+                let limit = try Self.descriptorCount(pid) + 8
+                let prlimit = try await ExternalTool.run(
+                    try ExternalTool.locate("prlimit", package: "util-linux"), ["--pid", "\(pid)", "--nofile=\(limit):\(limit)"],
+                    timeout: .seconds(10))
+                #expect(prlimit.status == 0, "\(prlimit.output)")
+                let clients = try (0..<40).map { _ in try RawISCSIClient.connectToLoopback(port: ferryd.port) }
+                defer { for descriptor in clients { close(descriptor) } }
+                let clock = ContinuousClock()
+                let deadline = clock.now + .seconds(10)
+                while try Self.descriptorCount(pid) < limit, clock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(try Self.descriptorCount(pid) >= limit, "ferryd holds all the descriptors it may")
+
+                let start = (cpu: try Self.cpuSeconds(pid), wall: clock.now)
+                try await Task.sleep(for: .seconds(2))
+                let cpu = try Self.cpuSeconds(pid) - start.cpu
+                let wall = Double((clock.now - start.wall) / .milliseconds(1)) / 1000
+                #expect(cpu < 0.1 * wall, "ferryd used \(cpu) s of CPU in \(wall) s with its descriptors exhausted")
+
+                for descriptor in clients { shutdown(descriptor, Int32(SHUT_RDWR)) }
+                let client = try RawISCSIClient(port: ferryd.port)
+                let login = try client.login(initiatorName: "iqn.2026-11.dev.ferry.test:emfile", targetName: Self.target)
+                #expect(login.succeeded, "a login succeeds once descriptors are free")
+                #expect(ferryd.log.contains("cannot accept connections"), "\(ferryd.log)")
+            }
+        }
+
+        static func descriptorCount(_ pid: Int32) throws -> Int {
+            try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count
+        }
+
+        /// User and system CPU time of process `pid` (/proc/PID/stat fields 14 and 15), in seconds.
+        static func cpuSeconds(_ pid: Int32) throws -> Double {
+            let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            // After the command name: field 3 (state) is fields[0], so field N is fields[N - 3].
+            let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+            return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+
         static func send(_ descriptor: Int32, _ text: String) throws {
             let bytes = Array(text.utf8)
             guard Glibc.send(descriptor, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
