@@ -66,7 +66,9 @@ public struct MetricsHTTPServer: Service {
     /// The answer to a request: the document for `GET /metrics` (`HEAD` leaves the body out), else 404 or 405.
     static func answer(method: HTTPMethod, uri: String, document: () -> String) -> (HTTPResponseStatus, String) {
         guard method == .GET || method == .HEAD else { return (.methodNotAllowed, "only GET\n") }
-        guard uri.prefix(while: { $0 != "?" }) == "/metrics" else { return (.notFound, "the metrics are at /metrics\n") }
+        guard uri.prefix(while: { $0 != "?" }) == "/metrics" else {
+            return (.notFound, "the metrics are at /metrics\n")
+        }
         return (.ok, document())
     }
 }
