@@ -19,7 +19,11 @@ public final class FileBlockStore: BlockStore {
         public var errno: Int32
 
         public var description: String {
-            "cannot \(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+            if operation == "open", errno == ELOOP {
+                return "cannot open \(path): it is a symbolic link; give the file itself as the LUN's path"
+                    + " (Ferry follows links only under /dev, to device nodes)"
+            }
+            return "cannot \(operation) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
         }
     }
 
@@ -40,9 +44,16 @@ public final class FileBlockStore: BlockStore {
 
     /// Opens `path`: a block device, or a regular file that is created sparse with
     /// `createWithSize` bytes if it does not exist.
+    ///
+    /// A symbolic link as the last component of `path` is refused (`O_NOFOLLOW`, ELOOP), unless
+    /// `path` is under /dev: there udev names block devices with links (/dev/disk/by-id/...,
+    /// /dev/ferry/NAME) that only root can make. Elsewhere, whoever can write the LUN's directory
+    /// could point the link at another file (another target's image, /etc/shadow), or make Ferry
+    /// create one through a dangling link.
     public init(path: String, createWithSize size: UInt64? = nil, readOnly: Bool = false) throws(OpenError) {
         self.path = path
         var flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC
+        if !Self.followsSymbolicLinks(path) { flags |= O_NOFOLLOW }
         if size != nil && !readOnly { flags |= O_CREAT }
         let fd = open(path, flags, 0o600)
         guard fd >= 0 else { throw OpenError(path: path, operation: "open", errno: errno) }
@@ -97,6 +108,11 @@ public final class FileBlockStore: BlockStore {
 
     deinit {
         close(descriptor)
+    }
+
+    /// Whether a symbolic link at the end of `path` is followed: only for device nodes under /dev.
+    public static func followsSymbolicLinks(_ path: String) -> Bool {
+        path.hasPrefix("/dev/")
     }
 
     // From <linux/fs.h>: _IOR(0x12, 114, size_t), _IO(0x12, 104), _IO(0x12, 123), _IO(0x12, 119).

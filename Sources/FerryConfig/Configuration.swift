@@ -174,6 +174,10 @@ public struct Limits: Sendable, Hashable {
     /// MiB that all sessions together may hold in Data-Out and Data-In buffers; a command beyond it
     /// ends with TASK SET FULL.
     public var maxDataBufferMiB: Int = 1_024
+    /// Seconds a metrics endpoint connection has to send its whole request before it is closed.
+    public var metricsRequestTimeout: Int = 10
+    /// Connections the metrics endpoint holds at once; more are closed as they are accepted.
+    public var maxMetricsConnections: Int = 16
 
     public init() {}
 }

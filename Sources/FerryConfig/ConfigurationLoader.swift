@@ -23,11 +23,15 @@ extension FerryConfiguration {
             let reason = (error as NSError).localizedFailureReason ?? "\(error)"
             throw ConfigurationError(problems: [.init(file: path, line: nil, message: "cannot read: \(reason)")])
         }
+        var status = stat()
+        let exposure =
+            stat(path, &status) == 0
+            ? secretExposure(of: status) : "cannot be examined: \(String(cString: strerror(errno)))"
         let directory = (path as NSString).deletingLastPathComponent
         return try FerryConfiguration(
             toml: source, fileName: path,
             baseDirectory: directory.isEmpty ? FileManager.default.currentDirectoryPath : directory,
-            defaultStateDirectory: defaultStateDirectory)
+            defaultStateDirectory: defaultStateDirectory, inlineSecretExposure: exposure.map { "\(path), which \($0)" })
     }
 
     /// Parses and validates TOML configuration text.
@@ -38,6 +42,17 @@ extension FerryConfiguration {
     ///   - defaultStateDirectory: the state directory when the text sets no `state_directory`.
     public init(
         toml source: String, fileName: String, baseDirectory: String, defaultStateDirectory: String
+    ) throws(ConfigurationError) {
+        try self.init(
+            toml: source, fileName: fileName, baseDirectory: baseDirectory,
+            defaultStateDirectory: defaultStateDirectory, inlineSecretExposure: nil)
+    }
+
+    /// - Parameter inlineSecretExposure: why the text's file must not hold an inline `secret` (it
+    ///   is readable by others), or nil when it may.
+    private init(
+        toml source: String, fileName: String, baseDirectory: String, defaultStateDirectory: String,
+        inlineSecretExposure: String?
     ) throws(ConfigurationError) {
         let root: TOMLTable
         do {
@@ -52,7 +67,8 @@ extension FerryConfiguration {
             throw ConfigurationError(problems: [.init(file: fileName, line: nil, message: "\(error)")])
         }
         var loader = ConfigurationLoader(
-            fileName: fileName, locator: SourceLocator(source: source), baseDirectory: baseDirectory)
+            fileName: fileName, locator: SourceLocator(source: source), baseDirectory: baseDirectory,
+            inlineSecretExposure: inlineSecretExposure)
         let configuration = loader.configuration(from: root, defaultStateDirectory: defaultStateDirectory)
         if !loader.problems.isEmpty {
             throw ConfigurationError(problems: loader.problems.sorted { ($0.line ?? 0) < ($1.line ?? 0) })
@@ -66,12 +82,18 @@ private struct ConfigurationLoader {
     let fileName: String
     let locator: SourceLocator
     let baseDirectory: String
+    /// Why the file must not hold an inline `secret`, or nil when it may (see ``secretExposure(of:)``).
+    let inlineSecretExposure: String?
     private(set) var problems: [ConfigurationError.Problem] = []
+    /// Every CHAP secret read so far, where it is and what it authenticates, in file order.
+    private var secretUses: [(secret: String, place: String, path: KeyPath)] = []
+    private var reportedInlineSecretExposure = false
 
-    init(fileName: String, locator: SourceLocator, baseDirectory: String) {
+    init(fileName: String, locator: SourceLocator, baseDirectory: String, inlineSecretExposure: String?) {
         self.fileName = fileName
         self.locator = locator
         self.baseDirectory = baseDirectory
+        self.inlineSecretExposure = inlineSecretExposure
     }
 
     /// A table being read: where it is, and how messages about it begin.
@@ -121,6 +143,8 @@ private struct ConfigurationLoader {
             seenNames[target.name] = index
             targets.append(target)
         }
+
+        checkSecretReuse()
 
         var limits = Limits()
         if let limitsNode = table(node, "limits", context: "limits: ") { limits = self.limits(from: limitsNode) }
@@ -206,18 +230,10 @@ private struct ConfigurationLoader {
         let chap = chapNode.flatMap { self.chap(from: $0) }
         let mutualCHAPNode = table(node, "mutual_chap", context: node.context + "mutual_chap: ")
         let mutualCHAP = mutualCHAPNode.flatMap { self.chap(from: $0) }
-        if let mutualCHAPNode {
-            if node.table["chap"] == nil {
-                report(
-                    mutualCHAPNode.path,
-                    "\(node.context)mutual_chap needs [target.chap]: the initiator authenticates first")
-            } else if let chap, let mutualCHAP, chap.secret == mutualCHAP.secret {
-                // > Any CHAP secret used for initiator authentication MUST NOT be configured for
-                // > authentication of any target (RFC 7143 §9.2.1)
-                report(
-                    mutualCHAPNode.path,
-                    "\(node.context)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)")
-            }
+        if let mutualCHAPNode, node.table["chap"] == nil {
+            report(
+                mutualCHAPNode.path,
+                "\(node.context)mutual_chap needs [target.chap]: the initiator authenticates first")
         }
 
         let lunNodes = arrayOfTables(node, "lun", header: "[[target.lun]]")
@@ -304,6 +320,13 @@ private struct ConfigurationLoader {
             report(node.path + [.key("path")], "\(node.context)path is empty")
         } else if let path, backend == .sg, !isWorldWideName, !FileManager.default.fileExists(atPath: path) {
             report(node.path + [.key("path")], "\(node.context)\(path) does not exist")
+        } else if let path, backend == .emulated, !path.hasPrefix("/dev/"), isSymbolicLink(path) {
+            // The emulated backend opens its file with O_NOFOLLOW (FileBlockStore); under /dev, udev's
+            // links to block devices are followed.
+            report(
+                node.path + [.key("path")],
+                "\(node.context)\(path) is a symbolic link; give the file itself"
+                    + " (Ferry follows links only under /dev, to device nodes)")
         } else if let path, backend == .emulated, size == nil, !FileManager.default.fileExists(atPath: path) {
             report(
                 node.path + [.key("path")],
@@ -347,6 +370,13 @@ private struct ConfigurationLoader {
         case (nil, let file?):
             secret = readSecretFile(absolute(file), node: node)
         }
+        if inline != nil, let inlineSecretExposure, !reportedInlineSecretExposure {
+            // Reported once, at the first inline secret: the remedy is the same for all of them.
+            reportedInlineSecretExposure = true
+            report(
+                node.path + [.key("secret")],
+                "\(node.context)secret is inline in \(inlineSecretExposure), or move the secret to a secret_file")
+        }
         if let secret, secret.utf8.count < Self.minimumSecretLength {
             report(
                 node.path + [.key(file == nil ? "secret" : "secret_file")],
@@ -354,7 +384,27 @@ private struct ConfigurationLoader {
             return nil
         }
         guard let user, let secret else { return nil }
+        let secretKey = node.path + [.key(file == nil ? "secret" : "secret_file")]
+        secretUses.append((secret, String(node.context.dropLast(2)), secretKey))
         return CHAPCredentials(user: user, secret: secret, secretFile: file.map { absolute($0) })
+    }
+
+    /// Each CHAP secret may authenticate one party in one place: a secret shared by two places lets
+    /// a party that knows it for one of them pass the other, e.g. by reflecting a target's challenge
+    /// through a mutual CHAP exchange.
+    private mutating func checkSecretReuse() {
+        for (index, use) in secretUses.enumerated() {
+            guard let first = secretUses[..<index].first(where: { $0.secret == use.secret }) else { continue }
+            let firstLine = locator.line(of: first.path).map { " (line \($0))" } ?? ""
+            // > Any CHAP secret used for initiator authentication MUST NOT be configured for
+            // > authentication of any target, and any CHAP secret used for target authentication
+            // > MUST NOT be configured for authentication of any initiator. (RFC 7143 §9.2.1)
+            report(
+                use.path,
+                "\(use.place): the same secret as \(first.place)\(firstLine); give each its own secret."
+                    + " RFC 7143 §9.2.1: \"Any CHAP secret used for initiator authentication MUST NOT be configured"
+                    + " for authentication of any target\"")
+        }
     }
 
     private mutating func readSecretFile(_ path: String, node: Node) -> String? {
@@ -364,15 +414,8 @@ private struct ConfigurationLoader {
             report(keyPath, "\(node.context)cannot read secret_file \(path): \(String(cString: strerror(errno)))")
             return nil
         }
-        if status.st_mode & 0o077 != 0 {
-            let mode = String(status.st_mode & 0o777, radix: 8)
-            report(
-                keyPath,
-                "\(node.context)secret_file \(path) is accessible by group or others (mode \(mode)); chmod 600 it")
-            return nil
-        }
-        if status.st_uid != 0 && status.st_uid != geteuid() {
-            report(keyPath, "\(node.context)secret_file \(path) must be owned by root or by the user running ferryd")
+        if let exposure = secretExposure(of: status) {
+            report(keyPath, "\(node.context)secret_file \(path) \(exposure)")
             return nil
         }
         guard let contents = FileManager.default.contents(atPath: path) else {
@@ -564,9 +607,26 @@ private struct ConfigurationLoader {
         }
     }
 
+    private func isSymbolicLink(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFLNK
+    }
+
     private func absolute(_ path: String) -> String {
         path.hasPrefix("/") || path.isEmpty ? path : (baseDirectory as NSString).appendingPathComponent(path)
     }
+}
+
+/// Why a file with `status` must not hold a secret: readable by group or others, or owned by
+/// someone else than root and the user running ferryd; nil when it may.
+private func secretExposure(of status: stat) -> String? {
+    if status.st_mode & 0o077 != 0 {
+        return "is accessible by group or others (mode \(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
+    }
+    if status.st_uid != 0 && status.st_uid != geteuid() {
+        return "must be owned by root or by the user running ferryd"
+    }
+    return nil
 }
 
 /// A portal address as written in the file: `127.0.0.1:3260`, `[::1]:3260`, `0.0.0.0` (port 3260).
@@ -642,6 +702,8 @@ extension Limits {
             ("nop_in_interval", 1...3600, \.nopInInterval),
             ("nop_in_timeout", 1...3600, \.nopInTimeout),
             ("max_data_buffer_mib", 16...1_048_576, \.maxDataBufferMiB),
+            ("metrics_request_timeout", 1...3600, \.metricsRequestTimeout),
+            ("max_metrics_connections", 1...1024, \.maxMetricsConnections),
         ]
     }
 }

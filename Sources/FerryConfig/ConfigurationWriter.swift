@@ -59,6 +59,9 @@ extension FerryConfiguration {
     /// Replaces the file at `path` with ``toml(defaultStateDirectory:)`` atomically: the text goes to a temporary
     /// file in the same directory, with the mode and owner of the file it replaces (0600 for a new one), is synced
     /// to disk and renamed over `path`; the directory is synced too. A failure leaves the old file as it was.
+    ///
+    /// A file that holds an inline secret loses the group and other bits of the mode it replaces: the loader
+    /// refuses such a file when others can read it.
     public func save(to path: String, defaultStateDirectory: String? = nil) throws(SaveError) {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary =
@@ -76,7 +79,8 @@ extension FerryConfiguration {
         if replacing {
             // Keep the file's owner (root can; anyone else keeps their own) and mode.
             _ = fchown(descriptor, existing.st_uid, existing.st_gid)
-            guard fchmod(descriptor, existing.st_mode & 0o7777) == 0 else {
+            let mode = existing.st_mode & (holdsInlineSecrets ? 0o7700 : 0o7777)
+            guard fchmod(descriptor, mode) == 0 else {
                 throw SaveError(operation: "set the mode of", path: temporary)
             }
         }
@@ -96,6 +100,12 @@ extension FerryConfiguration {
             fsync(directoryDescriptor)
             close(directoryDescriptor)
         }
+    }
+
+    /// Whether ``toml(defaultStateDirectory:)`` writes a CHAP secret itself, not the `secret_file` it came from.
+    public var holdsInlineSecrets: Bool {
+        let credentials = [discoveryAuthentication] + targets.flatMap { [$0.chap, $0.mutualCHAP] }
+        return credentials.contains { $0 != nil && $0?.secretFile == nil }
     }
 
     /// Why the configuration could not be saved; the file stays as it was.

@@ -101,7 +101,9 @@ struct Ferryd: AsyncParsableCommand {
         signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier()
         // Metrics are bootstrapped before the target creates any.
-        let metricsServer = configuration.metricsAddress.map { TargetMetrics.bootstrap(address: $0, logger: logger) }
+        let metricsServer = configuration.metricsAddress.map {
+            TargetMetrics.bootstrap(address: $0, limits: configuration.limits, logger: logger)
+        }
         let target: ISCSITarget
         do {
             target = try ISCSITarget(

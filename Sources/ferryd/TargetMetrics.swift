@@ -16,11 +16,14 @@ enum TargetMetrics {
 
     /// Makes swift-metrics report into a Prometheus registry and returns the endpoint that serves
     /// it. Call once, before anything creates a metric.
-    static func bootstrap(address: ListenAddress, logger: Logger) -> MetricsHTTPServer {
+    static func bootstrap(address: ListenAddress, limits: Limits, logger: Logger) -> MetricsHTTPServer {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = latencyBuckets
         MetricsSystem.bootstrap(factory)
-        return MetricsHTTPServer(host: address.host, port: address.port, logger: logger) { registry.emitToString() }
+        return MetricsHTTPServer(
+            host: address.host, port: address.port, requestTimeout: .seconds(limits.metricsRequestTimeout),
+            maximumConnections: limits.maxMetricsConnections, logger: logger
+        ) { registry.emitToString() }
     }
 }

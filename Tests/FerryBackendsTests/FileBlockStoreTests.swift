@@ -23,6 +23,32 @@ import Testing
         }
     }
 
+    @Test func aSymbolicLinkAsTheLUNPathIsRefused() throws {
+        try withTemporaryPath { path in
+            let image = path + ".target"
+            defer { try? FileManager.default.removeItem(atPath: image) }
+            _ = try FileBlockStore(path: image, createWithSize: 1 << 20)
+            try FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: image)
+            for readOnly in [false, true] {
+                #expect {
+                    _ = try FileBlockStore(path: path, createWithSize: 1 << 20, readOnly: readOnly)
+                } throws: { error in
+                    "\(error)" == "cannot open \(path): it is a symbolic link; give the file itself as the LUN's path"
+                        + " (Ferry follows links only under /dev, to device nodes)"
+                }
+            }
+            // A dangling link does not make Ferry create the file it points to.
+            let dangling = path + ".dangling"
+            defer { try? FileManager.default.removeItem(atPath: dangling) }
+            try FileManager.default.createSymbolicLink(atPath: dangling, withDestinationPath: image + ".new")
+            #expect(throws: FileBlockStore.OpenError.self) {
+                try FileBlockStore(path: dangling, createWithSize: 1 << 20)
+            }
+            #expect(!FileManager.default.fileExists(atPath: image + ".new"))
+            #expect(FileBlockStore.followsSymbolicLinks("/dev/disk/by-id/wwn-0x5000c500a1b2c3d4"))
+        }
+    }
+
     @Test func writeReadUnmapAndMappingStatus() throws {
         try withTemporaryPath { path in
             let store = try FileBlockStore(path: path, createWithSize: 1 << 20)

@@ -370,7 +370,9 @@ private let minimal = """
             try chapProblems(
                 "[target.chap]\nuser = \"u\"\nsecret = \"0123456789abcdef\"\n"
                     + "[target.mutual_chap]\nuser = \"t\"\nsecret_file = \"\(good)\"\n") == [
-                    "14: \(prefix)mutual_chap must use a different secret than chap (RFC 7143 §9.2.1)"
+                    "16: \(prefix)mutual_chap: the same secret as \(prefix.dropLast(2)): chap (line 13);"
+                        + " give each its own secret. RFC 7143 §9.2.1: \"Any CHAP secret used for initiator authentication MUST NOT be"
+                        + " configured for authentication of any target\""
                 ])
         #expect(
             try chapProblems("[discovery.chap]\nuser = \"d\"\nsecret = \"0123456789abcdef\"\ncolor = 1\n") == [

@@ -98,7 +98,11 @@ import Testing
 
     @Test func saveReplacesTheFileAtomicallyAndKeepsItsMode() throws {
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let configuration = try everything()
+        var configuration = try everything()
+        // Secrets from files only: a file with inline secrets is narrowed to 0600 (the next test).
+        configuration.discoveryAuthentication = nil
+        configuration.targets[0].mutualCHAP = nil
+        #expect(!configuration.holdsInlineSecrets)
         let file = "\(directory)/ferry.toml"
         try "# a comment that saving drops\n".write(toFile: file, atomically: false, encoding: .utf8)
         chmod(file, 0o640)
@@ -117,6 +121,19 @@ import Testing
         #expect(throws: FerryConfiguration.SaveError.self) {
             try configuration.save(to: "\(directory)/missing/ferry.toml")
         }
+    }
+
+    @Test func saveNarrowsAGroupReadableFileToOwnerOnlyWhenItHoldsInlineSecrets() throws {
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configuration = try everything()
+        #expect(configuration.holdsInlineSecrets)
+        let file = "\(directory)/ferry.toml"
+        try "# no secrets yet\n".write(toFile: file, atomically: false, encoding: .utf8)
+        chmod(file, 0o644)
+        try configuration.save(to: file, defaultStateDirectory: "/var/lib/ferry")
+        var status = stat()
+        #expect(stat(file, &status) == 0 && status.st_mode & 0o7777 == 0o600, "inline secrets: owner only")
+        #expect(try FerryConfiguration.load(contentsOf: file, defaultStateDirectory: "/var/lib/ferry") == configuration)
     }
 
     /// Fails when a stored property of `LogicalUnit` is at the value `LogicalUnit(lun: 0, path: "")` gives it in every

@@ -23,6 +23,9 @@ final class ConfiguredFerryd {
     /// Whether ferryd still runs.
     var isRunning: Bool { process.isRunning }
 
+    /// ferryd's process ID.
+    var processIdentifier: Int32 { process.processIdentifier }
+
     /// The configuration file ferryd reads (again on SIGHUP).
     var configurationFile: URL { directory.appendingPathComponent("ferry.toml") }
 
@@ -43,7 +46,12 @@ final class ConfiguredFerryd {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let file = directory.appendingPathComponent("ferry.toml")
-        try configuration(port, directory.path).write(to: file, atomically: true, encoding: .utf8)
+        let text = configuration(port, directory.path)
+        try text.write(to: file, atomically: true, encoding: .utf8)
+        // ferryd refuses a file that holds a CHAP secret itself when others can read it.
+        if text.split(separator: "\n").contains(where: { $0.drop(while: \.isWhitespace).hasPrefix("secret =") }) {
+            chmod(file.path, 0o600)
+        }
         let logFile = directory.appendingPathComponent("ferryd.log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let logHandle = try FileHandle(forWritingTo: logFile)

@@ -12,6 +12,8 @@ extension AgainstFerryd {
         static let initiator = "iqn.2026-11.dev.ferry.test:initiator"
         static let user = "ferry-user"
         static let secret = "initiator-secret-1"
+        /// The mutual target's own initiator secret: ferryd refuses one secret in two places (RFC 7143 §9.2.1).
+        static let mutualSecret = "initiator-secret-2"
         static let targetUser = "ferry-target"
         static let targetSecret = "target-secret-22"
 
@@ -29,7 +31,7 @@ extension AgainstFerryd {
                     extra: """
                         [target.chap]
                         user = "\(user)"
-                        secret = "\(secret)"
+                        secret = "\(mutualSecret)"
                         [target.mutual_chap]
                         user = "\(targetUser)"
                         secret = "\(targetSecret)"
@@ -87,7 +89,7 @@ extension AgainstFerryd {
         func mutualCHAPTheTargetsAnswerVerifies(algorithm: UInt8) async throws {
             try await ConfiguredFerryd.with(configuration: Self.configuration) { ferryd in
                 let chap = RawCHAP(
-                    algorithm: algorithm, user: Self.user, secret: Self.secret,
+                    algorithm: algorithm, user: Self.user, secret: Self.mutualSecret,
                     target: (Self.targetUser, Self.targetSecret))
                 let client = try RawISCSIClient(port: ferryd.port)
                 let login = try client.login(initiatorName: Self.initiator, targetName: Self.mutualTarget, chap: chap)
@@ -97,7 +99,7 @@ extension AgainstFerryd {
 
                 // An initiator that expects another target secret sees the target's proof fail.
                 let impostor = RawCHAP(
-                    algorithm: algorithm, user: Self.user, secret: Self.secret,
+                    algorithm: algorithm, user: Self.user, secret: Self.mutualSecret,
                     target: (Self.targetUser, "some-other-secret"))
                 let detected = try RawISCSIClient(port: ferryd.port).login(
                     initiatorName: Self.initiator, targetName: Self.mutualTarget, chap: impostor)
@@ -131,13 +133,13 @@ extension AgainstFerryd {
 
                 // libiscsi takes the target's credentials as URL arguments (target_user, target_password).
                 let mutualURL =
-                    "iscsi://\(Self.user)%\(Self.secret)@\(base)/\(Self.mutualTarget)/0"
+                    "iscsi://\(Self.user)%\(Self.mutualSecret)@\(base)/\(Self.mutualTarget)/0"
                     + "?target_user=\(Self.targetUser)&target_password=\(Self.targetSecret)"
                 let mutual = try await ExternalTool.run(tool, [mutualURL], timeout: .seconds(60))
                 #expect(mutual.status == 0, "\(mutual.output)")
 
                 let impostorURL =
-                    "iscsi://\(Self.user)%\(Self.secret)@\(base)/\(Self.mutualTarget)/0"
+                    "iscsi://\(Self.user)%\(Self.mutualSecret)@\(base)/\(Self.mutualTarget)/0"
                     + "?target_user=\(Self.targetUser)&target_password=not-the-target-secret"
                 let impostor = try await ExternalTool.run(tool, [impostorURL], timeout: .seconds(60))
                 #expect(impostor.status != 0, "\(impostor.output)")
