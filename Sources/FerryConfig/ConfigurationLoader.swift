@@ -637,6 +637,8 @@ extension Limits {
             ("max_outstanding_r2t", 1...65_535, \.maxOutstandingR2T),
             ("command_window", 1...65_535, \.commandWindow),
             ("max_sessions", 1...65_535, \.maxSessions),
+            ("max_discovery_sessions", 1...65_535, \.maxDiscoverySessions),
+            ("max_sessions_per_initiator", 1...65_535, \.maxSessionsPerInitiator),
             ("max_connections_per_session", 1...65_535, \.maxConnectionsPerSession),
             ("login_timeout", 1...3600, \.loginTimeout),
             ("nop_in_interval", 1...3600, \.nopInInterval),

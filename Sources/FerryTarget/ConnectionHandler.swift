@@ -94,6 +94,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(.loginResponse(response)), promise: nil)
         case .admitSession(let summary):
             phase = .admitting(machine)
+            // A refusal (a limit reached) names the initiator: the operator sees whose logins hit the limit.
+            logger[metadataKey: "initiator"] = "\(summary.initiatorName)"
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             self.context.admit(summary, channel: context.channel, logger: logger).whenComplete { result in
                 let (handler, context) = loopBound.value

@@ -301,28 +301,39 @@ extension TargetContext: LoginPolicy {
         }
         // Reinstatement first: it frees the old session's place, so that an initiator coming back after a network
         // failure is not refused while its dead session still counts.
-        if summary.sessionType == .normal,
-            let old = registry.session(initiatorName: summary.initiatorName, isid: summary.isid, targetName: node.name)
-        {
-            // > RFC 7143 §6.3.5: session reinstatement: the old session is logged out implicitly.
+        // > RFC 7143 §6.3.5: session reinstatement: the old session is logged out implicitly.
+        let old =
+            summary.sessionType == .normal
+            ? registry.session(initiatorName: summary.initiatorName, isid: summary.isid, targetName: node.name) : nil
+        let limits = configuration.limits
+        var parameters = SessionParameters(summary.parameters)
+        parameters.commandWindow = limits.commandWindow
+        let serial = registry.nextSerial()
+        let (admitted, replacedOld) = registry.admit(
+            summary.sessionType, initiatorName: summary.initiatorName,
+            limits: SessionAdmission.Limits(
+                maxSessions: limits.maxSessions, maxDiscoverySessions: limits.maxDiscoverySessions,
+                maxSessionsPerInitiator: limits.maxSessionsPerInitiator),
+            replacing: old
+        ) { tsih in
+            Session(
+                eventLoop: loop, tsih: tsih, isid: summary.isid, initiatorName: summary.initiatorName, node: node,
+                sessionType: summary.sessionType, parameters: parameters, expCmdSN: summary.cmdSN, serial: serial,
+                context: self, logger: logger)
+        }
+        if let old {
             logger.notice("reinstating session", metadata: ["oldTSIH": "\(old.tsih)"])
             // The successor has the same I_T nexus: the old one is lost before the successor runs a command.
-            if registry.remove(old) { old.nexusLost() }
+            if replacedOld { old.nexusLost() }
             old.execute { $0.closeAllConnections() }
         }
-        if registry.count >= configuration.limits.maxSessions {
-            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "maximum number of sessions reached"))
+        let session: Session
+        switch admitted {
+        case .success(let admittedSession): session = admittedSession
+        case .failure(let refusal):
+            // > RFC 7143 §11.13.5: 0x0302 Out of resources.
+            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "\(refusal)"))
         }
-        guard let tsih = registry.allocateTSIH() else {
-            return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "no TSIH left"))
-        }
-        var parameters = SessionParameters(summary.parameters)
-        parameters.commandWindow = configuration.limits.commandWindow
-        let session = Session(
-            eventLoop: loop, tsih: tsih, isid: summary.isid, initiatorName: summary.initiatorName, node: node,
-            sessionType: summary.sessionType, parameters: parameters, expCmdSN: summary.cmdSN,
-            serial: registry.nextSerial(), context: self, logger: logger)
-        registry.add(session)
         if summary.sessionType == .normal { LoginMetrics.succeeded(target: node.name) }
         let window = session.sequenceNumbers
         return loop.makeSucceededFuture(Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN))
