@@ -35,6 +35,8 @@ final class Session: @unchecked Sendable {
     private var textNegotiations: [UInt16: TextNegotiationStateMachine] = [:]
     private let context: TargetContext
     private var closed = false
+    /// A discovery session sent a request only a normal session may send; logged once.
+    private var refusedInDiscovery = false
 
     init(
         eventLoop: any EventLoop, tsih: UInt16, isid: ISID, initiatorName: String, node: TargetNode,
@@ -116,6 +118,16 @@ final class Session: @unchecked Sendable {
 
     func received(_ pdu: PDU, on cid: UInt16) {
         eventLoop.preconditionInEventLoop()
+        if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
+            if !refusedInDiscovery {
+                refusedInDiscovery = true
+                logger.notice(
+                    "PDU not allowed in a discovery session; rejecting it (Protocol Error), and any more of this session's without a word",
+                    metadata: ["opcode": "\(pdu.opcode)"])
+            }
+            run(machine.requestRefusedInDiscoverySession(pdu, connection: cid))
+            return
+        }
         switch pdu {
         case .scsiCommand(let command):
             run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))

@@ -52,6 +52,51 @@ extension AgainstFerryd {
 
         // MARK: Sessions
 
+        @Test func aDiscoverySessionGetsOnlyTextAndLogout() async throws {
+            // The whole data buffer budget (16 MiB) is what the attacker's parked command asks for.
+            try await ConfiguredFerryd.with(configuration: Self.configuration("max_data_buffer_mib = 16")) { ferryd in
+                let discovery = try RawISCSIClient(port: ferryd.port)
+                #expect(try discovery.login(initiatorName: Self.attacker, targetName: nil).succeeded)
+
+                // A READ of 16 MiB with CmdSN = ExpCmdSN + 1: it would wait for its turn holding the budget.
+                discovery.cmdSN &+= 1
+                var command = discovery.header(opcode: RawOpcode.scsiCommand, flags: 0xc0, initiatorTaskTag: 7)
+                RawISCSIClient.put(16 << 20, into: &command, at: 20)
+                command.replaceSubrange(32..<42, with: RawISCSIClient.read10(lba: 0, blocks: 0x8000))
+                discovery.cmdSN &-= 1
+                try discovery.send(discovery.encode(header: command))
+                // > RFC 7143 §4.3: in a Discovery session the target MUST ONLY accept Text Requests with the
+                // > SendTargets key and a Logout Request with the reason "close the session". All other requests
+                // > MUST be rejected.
+                // > RFC 7143 §11.17.1: 0x04 Protocol Error.
+                let reject = try discovery.expectPDU()
+                #expect(reject.opcode == RawOpcode.reject, "opcode 0x\(String(reject.opcode, radix: 16))")
+                #expect(reject.rejectReason == 0x04)
+                #expect(Array(reject.data.prefix(48)) == command)
+
+                // A normal session is not starved: its READ is served, not answered with TASK SET FULL.
+                let normal = try RawISCSIClient(port: ferryd.port)
+                #expect(try normal.login(initiatorName: Self.initiator, targetName: Self.target).succeeded)
+                #expect(try Self.read(normal) == 0)
+
+                // NOP-Out (a request, not the answer to a ping) and a task management function are rejected too.
+                var nop = discovery.header(opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: 8)
+                RawISCSIClient.put(0xffff_ffff, into: &nop, at: 20)
+                try discovery.send(discovery.encode(header: nop))
+                let nopReject = try discovery.expectPDU()
+                #expect(nopReject.opcode == RawOpcode.reject && nopReject.rejectReason == 0x04)
+                try discovery.sendTaskManagement(.abortTaskSet)
+                let functionReject = try discovery.expectPDU()
+                #expect(functionReject.opcode == RawOpcode.reject && functionReject.rejectReason == 0x04)
+
+                // What discovery is for still works, and the session's offence is logged once.
+                #expect(try discovery.sendTargets().contains { $0.key == "TargetName" && $0.value == Self.target })
+                #expect(Self.lines(ferryd, of: discovery, containing: "not allowed in a discovery session") == 1)
+                #expect(try Self.read(normal) == 0)
+            }
+        }
+
+
         @Test func discoverySessionsAndOneInitiatorCannotTakeEveryPlace() async throws {
             let limits = "max_sessions = 4\nmax_discovery_sessions = 4\nmax_sessions_per_initiator = 2"
             try await ConfiguredFerryd.with(configuration: Self.configuration(limits)) { ferryd in
