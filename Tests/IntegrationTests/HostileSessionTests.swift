@@ -140,5 +140,85 @@ extension AgainstFerryd {
                 withExtendedLifetime((discoveries, attackers)) {}
             }
         }
+
+        // MARK: Backpressure
+
+        /// ferryd's resident set, in bytes, from /proc/PID/status (VmRSS).
+        private static func residentSetSize(_ ferryd: ConfiguredFerryd) throws -> Int {
+            guard let pid = ferrydProcess(ferryd) else { throw IntegrationFailure("ferryd's process not found") }
+            let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+            guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+                let kibibytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+            else { throw IntegrationFailure("no VmRSS in /proc/\(pid)/status") }
+            return kibibytes * 1024
+        }
+
+        /// The process whose command line names ferryd's configuration file.
+        private static func ferrydProcess(_ ferryd: ConfiguredFerryd) -> Int32? {
+            let file = ferryd.configurationFile.path
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return entries.compactMap(Int32.init).first { pid in
+                let commandLine = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+                return String(decoding: commandLine, as: UTF8.self).contains(file)
+            }
+        }
+
+        /// The most ferryd's resident set may grow while one initiator floods it with 256 KiB NOP-Out pings and reads
+        /// nothing: the socket's write buffer up to its high water mark (1 MiB), one read batch of pings, the
+        /// allocator's slack. Without backpressure it grew by the whole flood (300 MiB sent: +365 MiB).
+        static let floodGrowthBound = 48 << 20
+
+        @Test func anInitiatorThatDoesNotReadStopsBeingRead() async throws {
+            try await ConfiguredFerryd.with(configuration: Self.configuration("max_sessions = 4")) { ferryd in
+                let healthy = try RawISCSIClient(port: ferryd.port)
+                #expect(try healthy.login(initiatorName: Self.initiator, targetName: Self.target).succeeded)
+                let flooder = try RawISCSIClient(port: ferryd.port)
+                #expect(try flooder.login(initiatorName: Self.attacker, targetName: Self.target).succeeded)
+                _ = try healthy.ping()
+                let before = try Self.residentSetSize(ferryd)
+
+                // Immediate NOP-Outs with 256 KiB of ping data, 200 MiB in all, on a thread; never read.
+                var nop = flooder.header(opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: 1)
+                RawISCSIClient.put(0xffff_ffff, into: &nop, at: 20)
+                let ping = flooder.encode(header: nop, data: [UInt8](repeating: 0x5a, count: 256 << 10))
+                let sent = SentCounter()
+                // Only the sending thread uses the socket until the test shuts it down, which ends the thread's send.
+                nonisolated(unsafe) let socket = flooder
+                let sender = Thread {
+                    for _ in 0..<800 {
+                        guard (try? socket.send(ping)) != nil else { return }
+                        sent.add(ping.count)
+                    }
+                }
+                sender.start()
+                // ferryd stops reading: what is sent stalls (the kernel's socket buffers fill), far short of 200 MiB.
+                var last = -1
+                let stalled = try await Self.eventually(within: .seconds(60)) {
+                    let now = sent.value
+                    defer { last = now }
+                    Thread.sleep(forTimeInterval: 0.5)
+                    return now == last
+                }
+                let after = try Self.residentSetSize(ferryd)
+                print("HostileSessionTests: \(sent.value >> 20) MiB of pings sent unread; ferryd's VmRSS went from "
+                    + "\(before >> 20) to \(after >> 20) MiB")
+                #expect(stalled)
+                #expect(sent.value < 100 << 20, "\(sent.value >> 20) MiB sent")
+                #expect(after - before < Self.floodGrowthBound)
+
+                // The healthy session is still served.
+                _ = try healthy.ping(data: Array("still there".utf8))
+                #expect(try Self.read(healthy) == 0)
+                flooder.shutdown()
+            }
+        }
     }
+}
+
+/// Bytes sent so far by a thread, read by the test.
+private final class SentCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var total = 0
+    var value: Int { lock.withLock { total } }
+    func add(_ count: Int) { lock.withLock { total += count } }
 }
