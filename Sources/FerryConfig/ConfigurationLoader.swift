@@ -640,6 +640,8 @@ extension Limits {
             ("max_discovery_sessions", 1...65_535, \.maxDiscoverySessions),
             ("max_sessions_per_initiator", 1...65_535, \.maxSessionsPerInitiator),
             ("max_connections_per_session", 1...65_535, \.maxConnectionsPerSession),
+            ("max_logins_in_progress", 1...65_535, \.maxLoginsInProgress),
+            ("max_logins_in_progress_per_address", 1...65_535, \.maxLoginsInProgressPerAddress),
             ("login_timeout", 1...3600, \.loginTimeout),
             ("nop_in_interval", 1...3600, \.nopInInterval),
             ("nop_in_timeout", 1...3600, \.nopInTimeout),

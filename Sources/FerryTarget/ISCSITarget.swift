@@ -124,6 +124,8 @@ final class TargetContext: Sendable {
     let taskManagementCounters = TaskManagementCounters()
     /// Data-Out and Data-In buffers of every session (`[limits] max_data_buffer_mib`, read at start).
     let dataBuffers: DataBufferBudget
+    /// Connections in the login phase (`[limits] max_logins_in_progress`, `max_logins_in_progress_per_address`).
+    let loginsInProgress = Mutex(LoginsInProgress())
     /// Reloads and runtime changes happen one at a time.
     let reloadLock = Mutex(())
     let copyTargets = CopyTargetDirectory()

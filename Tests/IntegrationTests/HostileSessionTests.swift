@@ -141,6 +141,52 @@ extension AgainstFerryd {
             }
         }
 
+        // MARK: Logins in progress
+
+        @Test func aFloodOfSilentConnectionsIsCappedAndALoginStillGetsIn() async throws {
+            let limits = "login_timeout = 60\nmax_logins_in_progress = 24\nmax_logins_in_progress_per_address = 8"
+            try await ConfiguredFerryd.with(configuration: Self.configuration(limits)) { ferryd in
+                // 40 silent connections from one address: the 32 beyond its cap of 8 are closed at once, long
+                // before the login timeout.
+                let flood = try (0..<40).map { _ in try SilentConnection(port: ferryd.port, from: "127.0.0.1") }
+                #expect(try await Self.eventually { flood.filter { $0.isClosedByPeer() }.count >= 32 },
+                    "\(flood.filter { $0.isClosedByPeer() }.count) of 40 closed")
+
+                // From other addresses, up to the global cap of 24 (8 held already): 16 more.
+                let more = try (2..<6).flatMap { host in
+                    try (0..<8).map { _ in try SilentConnection(port: ferryd.port, from: "127.0.0.\(host)") }
+                }
+                #expect(try await Self.eventually { more.filter { $0.isClosedByPeer() }.count >= 16 })
+
+                // Once the flood's slots are free again (ferryd has seen them close), a normal initiator from another
+                // address logs in and reads.
+                flood.forEach { $0.close() }
+                var normal: RawISCSIClient?
+                #expect(try await Self.eventually {
+                    guard let client = try? RawISCSIClient(port: ferryd.port, sourceAddress: "127.0.0.9"),
+                        (try? client.login(initiatorName: Self.initiator, targetName: Self.target))?.succeeded == true
+                    else { return false }
+                    normal = client
+                    return true
+                })
+                if let normal { #expect(try Self.read(normal) == 0) }
+                #expect(ferryd.logLines(containing: "logins in progress") >= 1)
+                #expect(ferryd.logLines(containing: "logins in progress") <= 4)
+                withExtendedLifetime(more) {}
+            }
+        }
+
+        @Test func aLoginFromAnotherAddressGetsInWhileOneAddressFloods() async throws {
+            let limits = "login_timeout = 60\nmax_logins_in_progress_per_address = 8"
+            try await ConfiguredFerryd.with(configuration: Self.configuration(limits)) { ferryd in
+                let flood = try (0..<200).map { _ in try SilentConnection(port: ferryd.port, from: "127.0.0.1") }
+                let normal = try RawISCSIClient(port: ferryd.port, sourceAddress: "127.0.0.2")
+                #expect(try normal.login(initiatorName: Self.initiator, targetName: Self.target).succeeded)
+                #expect(try Self.read(normal) == 0)
+                #expect(try await Self.eventually { flood.filter { $0.isClosedByPeer() }.count >= 192 })
+            }
+        }
+
         // MARK: Backpressure
 
         /// ferryd's resident set, in bytes, from /proc/PID/status (VmRSS).
@@ -221,4 +267,28 @@ private final class SentCounter: @unchecked Sendable {
     private var total = 0
     var value: Int { lock.withLock { total } }
     func add(_ count: Int) { lock.withLock { total += count } }
+}
+
+/// A TCP connection to the portal, from a loopback address of its choice, that never sends a byte.
+private final class SilentConnection {
+    private var descriptor: Int32
+
+    init(port: Int, from sourceAddress: String) throws {
+        descriptor = try RawISCSIClient.connectToLoopback(port: port, from: sourceAddress)
+    }
+
+    deinit { close() }
+
+    func close() {
+        if descriptor >= 0 { _ = Glibc.close(descriptor) }
+        descriptor = -1
+    }
+
+    /// Whether the target has closed the connection (EOF or a reset).
+    func isClosedByPeer() -> Bool {
+        guard descriptor >= 0 else { return true }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let read = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        return read == 0 || (read < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    }
 }
