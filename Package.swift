@@ -160,6 +160,7 @@ let package = Package(
             name: "FerryTargetTests",
             dependencies: [
                 "FerryTarget", "ISCSIProtocol", "SCSI", "FerryConfig",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ]

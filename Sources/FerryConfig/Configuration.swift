@@ -164,8 +164,17 @@ public struct Limits: Sendable, Hashable {
     public var maxOutstandingR2T: Int = 8
     /// CmdSN window: how many commands a session may have queued beyond ExpCmdSN.
     public var commandWindow: Int = 128
+    /// Normal sessions Ferry holds at once; discovery sessions are counted apart.
     public var maxSessions: Int = 256
+    /// Discovery (SendTargets) sessions Ferry holds at once.
+    public var maxDiscoverySessions: Int = 32
+    /// Sessions of each type (normal, discovery) that one initiator name may hold at once.
+    public var maxSessionsPerInitiator: Int = 64
     public var maxConnectionsPerSession: Int = 8
+    /// Connections still in the login phase, in all and from one IP address; a connection beyond
+    /// either is closed as soon as it is accepted.
+    public var maxLoginsInProgress: Int = 256
+    public var maxLoginsInProgressPerAddress: Int = 32
     /// Seconds a login may take before the connection is closed.
     public var loginTimeout: Int = 15
     /// Seconds of silence before the target pings with NOP-In, and how long it waits for the answer.

@@ -31,6 +31,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// nothing arrives within `nop_in_timeout` of the ping.
     private var idleCheck: RepeatedTask?
     private var pingOutstanding = false
+    /// The address this connection's login is counted under in ``TargetContext/loginsInProgress``, until it ends.
+    private var loginAddress: String?
     /// The session an admitted login joins, until its final response is sent.
     private var admitted: (session: Session, cid: UInt16)?
 
@@ -48,7 +50,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         if let remote = context.remoteAddress { logger[metadataKey: "peer"] = "\(remote)" }
-        let seconds = self.context.configuration.limits.loginTimeout
+        let limits = self.context.configuration.limits
+        let address = context.remoteAddress?.ipAddress ?? ""
+        let decision = self.context.loginsInProgress.withLock {
+            $0.connectionAccepted(
+                from: address,
+                limits: .init(total: limits.maxLoginsInProgress, perAddress: limits.maxLoginsInProgressPerAddress),
+                now: .now)
+        }
+        guard case .begin = decision else {
+            if case .refuse(let refusal, log: true, let refusedSilently) = decision {
+                logger.warning(
+                    "too many logins in progress; closing new connections at once (logged again in a minute at most)",
+                    metadata: ["limit": "\(refusal)", "refusedSinceLastLine": "\(refusedSilently)"])
+            }
+            phase = .closed
+            context.close(promise: nil)
+            return
+        }
+        loginAddress = address
+        let seconds = limits.loginTimeout
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         loginTimeout = context.eventLoop.scheduleTask(in: .seconds(Int64(seconds))) {
             let (handler, context) = loopBound.value
@@ -94,6 +115,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(.loginResponse(response)), promise: nil)
         case .admitSession(let summary):
             phase = .admitting(machine)
+            // A refusal (a limit reached) names the initiator: the operator sees whose logins hit the limit.
+            logger[metadataKey: "initiator"] = "\(summary.initiatorName)"
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             self.context.admit(summary, channel: context.channel, logger: logger).whenComplete { result in
                 let (handler, context) = loopBound.value
@@ -150,6 +173,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         context: ChannelHandlerContext
     ) {
         loginTimeout?.cancel()
+        loginEnded()
         logger = session.logger
         logger[metadataKey: "cid"] = "\(cid)"
         // The final Login Response goes out without digests; everything after it uses them.
@@ -280,8 +304,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
+    /// The connection leaves the login phase: its place among the logins in progress is free.
+    private func loginEnded() {
+        guard let address = loginAddress else { return }
+        loginAddress = nil
+        context.loginsInProgress.withLock { $0.loginEnded(from: address) }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         loginTimeout?.cancel()
+        loginEnded()
         idleCheck?.cancel()
         switch phase {
         case .login, .admitting:

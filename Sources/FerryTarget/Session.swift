@@ -37,6 +37,8 @@ final class Session: @unchecked Sendable {
     private var closed = false
     /// A SNACK was logged: an initiator that keeps asking for retransmission is answered every time, logged once.
     private var snackLogged = false
+    /// A discovery session sent a request only a normal session may send; logged once.
+    private var refusedInDiscovery = false
 
     init(
         eventLoop: any EventLoop, tsih: UInt16, isid: ISID, initiatorName: String, node: TargetNode,
@@ -118,6 +120,16 @@ final class Session: @unchecked Sendable {
 
     func received(_ pdu: PDU, on cid: UInt16) {
         eventLoop.preconditionInEventLoop()
+        if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
+            if !refusedInDiscovery {
+                refusedInDiscovery = true
+                logger.notice(
+                    "PDU not allowed in a discovery session; rejecting it (Protocol Error), and any more of this session's without a word",
+                    metadata: ["opcode": "\(pdu.opcode)"])
+            }
+            run(machine.requestRefusedInDiscoverySession(pdu, connection: cid))
+            return
+        }
         switch pdu {
         case .scsiCommand(let command):
             let actions = machine.commandReceived(command, connection: cid, disposition: disposition(for: command))

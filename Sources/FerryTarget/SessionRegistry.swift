@@ -3,12 +3,12 @@ import NIOCore
 import SCSI
 import Synchronization
 
-/// Every session of the target: TSIH allocation, lookup for new connections and session
+/// Every session of the target: admission (``SessionAdmission``), lookup for new connections and session
 /// reinstatement (RFC 7143 §6.3.5), and fan-out of task-set functions across sessions.
 final class SessionRegistry: Sendable {
     private struct State {
         var sessions: [UInt16: Session] = [:]
-        var lastTSIH: UInt16 = 0
+        var admission = SessionAdmission()
         var serial: UInt32 = 0
     }
 
@@ -22,23 +22,32 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    /// Allocates a TSIH that no live session holds (never 0).
-    func allocateTSIH() -> UInt16? {
-        state.withLock { state in
-            for _ in 0..<Int(UInt16.max) {
-                state.lastTSIH = state.lastTSIH == UInt16.max ? 1 : state.lastTSIH + 1
-                if state.sessions[state.lastTSIH] == nil { return state.lastTSIH }
+    /// Admits and registers a new session in one step under the registry's lock: `replacing` (a session being
+    /// reinstated) leaves first, if it is still registered, so that its place is free for its successor; then
+    /// `limits` decide, and `make` builds the session with its TSIH. Returns the session and whether `replacing`
+    /// was removed here (then its caller acts on its end), or the limit that refused it.
+    func admit(
+        _ sessionType: SessionType, initiatorName: String, limits: SessionAdmission.Limits, replacing old: Session?,
+        make: (UInt16) -> Session
+    ) -> (Result<Session, SessionAdmission.Refusal>, replacedOld: Bool) {
+        let (result, replaced, counts) = state.withLock { state in
+            var replaced = false
+            if let old, state.sessions[old.tsih] === old {
+                state.sessions[old.tsih] = nil
+                state.admission.release(tsih: old.tsih)
+                replaced = true
             }
-            return nil
+            let result = state.admission.admit(sessionType, initiatorName: initiatorName, limits: limits).map { tsih in
+                let session = make(tsih)
+                state.sessions[tsih] = session
+                return session
+            }
+            let nodes = [old?.node, try? result.get().node].compactMap { $0 }
+            let counts = nodes.map { node in (node, state.sessions.values.filter { $0.node === node }.count) }
+            return (result, replaced, counts)
         }
-    }
-
-    func add(_ session: Session) {
-        let count = state.withLock { state in
-            state.sessions[session.tsih] = session
-            return state.sessions.values.filter { $0.node === session.node }.count
-        }
-        SessionMetrics.record(target: session.node.name, sessions: count)
+        for (node, count) in counts { SessionMetrics.record(target: node.name, sessions: count) }
+        return (result, replaced)
     }
 
     /// Removes `session`; returns whether it was still registered, so that of session reinstatement and the
@@ -47,7 +56,10 @@ final class SessionRegistry: Sendable {
     func remove(_ session: Session) -> Bool {
         let (removed, count) = state.withLock { state in
             let removed = state.sessions[session.tsih] === session
-            if removed { state.sessions[session.tsih] = nil }
+            if removed {
+                state.sessions[session.tsih] = nil
+                state.admission.release(tsih: session.tsih)
+            }
             return (removed, state.sessions.values.filter { $0.node === session.node }.count)
         }
         SessionMetrics.record(target: session.node.name, sessions: count)

@@ -419,6 +419,27 @@ struct SessionStateMachine {
         return takeActions()
     }
 
+    /// Whether a discovery session may send `pdu`.
+    /// > RFC 7143 §4.3: Discovery session: a session only opened for target discovery. The target MUST ONLY accept
+    /// > Text Requests with the SendTargets key and a Logout Request with the reason "close the session". All other
+    /// > requests MUST be rejected.
+    /// A NOP-Out that answers the target's own ping (reserved ITT) is no request; it is taken.
+    static func isAllowedInDiscoverySession(_ pdu: PDU) -> Bool {
+        switch pdu {
+        case .textRequest: true
+        case .logoutRequest(let request): request.reasonCode == .closeSession
+        case .nopOut(let nop): nop.initiatorTaskTag == reservedTag
+        default: false
+        }
+    }
+
+    /// A request a discovery session may not send (see ``isAllowedInDiscoverySession(_:)``) is answered with a
+    /// Reject, reason Protocol Error, and goes no further: no task, no data buffer, no place in the CmdSN order.
+    mutating func requestRefusedInDiscoverySession(_ pdu: PDU, connection cid: UInt16) -> [Action] {
+        queue(.pdu(.reject(Self.reject(.protocolError, header: Self.basicHeaderSegment(of: pdu)))), on: cid)
+        return takeActions()
+    }
+
     /// The connection's parser found a PDU it cannot take but can keep framing after: the
     /// PDU is answered with a Reject (RFC 7143 §11.17) and otherwise ignored.
     mutating func protocolErrorReceived(_ reason: Reject.Reason, header: ByteBuffer, connection cid: UInt16) -> [Action] {

@@ -20,10 +20,12 @@ extension AgainstFerryd {
         }
 
         /// Runs `attack` against ferryd, then checks that ferryd still runs, the healthy session still answers a
-        /// NOP-Out and a TEST UNIT READY, one more log line holds every string of `logged`, and the attacker's session
-        /// (if it got one) ended with its connection: another session can log in.
+        /// NOP-Out and a TEST UNIT READY, exactly one log line of the attacker's connection (the one `attack` returns,
+        /// named by its port) holds every string of `logged`, and the attacker's session (if it got one) ended with
+        /// its connection: another session can log in. The test waits for that line itself, not for a while: lines
+        /// of other connections (ferryd's readiness probe, the healthy session) never count.
         private func withHealthySession(
-            logged: [String], _ attack: (ConfiguredFerryd) throws -> Void
+            logged: [String], _ attack: (ConfiguredFerryd) throws -> RawISCSIClient
         ) async throws {
             try await ConfiguredFerryd.with(configuration: Self.configuration) { ferryd in
                 let healthy = try RawISCSIClient(port: ferryd.port)
@@ -31,18 +33,22 @@ extension AgainstFerryd {
                 #expect(login.succeeded, "\(login.response.loginStatus)")
                 _ = try healthy.ping()
 
+                let attacker = try attack(ferryd)
+                // StreamLogHandler writes `peer=[IPv4]127.0.0.1/127.0.0.1:PORT` followed by a space.
+                let peer = "127.0.0.1:\(attacker.localPort) "
                 func count() -> Int {
-                    ferryd.log.split(separator: "\n").filter { line in logged.allSatisfy { line.contains($0) } }.count
+                    ferryd.log.split(separator: "\n").filter { line in
+                        line.contains(peer) && logged.allSatisfy { line.contains($0) }
+                    }.count
                 }
-                let before = count()
-                try attack(ferryd)
-
-                // Let ferryd finish with the attacker's connection before looking.
-                try await Task.sleep(for: .milliseconds(300))
+                let deadline = ContinuousClock.now + .seconds(10)
+                while count() == 0 && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 #expect(ferryd.isRunning)
                 _ = try healthy.ping(data: Array("still there".utf8))
                 #expect(try healthy.testUnitReady() == 0)
-                #expect(count() - before == 1, "\(ferryd.log.suffix(4000))")
+                #expect(count() == 1, "\(ferryd.log.suffix(4000))")
                 let next = try RawISCSIClient(port: ferryd.port).login(
                     initiatorName: Self.attacker, targetName: Self.target)
                 #expect(next.succeeded, "a login after the attack: \(next.response.loginStatus)")
@@ -81,6 +87,7 @@ extension AgainstFerryd {
                 try client.send(Array(nopOutHeader(client).prefix(20)))
                 client.shutdown()
                 #expect(try client.drainUntilClosed().isEmpty)
+                return client
             }
         }
 
@@ -90,6 +97,7 @@ extension AgainstFerryd {
                 try client.send([0x43, 0x87, 0, 0] + [UInt8](repeating: 0, count: 20))
                 client.shutdown()
                 #expect(try client.drainUntilClosed().isEmpty)
+                return client
             }
         }
 
@@ -106,6 +114,7 @@ extension AgainstFerryd {
                 #expect(refusal.opcode == RawOpcode.loginResponse)
                 #expect(refusal.loginStatus == (2, 0x0b), "\(refusal.loginStatus)")
                 #expect(try client.drainUntilClosed().isEmpty)
+                return client
             }
         }
 
@@ -119,6 +128,7 @@ extension AgainstFerryd {
                 // > first answer with a Reject, reason Protocol Error (0x04).
                 let received = try client.drainUntilClosed()
                 #expect(received.allSatisfy { $0.opcode == RawOpcode.reject && $0.rejectReason == 0x04 })
+                return client
             }
         }
 
@@ -135,6 +145,7 @@ extension AgainstFerryd {
                 // The connection goes on.
                 _ = try client.ping()
                 client.shutdown()
+                return client
             }
         }
 
@@ -147,6 +158,7 @@ extension AgainstFerryd {
                 // > RFC 7143 §7.8: at ErrorRecoveryLevel 0 a header digest error ends the connection; nothing is
                 // > answered, since no field of the header can be trusted.
                 #expect(try client.drainUntilClosed().isEmpty)
+                return client
             }
         }
 
@@ -164,6 +176,7 @@ extension AgainstFerryd {
                 #expect(reject.rejectReason == 0x02)
                 _ = try client.ping(data: Array("intact".utf8))
                 client.shutdown()
+                return client
             }
         }
     }

@@ -26,6 +26,9 @@ extension AgainstFerryd {
                 [limits]
                 max_sessions = 4
                 login_timeout = \(loginTimeout)
+                # These tests measure login_timeout, with every connection from 127.0.0.1: no cap cuts them short.
+                max_logins_in_progress = 1024
+                max_logins_in_progress_per_address = 1024
                 nop_in_interval = \(nopInInterval)
                 nop_in_timeout = \(nopInTimeout)
 

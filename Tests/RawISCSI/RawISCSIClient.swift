@@ -107,9 +107,12 @@ public final class RawISCSIClient {
     /// The MaxRecvDataSegmentLength the target declared during login.
     public private(set) var targetMaxRecvDataSegmentLength = 8192
 
-    /// Connects to 127.0.0.1:`port`; every receive gives up after `timeout`. `isid` defaults to a random one.
-    public init(port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10)) throws {
-        let descriptor = try Self.connectToLoopback(port: port)
+    /// Connects to 127.0.0.1:`port`, from `sourceAddress` (another loopback address, such as 127.0.0.2) when given;
+    /// every receive gives up after `timeout`. `isid` defaults to a random one.
+    public init(
+        port: Int, isid: [UInt8]? = nil, timeout: Duration = .seconds(10), sourceAddress: String? = nil
+    ) throws {
+        let descriptor = try Self.connectToLoopback(port: port, from: sourceAddress)
         var interval = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
         self.descriptor = descriptor
@@ -119,10 +122,37 @@ public final class RawISCSIClient {
 
     deinit { close(descriptor) }
 
-    /// A TCP socket connected to 127.0.0.1:`port`.
-    public static func connectToLoopback(port: Int) throws -> Int32 {
+    /// The local TCP port of the connection: the port ferryd logs as the `peer` of this connection.
+    public var localPort: Int {
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let found = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) == 0 }
+        }
+        return found ? Int(UInt16(bigEndian: address.sin_port)) : 0
+    }
+
+    /// A TCP socket connected to 127.0.0.1:`port`, bound to `sourceAddress` (an IPv4 address) when given.
+    public static func connectToLoopback(port: Int, from sourceAddress: String? = nil) throws -> Int32 {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw RawISCSIFailure("socket() failed: errno \(errno)") }
+        if let sourceAddress {
+            var source = sockaddr_in()
+            source.sin_family = sa_family_t(AF_INET)
+            guard inet_pton(AF_INET, sourceAddress, &source.sin_addr) == 1 else {
+                close(descriptor)
+                throw RawISCSIFailure("not an IPv4 address: \(sourceAddress)")
+            }
+            let bound = withUnsafePointer(to: &source) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            guard bound else {
+                close(descriptor)
+                throw RawISCSIFailure("cannot bind to \(sourceAddress): errno \(errno)")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = UInt16(port).bigEndian
