@@ -798,11 +798,13 @@ struct SessionStateMachine {
         let edtl = Int(command.expectedDataTransferLength)
         var dataIn = result.dataIn
         var residual = Residual.none
-        if command.read || (!command.write && dataIn.readableBytes > 0) {
-            let produced = dataIn.readableBytes
+        // A device server may read only what the EDTL covers and give the length the CDB asked for: the
+        // residual counts from that (RFC 7143 §11.4.5.2), as if it had produced all of it.
+        let produced = max(dataIn.readableBytes, result.requestedDataInLength ?? 0)
+        if command.read || (!command.write && produced > 0) {
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))
-                dataIn = Self.prefix(dataIn, length: edtl)
+                if dataIn.readableBytes > edtl { dataIn = Self.prefix(dataIn, length: edtl) }
             } else if produced < edtl {
                 residual = .underflow(UInt32(clamping: edtl - produced))
             }
