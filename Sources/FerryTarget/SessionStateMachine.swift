@@ -798,7 +798,7 @@ struct SessionStateMachine {
         let edtl = Int(command.expectedDataTransferLength)
         var dataIn = result.dataIn
         var residual = Residual.none
-        if command.read || (!command.write && dataIn.readableBytes > 0) {
+        if command.read {
             let produced = dataIn.readableBytes
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))
@@ -806,22 +806,24 @@ struct SessionStateMachine {
             } else if produced < edtl {
                 residual = .underflow(UInt32(clamping: edtl - produced))
             }
-            if !command.read {
-                // Data-In the initiator did not ask for is never sent.
-                residual = .overflow(UInt32(clamping: produced))
-                dataIn = ByteBuffer()
+        } else {
+            // Data-In the initiator did not ask for (no R bit) is never sent, whatever the CDB produced.
+            let unasked = dataIn.readableBytes
+            dataIn = ByteBuffer()
+            if command.write {
+                // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count
+                // is 32 bits, so it saturates (RFC 7143 §11.4.5 leaves no other way to say it).
+                let asked = task.cdbDataOutLength ?? edtl
+                if asked > edtl {
+                    residual = .overflow(UInt32(clamping: asked - edtl))
+                } else if asked < edtl {
+                    residual = .underflow(UInt32(clamping: edtl - asked))
+                }
+            } else if unasked > 0 {
+                residual = .overflow(UInt32(clamping: unasked))
+            } else if edtl > 0 {
+                residual = .underflow(UInt32(clamping: edtl))
             }
-        } else if command.write {
-            // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count
-            // is 32 bits, so it saturates (RFC 7143 §11.4.5 leaves no other way to say it).
-            let asked = task.cdbDataOutLength ?? edtl
-            if asked > edtl {
-                residual = .overflow(UInt32(clamping: asked - edtl))
-            } else if asked < edtl {
-                residual = .underflow(UInt32(clamping: edtl - asked))
-            }
-        } else if edtl > 0 {
-            residual = .underflow(UInt32(clamping: edtl))
         }
         let sense = result.sense.map { $0.bytes(descriptorFormat: result.descriptorFormatSense) } ?? []
         if result.status != .good && result.status != .conditionMet { dataIn = ByteBuffer() }
