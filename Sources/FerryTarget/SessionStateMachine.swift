@@ -801,29 +801,31 @@ struct SessionStateMachine {
         // A device server may read only what the EDTL covers and give the length the CDB asked for: the
         // residual counts from that (RFC 7143 §11.4.5.2), as if it had produced all of it.
         let produced = max(dataIn.readableBytes, result.requestedDataInLength ?? 0)
-        if command.read || (!command.write && produced > 0) {
+        if command.read {
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))
                 if dataIn.readableBytes > edtl { dataIn = Self.prefix(dataIn, length: edtl) }
             } else if produced < edtl {
                 residual = .underflow(UInt32(clamping: edtl - produced))
             }
-            if !command.read {
-                // Data-In the initiator did not ask for is never sent.
-                residual = .overflow(UInt32(clamping: produced))
-                dataIn = ByteBuffer()
+        } else {
+            // Data-In the initiator did not ask for (no R bit) is never sent, whatever the CDB produced.
+            let unasked = produced
+            dataIn = ByteBuffer()
+            if command.write {
+                // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count
+                // is 32 bits, so it saturates (RFC 7143 §11.4.5 leaves no other way to say it).
+                let asked = task.cdbDataOutLength ?? edtl
+                if asked > edtl {
+                    residual = .overflow(UInt32(clamping: asked - edtl))
+                } else if asked < edtl {
+                    residual = .underflow(UInt32(clamping: edtl - asked))
+                }
+            } else if unasked > 0 {
+                residual = .overflow(UInt32(clamping: unasked))
+            } else if edtl > 0 {
+                residual = .underflow(UInt32(clamping: edtl))
             }
-        } else if command.write {
-            // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count
-            // is 32 bits, so it saturates (RFC 7143 §11.4.5 leaves no other way to say it).
-            let asked = task.cdbDataOutLength ?? edtl
-            if asked > edtl {
-                residual = .overflow(UInt32(clamping: asked - edtl))
-            } else if asked < edtl {
-                residual = .underflow(UInt32(clamping: edtl - asked))
-            }
-        } else if edtl > 0 {
-            residual = .underflow(UInt32(clamping: edtl))
         }
         let sense = result.sense.map { $0.bytes(descriptorFormat: result.descriptorFormatSense) } ?? []
         if result.status != .good && result.status != .conditionMet { dataIn = ByteBuffer() }

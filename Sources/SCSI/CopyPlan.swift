@@ -58,6 +58,10 @@ struct CopyPlan {
         var segmentOffsets: [Int] = []
         var offset = segmentListStart
         while offset < segmentListStart + segmentListLength {
+            // A descriptor's length is in its own header: a list too short to hold that header is wrong in length.
+            guard offset + 4 <= segmentListStart + segmentListLength else {
+                throw .invalidFieldInParameterList(byte: 8)
+            }
             segmentOffsets.append(offset)
             offset += 4 + Int(list.field(at: offset + 2, width: 2))
         }

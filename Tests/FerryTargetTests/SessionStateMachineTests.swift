@@ -229,6 +229,23 @@ private func good(bytes: Int) -> BackendCompletion {
             itt: 1, tag: actions.submitted[0].tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
         #expect(done.scsiResponses[0].residual == .overflow(UInt32(clamping: asked)))
     }
+
+    /// A command with only the W bit whose CDB produces Data-In (an INQUIRY the target answers itself, sent with
+    /// W=1 and an Expected Data Transfer Length of 0) gets no Data-In: the initiator asked for none. Found by the
+    /// SessionCore fuzz target: before, the 36 bytes went out as Data-In beyond the EDTL.
+    @Test func dataInForACommandWithoutTheReadBitIsNeverSent() {
+        var m = machine()
+        let command = SCSICommand(
+            final: true, read: false, write: true, lun: lun1, initiatorTaskTag: 1, expectedDataTransferLength: 0,
+            cmdSN: 1, expStatSN: 100, cdb: ByteBuffer(bytes: [0x12, 0, 0, 0, 36, 0]))
+        let actions = m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: 0))
+        var inquiry = ByteBuffer()
+        inquiry.writeRepeatingByte(0x20, count: 36)
+        let done = m.backendCompleted(
+            itt: 1, tag: actions.submitted[0].tag, .completed(SCSIResult(status: .good, dataIn: inquiry)))
+        #expect(done.dataIns.isEmpty)
+        #expect(done.scsiResponses.map(\.data.readableBytes) == [0])
+    }
 }
 
 /// Every task management function against every state a task can be in.

@@ -27,7 +27,8 @@ extension AgainstFerryd {
         @Test func idleConnectionsAreClosedAtTheDeadlineAndTheCapHolds() async throws {
             let metricsPort = try FerrydProcess.freePort()
             try await ConfiguredFerryd.with(configuration: Self.configuration(metricsPort: metricsPort)) { ferryd in
-                #expect(try FerryctlTests.httpGet(port: metricsPort, path: "/metrics").hasPrefix("HTTP/1.1 200 OK"))
+                // No request before the flood: ferryd counts a served connection until its channel has closed,
+                // which can come after the client has read the response, and would make the loris the 17th.
                 let clock = ContinuousClock()
                 let connected = clock.now
                 var idle = try (0..<15).map { _ in try RawISCSIClient.connectToLoopback(port: metricsPort) }

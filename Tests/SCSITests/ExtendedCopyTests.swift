@@ -295,6 +295,18 @@ struct CopyFixture {
         #expect(f.contents(f.source, lba: 8, blocks: 1).allSatisfy { $0 == 0 })
     }
 
+    /// A segment descriptor list too short for a descriptor's own header (2 bytes here) is blamed on the SEGMENT
+    /// DESCRIPTOR LIST LENGTH, byte 8: before, the field pointer named byte 18 of an 18-byte parameter list (found
+    /// by the EmulatedDevice fuzz target).
+    @Test func aSegmentListTooShortForADescriptorBlamesItsLength() {
+        let f = CopyFixture()
+        var list = [UInt8](repeating: 0, count: 18)
+        list[11] = 2
+        let sense = f.extendedCopy(list).sense
+        #expect(sense?.code == .invalidFieldInParameterList)
+        #expect(sense?.senseKeySpecific == .fieldPointer(inCDB: false, byte: 8, bit: nil))
+    }
+
     @Test func operatingParameters() {
         let f = CopyFixture()
         let data = Array(f.receiveCopyResults(0x03).dataIn.readableBytesView)
