@@ -21,6 +21,13 @@ public struct DeviceIdentity: Sendable, Hashable, CustomStringConvertible {
     /// TEST UNIT READY's answer, for the log: nil for GOOD, otherwise the decoded sense.
     public var notReadyReason: String?
 
+    /// The capacity in bytes; nil when unknown, or beyond 2^64 - 1 (the device said so, Ferry cannot).
+    public var byteCount: UInt64? {
+        guard let blockCount else { return nil }
+        let (bytes, overflow) = blockCount.multipliedReportingOverflow(by: UInt64(blockSize))
+        return overflow ? nil : bytes
+    }
+
     public var description: String {
         let capacity = blockCount.map { "\($0) blocks of \(blockSize) bytes" } ?? "capacity unknown"
         let readiness = notReadyReason.map { ", not ready: \($0)" } ?? ""
@@ -61,11 +68,9 @@ enum SGProbe {
         var blockCount: UInt64?
         var capacity = [UInt8](repeating: 0, count: 32)
         if sg_ll_readcap_16(fd, false, 0, &capacity, Int32(capacity.count), false, 0) == 0 {
-            blockCount = bigEndian(capacity[0..<8]) + 1
-            blockSize = Int(bigEndian(capacity[8..<12]))
+            (blockCount, blockSize) = Self.capacity(readCapacity16: capacity)
         } else if sg_ll_readcap_10(fd, false, 0, &capacity, 8, false, 0) == 0 {
-            blockCount = bigEndian(capacity[0..<4]) + 1
-            blockSize = Int(bigEndian(capacity[4..<8]))
+            (blockCount, blockSize) = Self.capacity(readCapacity10: capacity)
         }
         if blockSize == 0 { blockSize = 512 }
 
@@ -105,6 +110,18 @@ enum SGProbe {
         return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 128) { buffer in
             String(cString: sg_get_category_sense_str(category, Int32(buffer.count), buffer.baseAddress, 0))
         }
+    }
+
+    /// The number of logical blocks and the logical block length of READ CAPACITY(16) data. The device's
+    /// RETURNED LOGICAL BLOCK ADDRESS is not trusted: 2^64 - 1 (2^64 blocks) does not fit, and is unknown.
+    static func capacity(readCapacity16 data: [UInt8]) -> (blockCount: UInt64?, blockSize: Int) {
+        let (count, overflow) = bigEndian(data[0..<8]).addingReportingOverflow(1)
+        return (overflow ? nil : count, Int(bigEndian(data[8..<12])))
+    }
+
+    /// The number of logical blocks and the logical block length of READ CAPACITY(10) data.
+    static func capacity(readCapacity10 data: [UInt8]) -> (blockCount: UInt64?, blockSize: Int) {
+        (bigEndian(data[0..<4]) + 1, Int(bigEndian(data[4..<8])))
     }
 
     private static func bigEndian(_ bytes: ArraySlice<UInt8>) -> UInt64 {

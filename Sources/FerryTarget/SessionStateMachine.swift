@@ -798,17 +798,19 @@ struct SessionStateMachine {
         let edtl = Int(command.expectedDataTransferLength)
         var dataIn = result.dataIn
         var residual = Residual.none
+        // A device server may read only what the EDTL covers and give the length the CDB asked for: the
+        // residual counts from that (RFC 7143 §11.4.5.2), as if it had produced all of it.
+        let produced = max(dataIn.readableBytes, result.requestedDataInLength ?? 0)
         if command.read {
-            let produced = dataIn.readableBytes
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))
-                dataIn = Self.prefix(dataIn, length: edtl)
+                if dataIn.readableBytes > edtl { dataIn = Self.prefix(dataIn, length: edtl) }
             } else if produced < edtl {
                 residual = .underflow(UInt32(clamping: edtl - produced))
             }
         } else {
             // Data-In the initiator did not ask for (no R bit) is never sent, whatever the CDB produced.
-            let unasked = dataIn.readableBytes
+            let unasked = produced
             dataIn = ByteBuffer()
             if command.write {
                 // A CDB may ask for more than 2^32 - 1 bytes (WRITE(16) of 0xFFFFFFFF blocks): the Residual Count

@@ -121,7 +121,7 @@ extension ISCSITarget {
         guard let node = context.nodes[target] else { return [:] }
         return node.logicalUnits.compactMapValues { backend in
             guard let identity = HotPlugDevice.passthrough(backend)?.identity else { return nil }
-            return (identity.blockSize, identity.blockCount.map { $0 * UInt64(identity.blockSize) })
+            return (identity.blockSize, identity.byteCount)
         }
     }
 

@@ -202,7 +202,7 @@ extension EmulatedBlockDevice {
                     }
                     try writePattern(block, lba: 0, blocks: blockCount, forceUnitAccess: false) { blocks in
                         blocksDone += blocks
-                        let progress = UInt16(min(65535, blocksDone * 65536 / max(1, totalBlocks)))
+                        let progress = Self.sanitizeProgress(blocksDone: blocksDone, of: totalBlocks)
                         state.withLock { $0.sanitizeProgress = progress }
                         pacer?.wrote(Int(blocks) * blockSize)
                     }
@@ -219,6 +219,14 @@ extension EmulatedBlockDevice {
             state.withLock { $0.sanitizeFailed = false }
         }
         return .good
+    }
+
+    /// The PROGRESS INDICATION of a sanitize that has written `blocksDone` of `totalBlocks` blocks, in 65536ths.
+    /// `blocksDone * 65536` is taken in 128 bits: on a logical unit of 2^48 blocks or more it does not fit in 64.
+    static func sanitizeProgress(blocksDone: UInt64, of totalBlocks: UInt64) -> UInt16 {
+        guard blocksDone < totalBlocks else { return blocksDone == 0 ? 0 : 65535 }
+        // blocksDone < totalBlocks: the quotient is below 65536, so dividingFullWidth cannot overflow.
+        return UInt16(totalBlocks.dividingFullWidth(blocksDone.multipliedFullWidth(by: 65536)).quotient)
     }
 
     /// Runs a sanitize operation with every other medium access held off, entering the sanitize

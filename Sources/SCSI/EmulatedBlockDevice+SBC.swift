@@ -53,7 +53,7 @@ extension EmulatedBlockDevice {
     func executeBlockCommand(_ cdb: CDB, _ request: SCSIRequest) throws(SenseData) -> SCSIResult {
         switch cdb.operationCode {
         case OperationCode.read6, OperationCode.read10, OperationCode.read12, OperationCode.read16:
-            return try read(Transfer(cdb))
+            return try read(Transfer(cdb), expectedDataTransferLength: request.expectedDataTransferLength)
         case OperationCode.write6, OperationCode.write10, OperationCode.write12, OperationCode.write16:
             try write(Transfer(cdb), request.dataOut, forceUnitAccess: Transfer(cdb).forceUnitAccess)
             return .good
@@ -123,14 +123,24 @@ extension EmulatedBlockDevice {
         configuration.readOnly || state.withLock { $0.modePages.softwareWriteProtect }
     }
 
-    func read(_ transfer: Transfer) throws(SenseData) -> SCSIResult {
+    /// READ(6/10/12/16). The range and the TRANSFER LENGTH are checked whole, but only the blocks that cover the
+    /// initiator's Expected Data Transfer Length are read: the transport would discard the others, and reading
+    /// them would let a READ(10) of 16384 blocks sent with EDTL 0 make Ferry read and hold 8 MiB. The result
+    /// gives the length the CDB asks for, from which the transport reports the overflow residual.
+    func read(_ transfer: Transfer, expectedDataTransferLength: Int) throws(SenseData) -> SCSIResult {
         try checkRange(transfer)
         // > FUA: the device server shall read the logical blocks from the medium.
         if transfer.forceUnitAccess { try synchronize() }
+        let room = max(0, expectedDataTransferLength)
+        let covering = UInt64(room / blockSize + (room % blockSize == 0 ? 0 : 1))
+        let blocks = min(transfer.blocks, covering)
         let buffer = try ordering.shared { () throws(SenseData) -> ByteBuffer in
-            try readBuffer(lba: transfer.lba, blocks: transfer.blocks)
+            try readBuffer(lba: transfer.lba, blocks: blocks)
         }
-        return SCSIResult(status: .good, dataIn: buffer)
+        var result = SCSIResult(status: .good, dataIn: buffer)
+        // checkRange bounds the blocks by MAXIMUM TRANSFER LENGTH: the byte count fits.
+        if blocks < transfer.blocks { result.requestedDataInLength = Int(transfer.blocks) * blockSize }
+        return result
     }
 
     /// Reads `blocks` blocks at `lba` straight into one new buffer.

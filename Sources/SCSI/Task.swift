@@ -61,6 +61,11 @@ public struct SCSIResult: Sendable {
     public var dataIn: ByteBuffer
     /// Whether the sense data is to be given in descriptor format (control mode page D_SENSE).
     public var descriptorFormatSense: Bool
+    /// The Data-In length, in bytes, that the CDB asks for, when ``dataIn`` holds less because the initiator's
+    /// Expected Data Transfer Length has no room for the rest: a READ reads only the blocks that cover the EDTL,
+    /// not the ones the transport would discard. nil when ``dataIn`` is all the command produced. The transport
+    /// computes the overflow residual from the larger of the two (RFC 7143 §11.4.5.2).
+    public var requestedDataInLength: Int?
 
     public init(status: SCSIStatus, sense: SenseData? = nil, dataIn: ByteBuffer = ByteBuffer(), descriptorFormatSense: Bool = false) {
         self.status = status

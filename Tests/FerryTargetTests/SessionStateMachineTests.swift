@@ -563,6 +563,22 @@ private func good(bytes: Int) -> BackendCompletion {
         }
     }
 
+    /// The emulated device reads only the blocks that cover the EDTL and says how much the CDB asked for: the
+    /// overflow residual still counts from what the CDB asked for (RFC 7143 §11.4.5.2), with or without the R bit.
+    @Test(arguments: [(edtl: UInt32(0), held: 0, read: true), (4096, 4096, true), (1000, 1024, true), (0, 0, false)])
+    func theResidualCountsWhatTheCDBAskedForNotWhatTheDeviceRead(edtl: UInt32, held: Int, read readBit: Bool) {
+        var m = machine()
+        var command = read(itt: 1, cmdSN: 1, length: edtl)
+        command.read = readBit
+        let tag = m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        var result = SCSIResult(status: .good, dataIn: ByteBuffer(repeating: 0x5a, count: held))
+        result.requestedDataInLength = 8 << 20
+        let done = m.backendCompleted(itt: 1, tag: tag, .completed(result))
+        #expect(done.dataIns.map(\.data.readableBytes).reduce(0, +) == (readBit ? Int(edtl) : 0))
+        let residual = done.dataIns.last?.residual ?? done.scsiResponses.first?.residual
+        #expect(residual == .overflow(UInt32(readBit ? (8 << 20) - Int(edtl) : 8 << 20)))
+    }
+
     /// A task whose response waits for the transmit path holds its Data-In, not its Expected Data Transfer Length.
     @Test func theBudgetCountsTheDataInHeldNotTheExpectedLength() {
         let budget = DataBufferBudget(capacity: 4 << 20)

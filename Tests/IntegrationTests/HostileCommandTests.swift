@@ -48,6 +48,34 @@ extension AgainstFerryd {
             }
         }
 
+        /// A READ(10) of 16384 blocks (8 MiB) with a smaller Expected Data Transfer Length: the emulated device
+        /// reads only the blocks the EDTL covers, and the answer still carries the overflow residual of what the CDB
+        /// asked for (RFC 7143 §11.4.5.2): 8 MiB with EDTL 0 (no R bit), 8 MiB - 1000 with EDTL 1000.
+        @Test func aReadBeyondItsExpectedLengthReportsTheOverflowOfWhatItAskedFor() async throws {
+            try await withSession { _, client in
+                for edtl in [0, 1000] {
+                    let sent = try client.sendCommand(RawISCSIClient.read10(lba: 0, blocks: 16384), readLength: edtl)
+                    var received = 0
+                    var last: RawPDU?
+                    while let pdu = try client.receivePDU(within: .seconds(10)) {
+                        guard pdu.initiatorTaskTag == sent.initiatorTaskTag else { continue }
+                        if pdu.opcode == 0x25 { received += pdu.data.count }
+                        // The SCSI Response, or the final Data-In with S set.
+                        if pdu.opcode == 0x21 || (pdu.opcode == 0x25 && pdu.flags & 0x01 != 0) {
+                            last = pdu
+                            break
+                        }
+                    }
+                    let answer = try #require(last, "EDTL \(edtl): no status")
+                    #expect(answer.scsiStatus == 0x00, "EDTL \(edtl)")
+                    #expect(received == edtl)
+                    #expect(answer.flags & 0x06 == 0x04, "EDTL \(edtl): the O bit alone")
+                    #expect(RawPDU.uint32(answer.header, at: 44) == UInt32(8 << 20 - edtl), "EDTL \(edtl)")
+                }
+                #expect(try client.testUnitReady() == 0, "the session goes on")
+            }
+        }
+
         /// Immediate data beyond FirstBurstLength (65536 here: the initiator does not offer it): the command is
         /// rejected with Protocol Error and not executed; the session goes on.
         @Test func immediateDataBeyondFirstBurstLengthIsRejected() async throws {

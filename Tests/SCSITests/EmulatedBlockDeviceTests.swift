@@ -176,12 +176,39 @@ extension SCSIResult {
         #expect(h.run(cdb16(0x88, lba: 10, blocks: 2)).bytes == payload)
         #expect(h.run([0xa8, 0, 0, 0, 0, 10, 0, 0, 0, 2, 0, 0]).bytes == payload)
         // READ(6) with TRANSFER LENGTH 0 reads 256 blocks.
-        #expect(h.run([0x08, 0, 0, 0, 0, 0]).bytes.count == 256 * 512)
+        #expect(h.run([0x08, 0, 0, 0, 0, 0], expectedDataTransferLength: 256 * 512).bytes.count == 256 * 512)
         // Zero blocks is not an error.
         #expect(h.run(cdb10(0x28, lba: 0, blocks: 0)).status == .good)
         // FUA: a durable write.
         #expect(h.run(cdb10(0x2a, lba: 0, blocks: 1, flags: 0x08), data: [UInt8](repeating: 1, count: 512)).status == .good)
         #expect(h.store.forcedWrites == 1)
+    }
+
+    /// A READ whose Expected Data Transfer Length holds fewer bytes than its TRANSFER LENGTH asks for reads only
+    /// the blocks that cover the EDTL: the transport would discard the rest, and an initiator could otherwise make
+    /// Ferry read (and hold) 8 MiB for each READ(10) of 16384 blocks sent with EDTL 0. The range is still checked
+    /// whole, and the result says how much Data-In the command asked for, for the overflow residual.
+    @Test(arguments: [
+        (edtl: 0, read: 0), (1, 512), (512, 512), (1000, 1024), (1024, 1024), (2048 * 512, 2048 * 512),
+        (Int(UInt32.max), 2048 * 512),
+    ])
+    func readsOnlyTheBlocksTheExpectedLengthCovers(edtl: Int, read: Int) {
+        let h = Harness()
+        h.store.fill(0x3c, offset: 0, count: 2048 * 512)
+        for cdb in [cdb10(0x28, lba: 0, blocks: 2048), cdb16(0x88, lba: 0, blocks: 2048)] {
+            let before = h.store.bytesRead
+            let result = h.run(cdb, expectedDataTransferLength: edtl)
+            #expect(result.status == .good)
+            #expect(result.dataIn.readableBytes == read)
+            #expect(result.requestedDataInLength == (read < 2048 * 512 ? 2048 * 512 : nil))
+            #expect(h.store.bytesRead - before == read)
+            #expect(result.bytes.allSatisfy { $0 == 0x3c })
+        }
+        // Past the end: LOGICAL BLOCK ADDRESS OUT OF RANGE whatever the EDTL, and nothing is read.
+        let before = h.store.bytesRead
+        h.run(cdb10(0x28, lba: 1, blocks: 2048), expectedDataTransferLength: edtl)
+            .expectSense(.illegalRequest, .logicalBlockAddressOutOfRange)
+        #expect(h.store.bytesRead == before)
     }
 
     @Test func readErrors() {

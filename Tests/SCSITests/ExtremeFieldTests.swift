@@ -145,6 +145,18 @@ import Testing
         #expect(run(list.bytes).sense?.code == .copyTargetDeviceNotReachable)
     }
 
+    /// SANITIZE OVERWRITE's progress indication on a logical unit of 2^48 blocks or more (a 128 PiB sparse file on
+    /// XFS): `blocksDone * 65536` no longer fits in 64 bits, and the progress must still be a fraction of 65536.
+    @Test func sanitizeProgressOnTheLargestLogicalUnits() {
+        let largest = UInt64.max / 512
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: largest / 2, of: largest) == 32767)
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: 31 * largest - 1, of: 31 * largest) == 65535)
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: 1 << 48, of: 1 << 50) == 16384)
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: 0, of: 0) == 0)
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: 5, of: 0) == 65535)
+        #expect(EmulatedBlockDevice.sanitizeProgress(blocksDone: 1, of: 2) == 32768)
+    }
+
     @Test func allocationLengthsAtTheirLargest() {
         let h = Harness()
         var reportLUNs = [UInt8](repeating: 0, count: 12)

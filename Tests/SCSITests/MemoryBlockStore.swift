@@ -9,6 +9,7 @@ final class MemoryBlockStore: BlockStore {
         var mapped: [Bool]
         var synchronizations = 0
         var forcedWrites = 0
+        var bytesRead = 0
     }
 
     let byteCount: UInt64
@@ -32,6 +33,8 @@ final class MemoryBlockStore: BlockStore {
     var bytes: [UInt8] { contents.withLock { $0.bytes } }
     var synchronizations: Int { contents.withLock { $0.synchronizations } }
     var forcedWrites: Int { contents.withLock { $0.forcedWrites } }
+    /// Every byte read from the store so far.
+    var bytesRead: Int { contents.withLock { $0.bytesRead } }
 
     func fill(_ value: UInt8, offset: Int, count: Int) {
         contents.withLock {
@@ -43,6 +46,7 @@ final class MemoryBlockStore: BlockStore {
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
         guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "read", errno: 5) }
         contents.withLock { contents in
+            contents.bytesRead += buffer.count
             contents.bytes.withUnsafeBytes { source in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(offset)..<(Int(offset) + buffer.count)]))
             }
