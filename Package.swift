@@ -208,3 +208,23 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets (Tests/Fuzz), declared only when FERRY_FUZZ=1: they call libFuzzer's driver, which only a build
+// with -sanitize=fuzzer links. `scripts/fuzz TARGET SECONDS` builds one with
+// -sanitize=fuzzer and runs it on its committed corpus (Tests/Fuzz/Corpus/TARGET).
+if Context.environment["FERRY_FUZZ"] == "1" {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("PDUFraming", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
+        ("LoginNegotiation", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
+        ("EmulatedDevice", ["SCSI", .product(name: "NIOCore", package: "swift-nio")]),
+        ("SessionCore", ["FerryTarget", "FerryBackends", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]),
+    ]
+    package.targets.append(.target(name: "FuzzDriver", path: "Tests/Fuzz/Driver"))
+    package.targets.append(.target(name: "FuzzSupport", dependencies: ["FuzzDriver"], path: "Tests/Fuzz/Support"))
+    for fuzzTarget in fuzzTargets {
+        package.targets.append(
+            .executableTarget(
+                name: "Fuzz\(fuzzTarget.name)", dependencies: ["FuzzSupport"] + fuzzTarget.dependencies,
+                path: "Tests/Fuzz/\(fuzzTarget.name)"))
+    }
+}
