@@ -296,6 +296,28 @@ extension SCSIResult {
         #expect(h.device.dataOutLength(for: ByteBuffer(bytes: cdb10(0x2f, lba: 0, blocks: 2, flags: 0x06))) == 512)
     }
 
+    /// VERIFY reads the medium in pieces of ``EmulatedBlockDevice/verifyChunkLength``, so that a VERIFY of
+    /// 65535 blocks with an Expected Data Transfer Length of 0 (BYTCHK 0, nothing counted against the data
+    /// buffer budget) holds one piece at a time, not 32 MiB; a miscompare still names its byte.
+    @Test func verifyReadsTheMediumInPieces() {
+        let h = Harness()
+        h.store.fill(0x5a, offset: 0, count: Harness.blocks * 512)
+        let blocks = UInt16(Harness.blocks)
+        #expect(h.run(cdb10(0x2f, lba: 0, blocks: blocks), expectedDataTransferLength: 0).status == .good)
+        #expect(h.store.bytesRead == Harness.blocks * 512)
+        #expect(h.store.largestRead <= EmulatedBlockDevice.verifyChunkLength)
+        var data = [UInt8](repeating: 0x5a, count: Harness.blocks * 512)
+        data[700_000] = 0
+        let byteCheck = h.run(cdb10(0x2f, lba: 0, blocks: blocks, flags: 0x02), data: data)
+        byteCheck.expectSense(.miscompare, .miscompareDuringVerifyOperation)
+        #expect(byteCheck.sense?.information == 700_000)
+        h.store.fill(0x00, offset: 1500 * 512 + 3, count: 1)
+        let sameBlock = h.run(
+            cdb10(0x2f, lba: 0, blocks: blocks, flags: 0x06), data: [UInt8](repeating: 0x5a, count: 512))
+        sameBlock.expectSense(.miscompare, .miscompareDuringVerifyOperation)
+        #expect(sameBlock.sense?.information == 1500 * 512 + 3)
+    }
+
     @Test func modeSenseAndSelectRoundTrip() {
         let h = Harness()
         #expect(h.run([0x00, 0, 0, 0, 0, 0], from: h.otherNexus).status == .good)

@@ -10,6 +10,7 @@ final class MemoryBlockStore: BlockStore {
         var synchronizations = 0
         var forcedWrites = 0
         var bytesRead = 0
+        var largestRead = 0
     }
 
     let byteCount: UInt64
@@ -35,6 +36,8 @@ final class MemoryBlockStore: BlockStore {
     var forcedWrites: Int { contents.withLock { $0.forcedWrites } }
     /// Every byte read from the store so far.
     var bytesRead: Int { contents.withLock { $0.bytesRead } }
+    /// The most bytes one read asked for.
+    var largestRead: Int { contents.withLock { $0.largestRead } }
 
     func fill(_ value: UInt8, offset: Int, count: Int) {
         contents.withLock {
@@ -47,6 +50,7 @@ final class MemoryBlockStore: BlockStore {
         guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "read", errno: 5) }
         contents.withLock { contents in
             contents.bytesRead += buffer.count
+            contents.largestRead = max(contents.largestRead, buffer.count)
             contents.bytes.withUnsafeBytes { source in
                 buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[Int(offset)..<(Int(offset) + buffer.count)]))
             }
