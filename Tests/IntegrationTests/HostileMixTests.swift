@@ -396,44 +396,36 @@ private final class HostileMix: @unchecked Sendable {
 
     /// Opens the 64 connections and sets each to its attack; returns once all of them are held.
     func start() async throws {
+        // Every attack session logs in first, while ferryd is idle, so that each attack runs whatever the order.
+        func logIn(_ count: Int, discovery: Bool) -> [Unchecked<RawISCSIClient>] {
+            (0..<count).compactMap { _ in
+                session(
+                    Tests.attacker, discovery: discovery,
+                    from: discovery ? Tests.discoveryAddress : Tests.sessionAddress
+                ).map(Unchecked.init)
+            }
+        }
+        let listers = Unchecked(logIn(Tests.discoveryListers, discovery: true).map(\.client))
+        let commanders = logIn(Tests.discoveryCommanders, discovery: true)
+        let flooders = logIn(Tests.pingFlooders, discovery: false)
+        let storms = logIn(Tests.commandStorms, discovery: false)
+
         // Half-open logins held (reopened when ferryd closes them), and a churn of partial logins beside them.
         let halfOpen = HalfOpenLogins(port: port, silent: Tests.silentLogins, partial: Tests.partialLogins)
         try halfOpen.open(opened)
         spawn { [self] in halfOpen.hold(until: stop, opened: opened, closed: halfOpenClosed) }
         spawn { [self] in churn() }
-
         // Discovery sessions up to max_discovery_sessions: half list targets, half send what a discovery session
         // may not (a READ of 16 MiB at CmdSN + 1, an immediate READ, a NOP-Out, a task management function) and
-        // never read the Rejects.
-        var listers: [RawISCSIClient] = []
-        for _ in 0..<Tests.discoveryListers {
-            if let client = session(Tests.attacker, discovery: true, from: Tests.discoveryAddress) {
-                listers.append(client)
-            }
-        }
-        for _ in 0..<Tests.discoveryCommanders {
-            guard let client = session(Tests.attacker, discovery: true, from: Tests.discoveryAddress).map(Unchecked.init)
-            else { continue }
-            spawn { [self] in discoveryCommands(client.client) }
-        }
-        let allListers = Unchecked(listers)
-        spawn { [self] in listTargets(allListers.client) }
-        // Discovery logins beyond max_discovery_sessions, again and again.
+        // never read the Rejects. Discovery logins beyond max_discovery_sessions, again and again.
+        spawn { [self] in listTargets(listers.client) }
+        for client in commanders { spawn { [self] in discoveryCommands(client.client) } }
         spawn { [self] in discoveryBeyondTheLimit() }
-
         // Non-readers: immediate NOP-Outs with 256 KiB of ping data, never reading the NOP-Ins.
-        for _ in 0..<Tests.pingFlooders {
-            guard let client = session(Tests.attacker, discovery: false, from: Tests.sessionAddress).map(Unchecked.init)
-            else { continue }
-            spawn { [self] in pingFlood(client.client) }
-        }
+        for client in flooders { spawn { [self] in pingFlood(client.client) } }
         // Immediate-command storms: immediate READ(10)s past the CmdSN window, half of them of 8 MiB with an
         // Expected Data Transfer Length of 0; never reading the answers.
-        for _ in 0..<Tests.commandStorms {
-            guard let client = session(Tests.attacker, discovery: false, from: Tests.sessionAddress).map(Unchecked.init)
-            else { continue }
-            spawn { [self] in commandStorm(client.client) }
-        }
+        for client in storms { spawn { [self] in commandStorm(client.client) } }
 
         held = lock.withLock { sessions.count } + halfOpen.count
         // Let the floods fill what they can before the healthy host starts.
