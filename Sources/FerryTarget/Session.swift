@@ -307,8 +307,12 @@ final class Session: @unchecked Sendable {
                 complete(itt: itt, tag: tag, .completed(.checkCondition(.logicalUnitNotSupported)))
                 return
             }
+            let edtl = request.expectedDataTransferLength
             backend.submit(request, tag: tag) { [self] completion in
-                self.backendCompleted(CompletedTask(itt: itt, tag: tag, completion: completion))
+                // Cut to what may be sent before it waits for the loop (see boundedForTransit).
+                let (bounded, produced) = SessionStateMachine.boundedForTransit(
+                    completion, expectedDataTransferLength: edtl)
+                self.backendCompleted(CompletedTask(itt: itt, tag: tag, completion: bounded, produced: produced))
             }
         case .answerByTarget(let request, let itt, let tag):
             let result = node.answer(request)
@@ -404,8 +408,8 @@ final class Session: @unchecked Sendable {
         }
     }
 
-    private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion) {
-        run(machine.backendCompleted(itt: itt, tag: tag, completion))
+    private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion, produced: Int? = nil) {
+        run(machine.backendCompleted(itt: itt, tag: tag, completion, produced: produced))
     }
 
     // MARK: Backend completions
@@ -414,6 +418,8 @@ final class Session: @unchecked Sendable {
         var itt: UInt32
         var tag: BackendTaskTag
         var completion: BackendCompletion
+        /// The Data-In length the device produced, when it was cut to the Expected Data Transfer Length.
+        var produced: Int?
     }
 
     struct CompletionInbox: Sendable {
@@ -440,7 +446,7 @@ final class Session: @unchecked Sendable {
             inbox.drainScheduled = false
         }
         runDepth += 1
-        for task in drainingCompletions { complete(itt: task.itt, tag: task.tag, task.completion) }
+        for task in drainingCompletions { complete(itt: task.itt, tag: task.tag, task.completion, produced: task.produced) }
         drainingCompletions.removeAll(keepingCapacity: true)
         runDepth -= 1
         flush()
