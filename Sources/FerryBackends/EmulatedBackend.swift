@@ -6,9 +6,17 @@ public import SCSI
 /// The emulated SBC disk behind the backend seam: an ``EmulatedBlockDevice`` over a
 /// ``BlockStore``, run on a thread pool so that blocking I/O never touches an event loop.
 ///
-/// Tasks wait in the backend's own queue, and at most `concurrency` workers on the pool take
-/// them one after the other: a burst of commands wakes a few threads, not one per command, and a
-/// busy worker goes on to the next task without sleeping.
+/// Tasks wait in the backend's own queues, one first-in first-out queue per I_T nexus, and at most
+/// `concurrency` workers on the pool take them one after the other, serving the nexuses in turn
+/// (round robin): a burst of commands wakes a few threads, not one per command, a busy worker goes on
+/// to the next task without sleeping, and an initiator that queues hundreds of tasks delays another
+/// initiator's task by at most one of its own per turn, not by all of them.
+///
+/// Within one nexus, the task attributes of SAM-5 §8.6 order the tasks: a SIMPLE task starts once
+/// the tasks queued before it have started (and no ORDERED task runs); an ORDERED task starts once
+/// every earlier task of the nexus has completed, and the tasks after it wait for it to complete;
+/// a HEAD OF QUEUE task goes before every task of its nexus that waits (the newest first) and may
+/// start while an ORDERED one runs. Tasks of different nexuses are not ordered with each other.
 ///
 /// Termination follows SAM-5's "cancel if not started, otherwise wait": a task still queued
 /// for an I/O thread completes at once with ``BackendCompletion/terminated``; a task whose
@@ -22,12 +30,95 @@ public final class EmulatedBackend: LogicalUnitBackend {
         var completion: @Sendable (BackendCompletion) -> Void
     }
 
+    /// The tasks of one I_T nexus.
+    private struct NexusQueue {
+        var waiting = CircularBuffer<Job>(initialCapacity: 16)
+        /// Tasks of this nexus that workers are running.
+        var running = 0
+        /// An ORDERED task of this nexus is running: no other task of the nexus starts before it completes,
+        /// HEAD OF QUEUE tasks apart.
+        var orderedRunning = false
+        /// The nexus has its place in ``Queue/rotation``.
+        var inRotation = false
+
+        /// Whether the task at the head of the queue may start now.
+        var canStart: Bool {
+            guard let head = waiting.first else { return false }
+            switch head.request.attribute {
+            case .headOfQueue: return true
+            case .ordered: return running == 0
+            case .simple, .aca: return !orderedRunning
+            }
+        }
+    }
+
     private struct Queue {
-        var waiting = CircularBuffer<Job>(initialCapacity: 64)
+        var nexuses: [ITNexus: NexusQueue] = [:]
+        /// The nexuses whose next task may start, in the order the workers serve them: a nexus served goes
+        /// to the back.
+        var rotation = CircularBuffer<ITNexus>(initialCapacity: 16)
         /// Workers submitted to the pool and not yet finished.
         var workers = 0
         /// The completions of running SANITIZE tasks, until they complete or are terminated.
         var sanitizing: [BackendTaskTag: @Sendable (BackendCompletion) -> Void] = [:]
+
+        /// Puts `nexus` in the rotation when its next task may start, takes it out when it has nothing left
+        /// to start, and forgets it when it holds no task at all.
+        mutating func settle(_ nexus: ITNexus) {
+            guard var entry = nexuses[nexus] else { return }
+            if entry.canStart {
+                if !entry.inRotation {
+                    entry.inRotation = true
+                    rotation.append(nexus)
+                }
+            } else if entry.inRotation, entry.waiting.isEmpty, let index = rotation.firstIndex(of: nexus) {
+                rotation.remove(at: index)
+                entry.inRotation = false
+            }
+            if entry.waiting.isEmpty && entry.running == 0 && !entry.inRotation {
+                nexuses[nexus] = nil
+            } else {
+                nexuses[nexus] = entry
+            }
+        }
+
+        /// Takes the next task to run: the next of the nexus whose turn it is. Nil when no task may start.
+        mutating func next() -> Job? {
+            while let nexus = rotation.popFirst() {
+                guard var entry = nexuses[nexus] else { continue }
+                entry.inRotation = false
+                guard entry.canStart else {
+                    // Held back by an ORDERED task: the nexus comes back when that task completes.
+                    nexuses[nexus] = entry
+                    settle(nexus)
+                    continue
+                }
+                let job = entry.waiting.removeFirst()
+                entry.running += 1
+                if job.request.attribute == .ordered { entry.orderedRunning = true }
+                nexuses[nexus] = entry
+                settle(nexus)
+                return job
+            }
+            return nil
+        }
+
+        /// A task that a worker ran has completed.
+        mutating func finished(_ job: Job) {
+            let nexus = job.request.nexus
+            guard var entry = nexuses[nexus] else { return }
+            entry.running -= 1
+            if job.request.attribute == .ordered { entry.orderedRunning = false }
+            nexuses[nexus] = entry
+            settle(nexus)
+        }
+
+        /// Whether one more worker is wanted: a task may start and fewer than `concurrency` workers run.
+        mutating func wantsWorker(concurrency: Int) -> Bool {
+            guard !rotation.isEmpty, workers < concurrency else { return false }
+            workers += 1
+            return true
+        }
     }
 
     public let device: EmulatedBlockDevice
@@ -63,25 +154,37 @@ public final class EmulatedBackend: LogicalUnitBackend {
         completion: @escaping @Sendable (BackendCompletion) -> Void
     ) {
         let startWorker = queue.withLockedValue { queue in
-            queue.waiting.append(Job(tag: tag, request: request, completion: completion))
-            guard queue.workers < concurrency else { return false }
-            queue.workers += 1
-            return true
+            let job = Job(tag: tag, request: request, completion: completion)
+            if request.attribute == .headOfQueue {
+                queue.nexuses[request.nexus, default: NexusQueue()].waiting.prepend(job)
+            } else {
+                queue.nexuses[request.nexus, default: NexusQueue()].waiting.append(job)
+            }
+            queue.settle(request.nexus)
+            return queue.wantsWorker(concurrency: concurrency)
         }
         if startWorker { threadPool.submit { [self] _ in work() } }
     }
 
-    /// A worker: runs queued tasks until there are none.
+    /// A worker: runs tasks until none may start.
     private func work() {
-        while let (job, isSanitize) = queue.withLockedValue({ queue -> (Job, Bool)? in
-            guard let job = queue.waiting.popFirst() else {
-                queue.workers -= 1
-                return nil
+        var finished: Job? = nil
+        while true {
+            let (next, another) = queue.withLockedValue { queue -> ((Job, Bool)?, Bool) in
+                if let finished { queue.finished(finished) }
+                guard let job = queue.next() else {
+                    queue.workers -= 1
+                    return (nil, false)
+                }
+                let isSanitize =
+                    job.request.cdb.getInteger(at: job.request.cdb.readerIndex) == OperationCode.sanitize
+                if isSanitize { queue.sanitizing[job.tag] = job.completion }
+                // More tasks may start (an ORDERED task completed, or tasks came in while the workers were busy).
+                return ((job, isSanitize), queue.wantsWorker(concurrency: concurrency))
             }
-            let isSanitize = job.request.cdb.getInteger(at: job.request.cdb.readerIndex) == OperationCode.sanitize
-            if isSanitize { queue.sanitizing[job.tag] = job.completion }
-            return (job, isSanitize)
-        }) {
+            if another { threadPool.submit { [self] _ in work() } }
+            guard let (job, isSanitize) = next else { return }
+            finished = job
             let result = device.execute(job.request)
             // A terminated SANITIZE task has completed already.
             if isSanitize, queue.withLockedValue({ $0.sanitizing.removeValue(forKey: job.tag) }) == nil { continue }
@@ -90,13 +193,19 @@ public final class EmulatedBackend: LogicalUnitBackend {
     }
 
     public func terminate(_ tag: BackendTaskTag) {
-        let completion = queue.withLockedValue { queue -> (@Sendable (BackendCompletion) -> Void)? in
-            guard let index = queue.waiting.firstIndex(where: { $0.tag == tag }) else {
-                // A running SANITIZE: its task ends, the sanitize operation goes on (SBC-4 §4.11).
-                return queue.sanitizing.removeValue(forKey: tag)
+        let (completion, startWorker) = queue.withLockedValue {
+            queue -> ((@Sendable (BackendCompletion) -> Void)?, Bool) in
+            for (nexus, entry) in queue.nexuses {
+                guard let index = entry.waiting.firstIndex(where: { $0.tag == tag }) else { continue }
+                let job = queue.nexuses[nexus]!.waiting.remove(at: index)
+                // The task removed may have held others back (an ORDERED task waiting for its turn).
+                queue.settle(nexus)
+                return (job.completion, queue.wantsWorker(concurrency: concurrency))
             }
-            return queue.waiting.remove(at: index).completion
+            // A running SANITIZE: its task ends, the sanitize operation goes on (SBC-4 §4.11).
+            return (queue.sanitizing.removeValue(forKey: tag), false)
         }
+        if startWorker { threadPool.submit { [self] _ in work() } }
         completion?(.terminated)
     }
 

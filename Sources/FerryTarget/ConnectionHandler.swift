@@ -31,6 +31,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// nothing arrives within `nop_in_timeout` of the ping.
     private var idleCheck: RepeatedTask?
     private var pingOutstanding = false
+    /// Rejects of PDUs the parser could not take, which an initiator can provoke one per PDU: their lines are bounded.
+    private var rejectionLines = LogThrottle()
     /// The address this connection's login is counted under in ``TargetContext/loginsInProgress``, until it ends.
     private var loginAddress: String?
     /// The session an admitted login joins, until its final response is sent.
@@ -262,7 +264,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard error.isConnectionFatal else {
-            logger.notice("rejecting PDU", metadata: ["error": "\(error)", "reason": "\(reason)"])
+            let (log, suppressed) = rejectionLines.admit()
+            if log {
+                logger.notice(
+                    "rejecting PDU", metadata: ["error": "\(error)", "reason": "\(reason)", "linesLeftOut": "\(suppressed)"])
+            }
             session.execute { $0.reject(reason, header: header, on: cid) }
             return
         }

@@ -37,8 +37,16 @@ final class Session: @unchecked Sendable {
     private var closed = false
     /// A SNACK was logged: an initiator that keeps asking for retransmission is answered every time, logged once.
     private var snackLogged = false
-    /// A discovery session sent a request only a normal session may send; logged once.
-    private var refusedInDiscovery = false
+    /// Requests only a normal session may send that this discovery session sent (each answered with a Reject).
+    private var refusedInDiscovery = 0
+    /// Lines an initiator can provoke with every PDU (a refused command or Text Request, an unexpected PDU), and
+    /// the line of each task management function answered: bounded, so that a flood is not a flood of log lines.
+    private var rejectionLines = LogThrottle()
+    private var functionLines = LogThrottle()
+
+    /// The refused requests after which a discovery session is closed: RFC 7143 §4.3 has each rejected, and a
+    /// discovery session that keeps sending them is not discovering anything, only costing a Reject each.
+    static let refusedRequestsBeforeClosingADiscoverySession = 16
 
     init(
         eventLoop: any EventLoop, tsih: UInt16, isid: ISID, initiatorName: String, node: TargetNode,
@@ -121,24 +129,33 @@ final class Session: @unchecked Sendable {
     func received(_ pdu: PDU, on cid: UInt16) {
         eventLoop.preconditionInEventLoop()
         if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
-            if !refusedInDiscovery {
-                refusedInDiscovery = true
+            guard !closed, refusedInDiscovery < Self.refusedRequestsBeforeClosingADiscoverySession else { return }
+            refusedInDiscovery += 1
+            if refusedInDiscovery == 1 {
                 logger.notice(
                     "PDU not allowed in a discovery session; rejecting it (Protocol Error), and any more of this session's without a word",
                     metadata: ["opcode": "\(pdu.opcode)"])
             }
             run(machine.requestRefusedInDiscoverySession(pdu, connection: cid))
+            if refusedInDiscovery == Self.refusedRequestsBeforeClosingADiscoverySession {
+                logger.notice(
+                    "discovery session sent only what a normal session may send; closing it",
+                    metadata: ["refused": "\(refusedInDiscovery)"])
+                run(.closeSession)
+            }
             return
         }
         switch pdu {
         case .scsiCommand(let command):
             let actions = machine.commandReceived(command, connection: cid, disposition: disposition(for: command))
             for case .send(.reject(let reject), _) in actions {
+                let (log, suppressed) = rejectionLines.admit()
+                guard log else { continue }
                 logger.notice(
                     "rejecting SCSI Command",
                     metadata: [
                         "reason": "\(reject.reason)", "itt": "\(command.initiatorTaskTag)", "cmdSN": "\(command.cmdSN)",
-                        "immediateData": "\(command.data.readableBytes)",
+                        "immediateData": "\(command.data.readableBytes)", "linesLeftOut": "\(suppressed)",
                     ])
             }
             run(actions)
@@ -169,7 +186,10 @@ final class Session: @unchecked Sendable {
             }
             run(machine.snackReceived(snack, connection: cid))
         default:
-            logger.warning("unexpected PDU in full feature phase", metadata: ["pdu": "\(pdu)"])
+            let (log, suppressed) = rejectionLines.admit()
+            guard log else { return }
+            logger.warning(
+                "unexpected PDU in full feature phase", metadata: ["pdu": "\(pdu)", "linesLeftOut": "\(suppressed)"])
         }
     }
 
@@ -260,13 +280,17 @@ final class Session: @unchecked Sendable {
         guard let (request, received) = functionsReceived.removeValue(forKey: response.initiatorTaskTag) else { return }
         let function = Self.name(of: request)
         let held = NIODeadline.now() - received
-        logger.info(
-            "task management function answered",
-            metadata: [
-                "function": "\(function)", "itt": "\(request.initiatorTaskTag)",
-                "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)", "response": "\(response.response)",
-                "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
-            ])
+        let (log, suppressed) = functionLines.admit()
+        if log {
+            logger.info(
+                "task management function answered",
+                metadata: [
+                    "function": "\(function)", "itt": "\(request.initiatorTaskTag)",
+                    "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)",
+                    "response": "\(response.response)", "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
+                    "linesLeftOut": "\(suppressed)",
+                ])
+        }
         context.taskManagementCounters.record(
             .init(
                 target: node.name, lun: TargetNode.normalize(request.lun), function: function,
@@ -307,8 +331,12 @@ final class Session: @unchecked Sendable {
                 complete(itt: itt, tag: tag, .completed(.checkCondition(.logicalUnitNotSupported)))
                 return
             }
+            let edtl = request.expectedDataTransferLength
             backend.submit(request, tag: tag) { [self] completion in
-                self.backendCompleted(CompletedTask(itt: itt, tag: tag, completion: completion))
+                // Cut to what may be sent before it waits for the loop (see boundedForTransit).
+                let (bounded, produced) = SessionStateMachine.boundedForTransit(
+                    completion, expectedDataTransferLength: edtl)
+                self.backendCompleted(CompletedTask(itt: itt, tag: tag, completion: bounded, produced: produced))
             }
         case .answerByTarget(let request, let itt, let tag):
             let result = node.answer(request)
@@ -361,7 +389,10 @@ final class Session: @unchecked Sendable {
                     machine.initiatorMaxRecvDataSegmentLengthChanged(parameters.initiatorMaxRecvDataSegmentLength)
                 }
             case .reject(let reason, let why):
-                logger.notice("rejecting Text Request", metadata: ["reason": "\(why)"])
+                let (log, suppressed) = rejectionLines.admit()
+                if log {
+                    logger.notice("rejecting Text Request", metadata: ["reason": "\(why)", "linesLeftOut": "\(suppressed)"])
+                }
                 var header = ByteBuffer()
                 PDUEncoder().writeHeaderSegment(.textRequest(request), into: &header)
                 run(machine.protocolErrorReceived(reason, header: header, connection: cid))
@@ -404,8 +435,8 @@ final class Session: @unchecked Sendable {
         }
     }
 
-    private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion) {
-        run(machine.backendCompleted(itt: itt, tag: tag, completion))
+    private func complete(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion, produced: Int? = nil) {
+        run(machine.backendCompleted(itt: itt, tag: tag, completion, produced: produced))
     }
 
     // MARK: Backend completions
@@ -414,6 +445,8 @@ final class Session: @unchecked Sendable {
         var itt: UInt32
         var tag: BackendTaskTag
         var completion: BackendCompletion
+        /// The Data-In length the device produced, when it was cut to the Expected Data Transfer Length.
+        var produced: Int?
     }
 
     struct CompletionInbox: Sendable {
@@ -440,7 +473,7 @@ final class Session: @unchecked Sendable {
             inbox.drainScheduled = false
         }
         runDepth += 1
-        for task in drainingCompletions { complete(itt: task.itt, tag: task.tag, task.completion) }
+        for task in drainingCompletions { complete(itt: task.itt, tag: task.tag, task.completion, produced: task.produced) }
         drainingCompletions.removeAll(keepingCapacity: true)
         runDepth -= 1
         flush()

@@ -449,8 +449,28 @@ struct SessionStateMachine {
 
     // MARK: Backend and shell events
 
-    /// The backend returned a task.
-    mutating func backendCompleted(itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion) -> [Action] {
+    /// What of a backend's completion may wait for the session's loop: Data-In beyond the command's Expected
+    /// Data Transfer Length is never sent, so it is let go of here, on the backend's thread, as soon as the
+    /// device has produced it, in storage of its own (a slice would keep the whole buffer alive). What remains
+    /// is within the bytes the task holds of the data buffer budget, however long the loop takes to come to it:
+    /// completions waiting for the loop cannot hold more than `max_data_buffer_mib`. `produced` is the length
+    /// the device produced, for the residual; hand both to ``backendCompleted(itt:tag:_:produced:)``.
+    static func boundedForTransit(
+        _ completion: BackendCompletion, expectedDataTransferLength edtl: Int
+    ) -> (completion: BackendCompletion, produced: Int?) {
+        guard case .completed(var result) = completion, result.dataIn.readableBytes > max(0, edtl) else {
+            return (completion, nil)
+        }
+        let produced = result.dataIn.readableBytes
+        result.dataIn = prefix(result.dataIn, length: max(0, edtl))
+        return (.completed(result), produced)
+    }
+
+    /// The backend returned a task. `produced`: the Data-In length the device produced, when
+    /// ``boundedForTransit(_:expectedDataTransferLength:)`` cut it to the Expected Data Transfer Length.
+    mutating func backendCompleted(
+        itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion, produced: Int? = nil
+    ) -> [Action] {
         guard var task = tasks[itt], case .atBackend(let current) = task.state, current == tag else {
             return takeActions()
         }
@@ -471,7 +491,7 @@ struct SessionStateMachine {
         case .terminated:
             task.state = .completed(status: .taskAborted, sense: [], dataIn: ByteBuffer(), residual: .none)
         case .completed(let result):
-            task.state = Self.completedState(task, result: result)
+            task.state = Self.completedState(task, result: result, produced: produced)
         }
         // The task now holds its Data-In and nothing else (the Data-Out went with the backend): the rest of
         // its reservation goes back, so that the budget counts what the task holds until its response is sent.
@@ -793,14 +813,15 @@ struct SessionStateMachine {
         }
     }
 
-    private static func completedState(_ task: Task, result: SCSIResult) -> TaskState {
+    private static func completedState(_ task: Task, result: SCSIResult, produced: Int? = nil) -> TaskState {
         let command = task.command
         let edtl = Int(command.expectedDataTransferLength)
         var dataIn = result.dataIn
         var residual = Residual.none
-        // A device server may read only what the EDTL covers and give the length the CDB asked for: the
-        // residual counts from that (RFC 7143 §11.4.5.2), as if it had produced all of it.
-        let produced = max(dataIn.readableBytes, result.requestedDataInLength ?? 0)
+        // A device server may read only what the EDTL covers and give the length the CDB asked for, and a
+        // completion may have been cut to the EDTL before it reached the loop (`produced`): the residual counts
+        // from what the device would have produced (RFC 7143 §11.4.5.2).
+        let produced = max(produced ?? dataIn.readableBytes, result.requestedDataInLength ?? 0)
         if command.read {
             if produced > edtl {
                 residual = .overflow(UInt32(clamping: produced - edtl))

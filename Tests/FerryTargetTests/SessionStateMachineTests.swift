@@ -579,6 +579,44 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(residual == .overflow(UInt32(readBit ? (8 << 20) - Int(edtl) : 8 << 20)))
     }
 
+    /// A completion waiting for the session's loop holds no more than the command's Expected Data Transfer Length
+    /// (which the task holds of the budget): the rest of the backend's buffer is let go of on the backend's thread,
+    /// and the residual still tells what the device produced. Before, READs of 8 MiB with EDTL 0 queued for a busy
+    /// loop took ferryd to gigabytes.
+    @Test(arguments: [UInt32(0), 512, 1 << 20, 2 << 20])
+    func aCompletionWaitingForTheLoopHoldsAtMostTheExpectedLength(edtl: UInt32) {
+        var m = machine()
+        let request = m.commandReceived(
+            read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0)
+        ).submitted[0]
+        var backendBuffer = ByteBuffer(repeating: 0x5a, count: 1 << 20)
+        let storage = backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        let (bounded, produced) = SessionStateMachine.boundedForTransit(
+            .completed(SCSIResult(status: .good, dataIn: backendBuffer)),
+            expectedDataTransferLength: request.request.expectedDataTransferLength)
+        guard case .completed(let result) = bounded else {
+            Issue.record("the completion changed kind")
+            return
+        }
+        #expect(result.dataIn.readableBytes == min(Int(edtl), 1 << 20))
+        if Int(edtl) < 1 << 20 {
+            #expect(produced == 1 << 20)
+            // The backend's buffer is no longer shared: written in place, not copied on write.
+            backendBuffer.setInteger(UInt8(1), at: 0)
+            #expect(backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == storage)
+        } else {
+            #expect(produced == nil)
+        }
+        let done = m.backendCompleted(itt: 1, tag: request.tag, bounded, produced: produced)
+        #expect(done.dataIns.map(\.data.readableBytes).reduce(0, +) == min(Int(edtl), 1 << 20))
+        let residual = done.dataIns.last?.residual ?? done.scsiResponses.first?.residual
+        switch Int(edtl) {
+        case ..<(1 << 20): #expect(residual == .overflow(UInt32((1 << 20) - Int(edtl))))
+        case 1 << 20: #expect(residual == Residual.none)
+        default: #expect(residual == .underflow(UInt32(Int(edtl) - (1 << 20))))
+        }
+    }
+
     /// A task whose response waits for the transmit path holds its Data-In, not its Expected Data Transfer Length.
     @Test func theBudgetCountsTheDataInHeldNotTheExpectedLength() {
         let budget = DataBufferBudget(capacity: 4 << 20)

@@ -93,6 +93,19 @@ extension AgainstFerryd {
                 #expect(try discovery.sendTargets().contains { $0.key == "TargetName" && $0.value == Self.target })
                 #expect(Self.lines(ferryd, of: discovery, containing: "not allowed in a discovery session") == 1)
                 #expect(try Self.read(normal) == 0)
+
+                // A discovery session that keeps sending what it may not is closed at the 16th: each costs a Reject.
+                for tag in UInt32(9)..<22 {
+                    var nop = discovery.header(opcode: RawOpcode.nopOut, immediate: true, flags: 0x80, initiatorTaskTag: tag)
+                    RawISCSIClient.put(0xffff_ffff, into: &nop, at: 20)
+                    try discovery.send(discovery.encode(header: nop))
+                }
+                let last = try discovery.drainUntilClosed()
+                #expect(last.count == 13 && last.allSatisfy { $0.opcode == RawOpcode.reject && $0.rejectReason == 0x04 })
+                #expect(try await Self.eventually {
+                    Self.lines(ferryd, of: discovery, containing: "discovery session sent only what a normal session") == 1
+                })
+                #expect(try Self.read(normal) == 0)
             }
         }
 
