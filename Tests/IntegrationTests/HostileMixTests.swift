@@ -56,6 +56,11 @@ extension AgainstFerryd {
         /// storms of 64 KiB READs alone.
         static let residentSetCeiling = 256 << 20
 
+        /// How long the healthy host's login may take under attack. Measured: 1.5-2.0 s once the emulated device read
+        /// only what the EDTL covers; 2.5-11 s before, when each immediate READ of 8 MiB with an EDTL of 0 kept an
+        /// I/O worker reading 8 MiB, and more than 10 s before the per-nexus queues.
+        static let loginBound: Duration = .seconds(5)
+
         static func configuration(port: Int, directory: String) -> String {
             // No [limits]: the defaults are what is under test.
             ConfiguredFerryd.portal(port: port, directory: directory)
@@ -116,6 +121,7 @@ extension AgainstFerryd {
                     HostileMixTests: attack: \(figures)
                     """)
                 #expect(reading != nil && writing != nil, "the healthy host logs in under attack (10 s)")
+                #expect(loginTime < Self.loginBound, "the healthy host's login under attack took \(loginTime)")
                 #expect(checking != nil, "the healthy host logs in after the attack")
                 #expect(readFailure == nil, "the healthy host's READs: \(readFailure ?? "")")
                 #expect(written.failure == nil, "the healthy host's WRITEs: \(written.failure ?? "")")
