@@ -644,9 +644,14 @@ struct SessionStateMachine {
         case .logout(let request, let cid):
             logout(request, connection: cid)
         case .nopOut(let nop, let cid):
+            // > RFC 7143 §11.18, Ping Data: Ping data is reflected in the NOP-In Response. The length of the
+            // > reflected data is limited to MaxRecvDataSegmentLength.
+            let reflected = nop.pingData.getSlice(
+                at: nop.pingData.readerIndex,
+                length: min(nop.pingData.readableBytes, parameters.initiatorMaxRecvDataSegmentLength))!
             queue(
                 .pdu(.nopIn(NOPIn(lun: nop.lun, initiatorTaskTag: nop.initiatorTaskTag, targetTransferTag: reservedTag,
-                    sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), pingData: nop.pingData))),
+                    sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), pingData: reflected))),
                 on: cid)
         }
     }

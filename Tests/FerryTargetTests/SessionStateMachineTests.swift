@@ -435,6 +435,22 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(m.expCmdSN == 1)
     }
 
+    /// > RFC 7143 §11.18, Ping Data: Ping data is reflected in the NOP-In Response. The length of the reflected data is
+    /// > limited to MaxRecvDataSegmentLength.
+    /// Found by the SessionCore fuzz target: 9727 bytes of ping data went back whole to an initiator that takes 8192.
+    @Test func pingDataIsReflectedNoLongerThanTheInitiatorTakes() {
+        var m = machine { $0.initiatorMaxRecvDataSegmentLength = 8192 }
+        let echo = NOPOut(
+            immediate: false, initiatorTaskTag: 9, cmdSN: 1, expStatSN: 100,
+            pingData: ByteBuffer(repeating: 0x5a, count: 9727))
+        let sent = m.nopOutReceived(echo, connection: 0).sent
+        guard case .nopIn(let nop)? = sent.first else {
+            Issue.record("no NOP-In: \(sent)")
+            return
+        }
+        #expect(nop.pingData == ByteBuffer(repeating: 0x5a, count: 8192))
+    }
+
     @Test func queryTaskForAMissingTask() {
         var m = machine()
         let actions = m.taskManagementReceived(tmf(.queryTask, itt: 50, ref: 1, cmdSN: 1), connection: 0)
