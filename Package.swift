@@ -78,6 +78,7 @@ let package = Package(
         .target(
             name: "FerryPassthrough",
             dependencies: [
+                "FerrySync",
                 "CSGUtils",
                 "SCSI",
                 "FerryBackends",
@@ -99,6 +100,7 @@ let package = Package(
         .target(
             name: "FerryTarget",
             dependencies: [
+                "FerrySync",
                 "ISCSIProtocol",
                 "SCSI",
                 "FerryBackends",
