@@ -72,12 +72,17 @@ final class ConfiguredFerryd {
             try await ferryd.waitUntilListening()
             result = try await body(ferryd)
         } catch {
-            let log = ferryd.log
             _ = await ferryd.stop()
+            let log = ferryd.log
+            if let reports = ThreadSanitizer.reports(in: log, of: "ferryd") {
+                throw IntegrationFailure("\(error)\n\(reports)")
+            }
             throw IntegrationFailure("\(error)\n--- ferryd log (last 8000 characters) ---\n\(log.suffix(8000))")
         }
+        let status = await ferryd.stop()
         let log = ferryd.log
-        guard await ferryd.stop() == 0 else {
+        try ThreadSanitizer.check(log, of: "ferryd")
+        guard status == 0 else {
             throw IntegrationFailure("ferryd did not stop cleanly on SIGTERM:\n\(log.suffix(8000))")
         }
         return result
