@@ -163,7 +163,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SCSITests",
-            dependencies: ["SCSI", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "FerryBackendsTests",
@@ -180,7 +180,9 @@ let package = Package(
         ),
         .testTarget(
             name: "FerryPassthroughTests",
-            dependencies: ["FerryPassthrough", "FerryBackends", "SCSI", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "FerryPassthrough", "FerryBackends", "SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "FerryControlTests",
