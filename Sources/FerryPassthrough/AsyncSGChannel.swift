@@ -1,10 +1,10 @@
 internal import CSGUtils
 import Dispatch
 import FerryBackends
+import FerrySync
 import Foundation
 import Logging
 import NIOCore
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -51,7 +51,7 @@ final class AsyncSGChannel: SGChannel {
 
     private let fds: [Int32]
     private let wakePipe: (read: Int32, write: Int32)
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private nonisolated(unsafe) let memory: UnsafeMutableRawPointer
     private let exited = DispatchSemaphore(value: 0)
     private let shutdownWait: Duration
@@ -89,7 +89,7 @@ final class AsyncSGChannel: SGChannel {
         let perFile = SGQueueScheduler<BackendTaskTag>.requestsPerFileDescriptor
         let slotCount = count * perFile
         memory = UnsafeMutableRawPointer.allocate(byteCount: slotCount * Self.slotBytes, alignment: 16)
-        state = Mutex(
+        state = Locked(
             State(
                 scheduler: SGQueueScheduler(fileDescriptors: count),
                 slots: Array(repeating: nil, count: slotCount),

@@ -3,6 +3,7 @@ public import Logging
 public import NIOCore
 public import SCSI
 import Dispatch
+import FerrySync
 import Foundation
 import Synchronization
 
@@ -73,10 +74,10 @@ public final class PassthroughBackend: LogicalUnitBackend {
     /// Device-side task management: deadlines and resets run here, never on an event loop
     /// (SG_SCSI_RESET blocks until the kernel's reset handler returns).
     private let taskManagementQueue: DispatchQueue
-    private let escalation: Mutex<AbortEscalation>
+    private let escalation: Locked<AbortEscalation>
     /// Set while the device is being reset: new commands wait in ``parked``.
     private let holding = Atomic<Bool>(false)
-    private let parked = Mutex<[ParkedCommand]>([])
+    private let parked = Locked<[ParkedCommand]>([])
     /// Counts the device resets begun; a command that meets the device's unit attention of a
     /// reset begun after it was sent is sent again (the device did not run it).
     private let resetGeneration = Atomic<Int>(0)
@@ -143,7 +144,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
         self.channel = channel
         self.logger = logger
         self.taskManagementQueue = DispatchQueue(label: "ferry-task-management-\((device.node as NSString).lastPathComponent)")
-        self.escalation = Mutex(AbortEscalation(deadline: configuration.abortDeadline))
+        self.escalation = Locked(AbortEscalation(deadline: configuration.abortDeadline))
     }
 
     /// Says what is missing when the process lacks the capabilities passthrough needs; call once
@@ -315,7 +316,7 @@ public final class PassthroughBackend: LogicalUnitBackend {
         var absorbed: [String] = []
         for _ in 0..<4 {
             let done = DispatchSemaphore(value: 0)
-            let answer = Mutex<SGCommand.Completion?>(nil)
+            let answer = Locked<SGCommand.Completion?>(nil)
             var cdb = ByteBufferAllocator().buffer(capacity: 6)
             cdb.writeRepeatingByte(0, count: 6)  // TEST UNIT READY
             let tag = BackendTaskTag(ownTags.subtract(1, ordering: .relaxed).newValue)

@@ -1,8 +1,8 @@
 internal import CSGUtils
 import FerryBackends
+import FerrySync
 import NIOCore
 import NIOPosix
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -21,7 +21,7 @@ final class SynchronousSGChannel: SGChannel {
 
     private let fd: Int32
     private let threadPool: NIOThreadPool
-    private let entries = Mutex<[BackendTaskTag: Entry]>([:])
+    private let entries = Locked<[BackendTaskTag: Entry]>([:])
 
     init(node: String, threads: Int) throws(PassthroughError) {
         switch SGSystemCalls.open(node, flags: O_RDWR) {

@@ -1,6 +1,7 @@
 public import FerryConfig
 import FerryBackends
 import FerryPassthrough
+import FerrySync
 import Foundation
 import ISCSIProtocol
 public import Logging
@@ -8,7 +9,6 @@ import NIOCore
 import NIOPosix
 import SCSI
 public import ServiceLifecycle
-import Synchronization
 
 /// Ferry's iSCSI target: listens on the configured portals and serves the configured targets
 /// until a graceful shutdown.
@@ -122,7 +122,7 @@ final class TargetContext: Sendable {
         var refusingLogins = false
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
     var configuration: FerryConfiguration { state.withLock { $0.configuration } }
     var nodes: [String: TargetNode] { state.withLock { $0.nodes } }
     let registry = SessionRegistry()
@@ -130,9 +130,9 @@ final class TargetContext: Sendable {
     /// Data-Out and Data-In buffers of every session (`[limits] max_data_buffer_mib`, read at start).
     let dataBuffers: DataBufferBudget
     /// Connections in the login phase (`[limits] max_logins_in_progress`, `max_logins_in_progress_per_address`).
-    let loginsInProgress = Mutex(LoginsInProgress())
+    let loginsInProgress = Locked(LoginsInProgress())
     /// Reloads and runtime changes happen one at a time.
-    let reloadLock = Mutex(())
+    let reloadLock = Locked(())
     /// The node discovery sessions are bound to: no LUNs.
     let discoveryNode: TargetNode
     let threadPool: NIOThreadPool
@@ -146,7 +146,7 @@ final class TargetContext: Sendable {
         let tpgt = configuration.portals.first?.portalGroupTag ?? 1
         self.portalGroupTag = tpgt
         self.dataBuffers = DataBufferBudget(capacity: configuration.limits.maxDataBufferMiB << 20)
-        self.state = Mutex(State(configuration: configuration, nodes: [:]))
+        self.state = Locked(State(configuration: configuration, nodes: [:]))
         self.discoveryNode = TargetNode(
             configuration: Target(name: "discovery", luns: []), portalGroupTag: tpgt, logicalUnits: [:])
         if configuration.targets.contains(where: { $0.luns.contains { $0.backend == .sg } }) {

@@ -1,7 +1,7 @@
+import FerrySync
 import ISCSIProtocol
 import NIOCore
 import SCSI
-import Synchronization
 
 /// Every session of the target: admission (``SessionAdmission``), lookup for new connections and session
 /// reinstatement (RFC 7143 §6.3.5), and fan-out of task-set functions across sessions.
@@ -12,7 +12,7 @@ final class SessionRegistry: Sendable {
         var serial: UInt32 = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// The serial number of the next session; never reused in the process's lifetime.
     func nextSerial() -> UInt32 {

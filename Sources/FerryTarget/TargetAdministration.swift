@@ -1,12 +1,12 @@
 public import FerryBackends
 public import FerryConfig
 import FerryPassthrough
+import FerrySync
 import Foundation
 import ISCSIProtocol
 import Logging
 import NIOCore
 import SCSI
-import Synchronization
 
 /// What is served right now, in numbers (for the service manager's status line).
 public struct TargetStatus: Sendable, Hashable {

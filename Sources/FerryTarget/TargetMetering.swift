@@ -1,9 +1,9 @@
 import FerryBackends
+import FerrySync
 import ISCSIProtocol
 import Metrics
 import NIOCore
 import SCSI
-import Synchronization
 
 /// The metrics of one logical unit (swift-metrics; exported by ferryd when `[metrics]` is set),
 /// created once when the LUN opens.
@@ -164,7 +164,7 @@ final class TaskManagementCounters: Sendable {
         var response: String
     }
 
-    private let counts = Mutex<[Key: Int]>([:])
+    private let counts = Locked<[Key: Int]>([:])
 
     func record(_ key: Key) {
         counts.withLock { $0[key, default: 0] += 1 }

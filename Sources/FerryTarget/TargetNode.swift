@@ -1,9 +1,9 @@
 import FerryBackends
 import FerryConfig
+import FerrySync
 import ISCSIProtocol
 import NIOCore
 import SCSI
-import Synchronization
 
 /// One iSCSI target node as the engine serves it: its name, its LUN map and its ACL. A reload
 /// changes the LUN map and the ACL in place, so that the node's sessions carry on.
@@ -29,7 +29,7 @@ final class TargetNode: Sendable {
 
     let name: String
     let portalGroupTag: UInt16
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// The copy targets EXTENDED COPY may name from a session of this node: the logical units of its LUN map, and
     /// no other. Kept equal to the map, so that a LUN removed by a reload or `ferryctl` is no longer reachable.
     let copyTargets: CopyTargetDirectory
@@ -42,7 +42,7 @@ final class TargetNode: Sendable {
     ) {
         self.name = configuration.name
         self.portalGroupTag = portalGroupTag
-        self.state = Mutex(State(configuration: configuration, logicalUnits: logicalUnits))
+        self.state = Locked(State(configuration: configuration, logicalUnits: logicalUnits))
         self.copyTargets = copyTargets
         copyTargets.replaceAll(with: logicalUnits.values.compactMap(\.copyEndpoint))
     }

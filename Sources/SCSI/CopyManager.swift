@@ -1,5 +1,5 @@
+import FerrySync
 import NIOCore
-import Synchronization
 
 /// The EXTENDED COPY (LID1) copy manager of a logical unit (SPC-4 §5.16, §6.4) and RECEIVE COPY
 /// RESULTS (SPC-4 §6.18).
@@ -52,7 +52,7 @@ public final class CopyManager: Sendable {
     }
 
     let directory: CopyTargetDirectory
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(directory: CopyTargetDirectory) {
         self.directory = directory

@@ -1,4 +1,4 @@
-import Synchronization
+import FerrySync
 
 /// A logical unit as a source or destination of EXTENDED COPY: its store, geometry, the NAA
 /// designator a CSCD descriptor names it by, and the reservations its commands are checked against.
@@ -43,7 +43,7 @@ public struct CopyEndpoint: Sendable {
 /// every backstore of the system). The node keeps the directory equal to its LUN map: a logical
 /// unit removed from the map is gone from the directory at once.
 public final class CopyTargetDirectory: Sendable {
-    private let endpoints = Mutex<[[UInt8]: CopyEndpoint]>([:])
+    private let endpoints = Locked<[[UInt8]: CopyEndpoint]>([:])
 
     public init() {}
 

@@ -1,5 +1,5 @@
 public import NIOCore
-import Synchronization
+import FerrySync
 
 #if canImport(Glibc)
 import Glibc
@@ -97,7 +97,7 @@ public final class EmulatedBlockDevice: Sendable {
     /// action (`opcode << 8 | action`) for the operation codes that have service actions.
     private let commandIndex: [UInt16: Int]
     private let operationCodesWithServiceActions: Set<UInt8>
-    let state: Mutex<State>
+    let state: Locked<State>
     let ordering = WriteOrderingLock()
     let allocator = ByteBufferAllocator()
     /// The clock that paces SANITIZE OVERWRITE to ``Configuration/sanitizeRate``.
@@ -148,7 +148,7 @@ public final class EmulatedBlockDevice: Sendable {
         }
         commandIndex = index
         operationCodesWithServiceActions = withActions
-        state = Mutex(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
+        state = Locked(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
         unitAttentions = UnitAttentionConditions(nexusLimit: configuration.unitAttentionNexusLimit)
         reservations = ReservationState(unitAttentions: unitAttentions)
         copyManager = CopyManager(directory: copyTargets)

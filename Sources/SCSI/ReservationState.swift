@@ -1,5 +1,5 @@
 public import NIOCore
-import Synchronization
+import FerrySync
 
 /// The SPC-2 reservation and the SPC-4 persistent reservations of one logical unit.
 ///
@@ -16,8 +16,8 @@ import Synchronization
 /// no further unit attention; 2A/05 REGISTRATIONS PREEMPTED is established here).
 public final class ReservationState: Sendable {
     let unitAttentions: UnitAttentionConditions
-    let state = Mutex(State())
-    private let abortHandler = Mutex<(@Sendable (Set<ITNexus>) -> Void)?>(nil)
+    let state = Locked(State())
+    private let abortHandler = Locked<(@Sendable (Set<ITNexus>) -> Void)?>(nil)
 
     public init(unitAttentions: UnitAttentionConditions) {
         self.unitAttentions = unitAttentions

@@ -1,3 +1,4 @@
+import FerrySync
 import Synchronization
 
 /// The unit attention conditions of one logical unit, queued per I_T nexus (SAM-5 §5.14, SPC-4 §5.14).
@@ -110,7 +111,7 @@ public final class UnitAttentionConditions: Sendable {
     /// How many recently noted I_T nexuses ``noteNexus(_:)`` compares before it hashes one.
     static let recentNexusLimit = 8
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// One bit per class of I_T nexus (``pendingBit(_:)``) with a condition queued, written under the lock
     /// and read without it, so that a command of a nexus without a condition neither locks nor hashes the
     /// nexus, even while the I_T nexus loss conditions of ended sessions stay queued for their return.
@@ -289,7 +290,7 @@ public final class UnitAttentionConditions: Sendable {
 public final class TargetUnitAttention: Sendable {
     public let code: AdditionalSenseCode
     /// The I_T nexuses the condition is established for and not yet reported to.
-    private let outstanding = Mutex(Set<ITNexus>())
+    private let outstanding = Locked(Set<ITNexus>())
 
     public init(_ code: AdditionalSenseCode) {
         self.code = code

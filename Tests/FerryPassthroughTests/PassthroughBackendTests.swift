@@ -1,10 +1,10 @@
 import FerryBackends
+import FerrySync
 import Logging
 import NIOCore
 import Dispatch
 import Foundation
 import SCSI
-import Synchronization
 import Testing
 
 @testable import FerryPassthrough
@@ -13,16 +13,16 @@ import Testing
 /// them: what Ferry answers itself, what reaches the device, and what comes back.
 @Suite struct PassthroughBackendTests {
     final class RecordingChannel: SGChannel {
-        let started = Mutex<[SGCommand]>([])
-        let terminated = Mutex<[BackendTaskTag]>([])
-        let returned = Mutex<Set<BackendTaskTag>>([])
-        let resets = Mutex<[DeviceResetScope]>([])
+        let started = Locked<[SGCommand]>([])
+        let terminated = Locked<[BackendTaskTag]>([])
+        let returned = Locked<Set<BackendTaskTag>>([])
+        let resets = Locked<[DeviceResetScope]>([])
         /// What TEST UNIT READY answers after a reset, in turn; then GOOD.
-        let testUnitReadyAnswers = Mutex<[SGOutcome]>([])
+        let testUnitReadyAnswers = Locked<[SGOutcome]>([])
         /// Blocks SG_SCSI_RESET until signalled, when set.
-        let resetGate = Mutex<DispatchSemaphore?>(nil)
+        let resetGate = Locked<DispatchSemaphore?>(nil)
         /// SG_SCSI_RESET calls begun (the backend holds new commands by then).
-        let resetsBegun = Mutex(0)
+        let resetsBegun = Locked(0)
 
         func start(_ command: SGCommand) {
             // Ferry's own TEST UNIT READY after a reset (its tags count down from the top) is answered here.
@@ -56,7 +56,7 @@ import Testing
     }
 
     final class Completions: Sendable {
-        private let received = Mutex<[BackendTaskTag: SCSIResult?]>([:])
+        private let received = Locked<[BackendTaskTag: SCSIResult?]>([:])
 
         func callback(_ tag: BackendTaskTag) -> @Sendable (BackendCompletion) -> Void {
             { completion in

@@ -69,15 +69,20 @@ final class ConfiguredFerryd {
 
         let result: Result
         do {
-            try await ferryd.waitUntilListening()
+            try await ferryd.waitUntilListening(configuration: text)
             result = try await body(ferryd)
         } catch {
-            let log = ferryd.log
             _ = await ferryd.stop()
+            let log = ferryd.log
+            if let reports = ThreadSanitizer.reports(in: log, of: "ferryd") {
+                throw IntegrationFailure("\(error)\n\(reports)")
+            }
             throw IntegrationFailure("\(error)\n--- ferryd log (last 8000 characters) ---\n\(log.suffix(8000))")
         }
+        let status = await ferryd.stop()
         let log = ferryd.log
-        guard await ferryd.stop() == 0 else {
+        try ThreadSanitizer.check(log, of: "ferryd")
+        guard status == 0 else {
             throw IntegrationFailure("ferryd did not stop cleanly on SIGTERM:\n\(log.suffix(8000))")
         }
         return result
@@ -90,16 +95,27 @@ final class ConfiguredFerryd {
         self.logFile = logFile
     }
 
-    private func waitUntilListening() async throws {
+    /// Waits until the portal accepts and, when `configuration` has them, the control socket and the metrics
+    /// endpoint listen. ferryd runs them as separate services that start concurrently, so the portal can accept
+    /// before the others are bound; under ThreadSanitizer's slowdown a test then found no control socket, or the
+    /// metrics port refusing. Their "listening" lines are logged once they are bound (at info, the default).
+    private func waitUntilListening(configuration: String) async throws {
+        let sections = configuration.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        let lines = [("[control]", "control socket listening"), ("[metrics]", "metrics endpoint listening")]
+            .filter { sections.contains($0.0) }.map(\.1)
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             guard process.isRunning else {
                 throw IntegrationFailure("ferryd exited with status \(process.terminationStatus):\n\(log)")
             }
-            if FerrydProcess.accepts(port: port) { return }
+            if FerrydProcess.accepts(port: port) {
+                let log = self.log
+                if lines.allSatisfy({ log.contains($0) }) { return }
+            }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw IntegrationFailure("ferryd did not listen on 127.0.0.1:\(port) within 30 s:\n\(log)")
+        throw IntegrationFailure(
+            "ferryd did not listen on 127.0.0.1:\(port) (and log \(lines)) within 30 s:\n\(log)")
     }
 
     /// SIGTERM, then SIGKILL after 15 s; the exit status, nil when it had to be killed.

@@ -72,6 +72,7 @@ extension AgainstFerryd {
                         print("\(suite): \(why); output:\n\(result.output.suffix(3000))")
                         print("--- ferryd log ---\n\(ferryd.log.suffix(4000))")
                         _ = await ferryd.stop()
+                        if let reports = ferryd.sanitizerReports { problems.append(reports) }
                         ferryd = try await FerrydProcess.start(
                             targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M",
                             sanitizeRate: Self.sanitizeRate)
@@ -82,9 +83,10 @@ extension AgainstFerryd {
                 _ = await ferryd.stop()
                 throw error
             }
-            let log = ferryd.log
-            if await ferryd.stop() != 0 {
-                problems.append("ferryd did not stop cleanly on SIGTERM:\n\(log.suffix(4000))")
+            let status = await ferryd.stop()
+            if let reports = ferryd.sanitizerReports { problems.append(reports) }
+            if status != 0 {
+                problems.append("ferryd did not stop cleanly on SIGTERM:\n\(ferryd.log.suffix(4000))")
             }
 
             let counts = (report.passed.count, report.skipped.count, report.failed.count)

@@ -6,6 +6,28 @@ struct IntegrationFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// ThreadSanitizer reports in what Ferry's own programs print. `scripts/tsan` builds ferryd and ferryctl with
+/// `-sanitize=thread`, and these tests start the binaries of the same build (``FerrydProcess/locateFerryd()``).
+/// TSan prints each report on the process's stderr, which every test captures (ferryd's log file, a tool's
+/// output), and then goes on (`halt_on_error=0`), so a report would otherwise only show in the exit status
+/// (`exitcode=66`) of a process that exits normally. A report anywhere in that output fails the test that started
+/// the process, with the report.
+enum ThreadSanitizer {
+    static let marker = "WARNING: ThreadSanitizer"
+
+    /// The reports in `output` of `program`, as a failure message; nil when there are none.
+    static func reports(in output: String, of program: String) -> String? {
+        guard let start = output.range(of: marker) else { return nil }
+        let count = output.components(separatedBy: marker).count - 1
+        return "ThreadSanitizer reported \(count) warning(s) in \(program):\n\(output[start.lowerBound...].prefix(16000))"
+    }
+
+    /// Throws when `output` of `program` holds a report.
+    static func check(_ output: String, of program: String) throws {
+        if let reports = reports(in: output, of: program) { throw IntegrationFailure(reports) }
+    }
+}
+
 /// What a finished command left: its exit status and everything it printed.
 struct ToolResult {
     var status: Int32
@@ -59,6 +81,7 @@ enum ExternalTool {
         process.waitUntilExit()
         var output = String(decoding: (try? Data(contentsOf: outputFile)) ?? Data(), as: UTF8.self)
         if timedOut { output += "\n[killed: \(executable) did not finish within \(timeout)]\n" }
+        try ThreadSanitizer.check(output, of: executable)
         return ToolResult(status: process.terminationStatus, output: output, timedOut: timedOut)
     }
 }

@@ -18,8 +18,14 @@ final class FerrydProcess {
     /// `iscsi://127.0.0.1:PORT/IQN/LUN`, the URL libiscsi's tools take.
     func url(lun: Int = 0) -> String { "iscsi://127.0.0.1:\(port)/\(targetName)/\(lun)" }
 
-    /// Everything ferryd has logged so far.
-    var log: String { String(decoding: (try? Data(contentsOf: logFile)) ?? Data(), as: UTF8.self) }
+    /// What ferryd logged when ``stop()`` removed the directory.
+    private var finalLog: String?
+
+    /// Everything ferryd has logged so far (all of it, once stopped).
+    var log: String { finalLog ?? String(decoding: (try? Data(contentsOf: logFile)) ?? Data(), as: UTF8.self) }
+
+    /// ThreadSanitizer's reports in ferryd's log, as a failure message; nil when there are none.
+    var sanitizerReports: String? { ThreadSanitizer.reports(in: log, of: "ferryd") }
 
     /// Starts ferryd and returns once its portal accepts connections. `sanitizeRate` is LUN 0's
     /// `sanitize_rate`, unlimited when nil.
@@ -107,10 +113,12 @@ final class FerrydProcess {
     }
 
     /// Stops ferryd with SIGTERM (SIGKILL after 15 s) and returns its exit status; nil when it had
-    /// to be killed. Removes the temporary directory.
+    /// to be killed. Keeps the log (``log``, ``sanitizerReports``) and removes the temporary directory.
     func stop() async -> Int32? {
-        defer { try? FileManager.default.removeItem(at: directory) }
-        return await process.terminate(within: .seconds(15))
+        let status = await process.terminate(within: .seconds(15))
+        finalLog = log
+        try? FileManager.default.removeItem(at: directory)
+        return status
     }
 
     /// Runs `body` against a fresh ferryd, which is always stopped afterwards. Fails when ferryd
@@ -123,12 +131,13 @@ final class FerrydProcess {
         do {
             result = try await body(ferryd)
         } catch {
-            let log = ferryd.log
             _ = await ferryd.stop()
-            throw IntegrationFailure("\(error)\n--- ferryd log (last 8000 characters) ---\n\(log.suffix(8000))")
+            if let reports = ferryd.sanitizerReports { throw IntegrationFailure("\(error)\n\(reports)") }
+            throw IntegrationFailure("\(error)\n--- ferryd log (last 8000 characters) ---\n\(ferryd.log.suffix(8000))")
         }
-        let log = ferryd.log
         let status = await ferryd.stop()
+        let log = ferryd.log
+        try ThreadSanitizer.check(log, of: "ferryd")
         guard status == 0 else {
             let how = status.map { "exited with status \($0)" } ?? "had to be killed"
             throw IntegrationFailure("ferryd \(how) on SIGTERM instead of stopping cleanly:\n\(log.suffix(8000))")
@@ -140,7 +149,8 @@ final class FerrydProcess {
 
     /// The `ferryd` that `swift test` built: `$FERRYD` if set, else the one beside the test bundle
     /// (on Linux `.build/<triple>/debug/<Package>PackageTests.xctest` sits next to `ferryd`), else
-    /// the one in `swift build --show-bin-path`.
+    /// the one in `swift build --show-bin-path`. `scripts/tsan` sets `$FERRYD` to the ferryd of its
+    /// ThreadSanitizer build, so that ferryd (and ferryctl beside it) are sanitized as well.
     static func locateFerryd() throws -> String {
         if let path = ProcessInfo.processInfo.environment["FERRYD"] { return path }
         var directory = URL(fileURLWithPath: Bundle.main.executablePath ?? CommandLine.arguments[0])

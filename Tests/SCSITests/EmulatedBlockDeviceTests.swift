@@ -1,6 +1,6 @@
+import FerrySync
 import NIOCore
 import SCSI
-import Synchronization
 import Testing
 
 /// A device over a 1 MiB in-memory store (2048 blocks of 512 bytes) and helpers to drive it.
@@ -507,7 +507,7 @@ extension SCSIResult {
 
     @Test func commandsDuringSanitizeReportSanitizeInProgress() {
         let h = Harness()
-        let seen = Mutex<[SCSIResult]>([])
+        let seen = Locked<[SCSIResult]>([])
         h.store.duringUnmap.withLock {
             $0 = {
                 let results = [

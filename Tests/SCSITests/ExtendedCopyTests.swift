@@ -1,12 +1,12 @@
+import FerrySync
 import NIOCore
-import Synchronization
 import Testing
 
 @testable import SCSI
 
 /// A block store in memory for the EXTENDED COPY tests.
 final class MemoryStoreForCopyTests: BlockStore {
-    let bytes: Mutex<[UInt8]>
+    let bytes: Locked<[UInt8]>
     let byteCount: UInt64
     var supportsUnmap: Bool { false }
     var unmappedReadsZero: Bool { false }
@@ -14,7 +14,7 @@ final class MemoryStoreForCopyTests: BlockStore {
 
     init(byteCount: Int) {
         self.byteCount = UInt64(byteCount)
-        bytes = Mutex([UInt8](repeating: 0, count: byteCount))
+        bytes = Locked([UInt8](repeating: 0, count: byteCount))
     }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {

@@ -1,5 +1,5 @@
+import FerrySync
 import SCSI
-import Synchronization
 
 /// An in-memory ``BlockStore`` for device server tests; unmapped ranges are tracked per byte
 /// range and read as zero.
@@ -20,15 +20,15 @@ final class MemoryBlockStore: BlockStore {
     let physicalBlockSize: Int
     /// The granularity of mapping state, in bytes.
     let mappingGranularity = 512
-    private let contents: Mutex<Contents>
+    private let contents: Locked<Contents>
     /// Called at the start of every unmap, outside the store's lock: a window into a running command.
-    let duringUnmap = Mutex<(@Sendable () -> Void)?>(nil)
+    let duringUnmap = Locked<(@Sendable () -> Void)?>(nil)
 
     init(byteCount: Int, supportsUnmap: Bool = true, physicalBlockSize: Int = 0) {
         self.byteCount = UInt64(byteCount)
         self.physicalBlockSize = physicalBlockSize
         self.supportsUnmap = supportsUnmap
-        contents = Mutex(Contents(bytes: [UInt8](repeating: 0, count: byteCount), mapped: [Bool](repeating: false, count: byteCount / 512)))
+        contents = Locked(Contents(bytes: [UInt8](repeating: 0, count: byteCount), mapped: [Bool](repeating: false, count: byteCount / 512)))
     }
 
     var bytes: [UInt8] { contents.withLock { $0.bytes } }

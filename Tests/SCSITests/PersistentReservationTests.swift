@@ -1,5 +1,5 @@
+import FerrySync
 import NIOCore
-import Synchronization
 import Testing
 
 @testable import SCSI
@@ -250,7 +250,7 @@ extension ReservationFixture {
 
     @Test func preemptAndAbortCallsTheHandler() {
         let f = ReservationFixture()
-        let aborted = Mutex<Set<ITNexus>>([])
+        let aborted = Locked<Set<ITNexus>>([])
         f.reservations.preemptAndAbortHandler = { nexuses in aborted.withLock { $0.formUnion(nexuses) } }
         _ = f.registerAndIgnore(1, from: f.first)
         _ = f.registerAndIgnore(2, from: f.second)

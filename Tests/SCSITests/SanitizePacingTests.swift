@@ -1,13 +1,13 @@
+import FerrySync
 import NIOCore
 import SCSI
-import Synchronization
 import Testing
 
 /// A virtual clock: sleeping moves it on at once, and calls `duringSleep` first.
 private final class VirtualClock: ErasureClock {
     private let origin = ContinuousClock.now
-    private let state = Mutex<(elapsed: Duration, sleeps: [Duration])>((.zero, []))
-    let duringSleep = Mutex<@Sendable () -> Void>({})
+    private let state = Locked<(elapsed: Duration, sleeps: [Duration])>((.zero, []))
+    let duringSleep = Locked<@Sendable () -> Void>({})
 
     var now: ContinuousClock.Instant { origin + state.withLock { $0.elapsed } }
     var elapsed: Duration { state.withLock { $0.elapsed } }
@@ -84,7 +84,7 @@ private final class VirtualClock: ErasureClock {
     @Test func commandsDuringPacedOverwriteReportProgress() {
         let clock = VirtualClock()
         let device = device(rate: 4 << 20, clock: clock)
-        let seen = Mutex<[(requestSense: [UInt8], testUnitReady: SCSIResult)]>([])
+        let seen = Locked<[(requestSense: [UInt8], testUnitReady: SCSIResult)]>([])
         clock.duringSleep.withLock {
             $0 = {
                 let sense = run(device, [0x03, 0, 0, 0, 18, 0])
