@@ -126,20 +126,7 @@ extension AgainstFerryd {
 
         /// A plain HTTP/1.1 GET; the whole response, headers included.
         static func httpGet(port: Int, path: String) throws -> String {
-            let descriptor = try RawISCSIClient.connectToLoopback(port: port)
-            defer { close(descriptor) }
-            let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".utf8)
-            guard send(descriptor, request, request.count, 0) == request.count else {
-                throw IntegrationFailure("cannot send the HTTP request")
-            }
-            var response: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65_536)
-            while true {
-                let count = recv(descriptor, &chunk, chunk.count, 0)
-                guard count > 0 else { break }
-                response += chunk[..<count]
-            }
-            return String(decoding: response, as: UTF8.self)
+            try MetricsEndpointTests.request(port: port, "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         }
     }
 }
