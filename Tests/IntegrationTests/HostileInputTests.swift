@@ -49,6 +49,18 @@ extension AgainstFerryd {
                 _ = try healthy.ping(data: Array("still there".utf8))
                 #expect(try healthy.testUnitReady() == 0)
                 #expect(count() == 1, "\(ferryd.log.suffix(4000))")
+                // An attack that ferryd answers without closing (a data digest error) leaves the attacker's session
+                // up: end it, and wait until every session the attacker logged in has closed, not for a while.
+                attacker.shutdown()
+                func attackerLines(_ event: String) -> Int {
+                    ferryd.log.split(separator: "\n").filter {
+                        $0.contains(event) && $0.contains("initiator=\(Self.attacker)")
+                    }.count
+                }
+                let closeDeadline = ContinuousClock.now + .seconds(10)
+                while attackerLines("session closed") < attackerLines("logged in") && ContinuousClock.now < closeDeadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
                 let next = try RawISCSIClient(port: ferryd.port).login(
                     initiatorName: Self.attacker, targetName: Self.target)
                 #expect(next.succeeded, "a login after the attack: \(next.response.loginStatus)")
