@@ -231,7 +231,7 @@ if Context.environment["FERRY_FUZZ"] == "1" {
     let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
         ("PDUFraming", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         ("LoginNegotiation", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
-        ("EmulatedDevice", ["SCSI", .product(name: "NIOCore", package: "swift-nio")]),
+        ("EmulatedDevice", ["SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]),
         ("SessionCore", ["FerryTarget", "FerryBackends", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]),
     ]
     package.targets.append(.target(name: "FuzzDriver", path: "Tests/Fuzz/Driver"))
