@@ -198,7 +198,10 @@ struct CHAPAuthenticator: Sendable {
                 return []
             }
             // > ... the target MUST respond with the first algorithm it supports from the list.
-            let chosen = TextKeys.listValues(offered).lazy.compactMap { UInt8($0).flatMap(CHAPAlgorithm.init) }
+            // CHAP_A's values are numerical (RFC 7143 §6.1): unsigned, so "+5" names no algorithm.
+            let chosen = TextKeys.listValues(offered).lazy
+                .compactMap { OperationalNegotiator.number(String($0), in: 0...255) }
+                .compactMap { CHAPAlgorithm(rawValue: UInt8($0)) }
                 .first { self.algorithms.contains($0) }
             guard let algorithm = chosen else {
                 throw LoginFailure(.authenticationFailure, "no acceptable CHAP algorithm in CHAP_A=\(offered)")

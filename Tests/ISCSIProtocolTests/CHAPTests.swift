@@ -61,6 +61,18 @@ struct SeededRandom: RandomNumberGenerator, Sendable {
         #expect(authenticator.isAuthenticated)
     }
 
+    /// CHAP_A's values are numerical (RFC 7143 §6.1: unsigned constants): "+5" and "-0" name no algorithm, though
+    /// `UInt8("+5")` is 5.
+    @Test(arguments: ["+5", "-0", " 5", "5 "])
+    func aSignedOrPaddedAlgorithmNumberNamesNoAlgorithm(_ offered: String) {
+        var random = SeededRandom(state: 1)
+        var authenticator = CHAPAuthenticator(
+            account: CHAPAccount(user: "a", secret: "b"), mutualAccount: nil, algorithms: [.md5])
+        #expect(throws: LoginFailure.self) {
+            try authenticator.process([TextKeyValue("CHAP_A", offered)], random: &random)
+        }
+    }
+
     @Test func unsupportedAlgorithmFails() {
         var random = SeededRandom(state: 1)
         var authenticator = CHAPAuthenticator(
