@@ -63,7 +63,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Backends behind one protocol: the emulated file/block backend (sg comes later).
+        // Backends behind one protocol: the emulated file/block backend here, SG_IO passthrough in FerryPassthrough.
         .target(
             name: "FerryBackends",
             dependencies: [

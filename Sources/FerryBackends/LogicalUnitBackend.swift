@@ -16,8 +16,8 @@ public enum BackendCompletion: Sendable {
     case terminated
 }
 
-/// The seam between the target engine and a device: the emulated SBC disk, and later SG_IO
-/// passthrough. A backend is shared by every session that can reach the logical unit, so it is
+/// The seam between the target engine and a device: the emulated SBC disk, and SG_IO passthrough
+/// (FerryPassthrough). A backend is shared by every session that can reach the logical unit, so it is
 /// thread safe, and it never blocks the caller: work runs on the backend's own threads, and the
 /// completion is called from there (the engine hops back onto its event loop).
 public protocol LogicalUnitBackend: AnyObject, Sendable {

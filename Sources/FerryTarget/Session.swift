@@ -249,9 +249,8 @@ final class Session: @unchecked Sendable {
 
     // MARK: Cross-session task management
 
-    /// Another session's function reaches this one; `done` runs on this loop when every
-    /// affected task here has left its backend.
-    /// `done(hadTasks)` runs on this loop when every affected task here has left its backend.
+    /// Another session's function reaches this one. `done(hadTasks)` runs on this loop when every affected task
+    /// here has left its backend.
     func terminate(
         _ scope: TaskSetScope, externalID: UInt32, tas: SessionStateMachine.TASPolicy,
         done: @escaping @Sendable (Bool) -> Void

@@ -194,7 +194,7 @@ struct SessionStateMachine {
         /// A Text Request reached its turn; answer with ``queueTextResponse(_:connection:)``.
         case handleText(TextRequest, connection: UInt16)
         /// QUERY ASYNCHRONOUS EVENT: look up the pending unit attention and answer with
-        /// ``asynchronousEventQueried(functionTag:senseKey:code:)``.
+        /// ``asynchronousEventQueried(functionTag:pending:)``.
         case queryUnitAttention(lun: UInt64, functionTag: UInt32)
         /// A task-set function of another session no longer waits for any task here.
         case externalFunctionDone(UInt32)
