@@ -347,8 +347,9 @@ struct SessionStateMachine {
     /// A SCSI Data-Out PDU arrived (RFC 7143 §11.7).
     mutating func dataOutReceived(_ dataOut: SCSIDataOut, connection cid: UInt16) -> [Action] {
         guard var task = tasks[dataOut.initiatorTaskTag] else {
-            // Data for a task that is gone (aborted, or never existed). After an abort the
-            // initiator may still be sending; drop it silently. Otherwise it is a protocol error.
+            // Data for a task that is gone (aborted, or never existed) is dropped without a word: after an
+            // abort the initiator may still be sending, and the session cannot tell that data from data
+            // for a task that never was.
             return takeActions()
         }
         if task.abort != nil || task.overBudget { return takeActions() }
