@@ -75,10 +75,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         loginTimeout = context.eventLoop.scheduleTask(in: .seconds(Int64(seconds))) {
             let (handler, context) = loopBound.value
-            guard case .login = handler.phase else { return }
+            guard case .login(var machine) = handler.phase else { return }
             handler.logger.warning("login timed out; closing the connection", metadata: ["seconds": "\(seconds)"])
-            handler.phase = .closed
-            context.close(promise: nil)
+            handler.perform(machine.loginTimedOut(), machine: machine, context: context)
         }
         context.fireChannelActive()
     }
