@@ -11,21 +11,11 @@ import Glibc
 #endif
 
 /// A 1 MiB store in memory that ignores writes.
-private final class NullStore: BlockStore {
-    let byteCount: UInt64 = 1 << 20
-    let supportsUnmap = false
-    let unmappedReadsZero = false
+private final class NullStore: ReadingTestStore {
     let identity = "null"
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
         buffer.initializeMemory(as: UInt8.self, repeating: 0)
-    }
-
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {}
-    func synchronize() throws(BlockStoreError) {}
-    func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {}
-    func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
-        (true, byteCount - offset)
     }
 }
 

@@ -7,10 +7,7 @@ import SCSI
 import Testing
 
 /// A 1 MiB store in memory whose reads wait at a gate until the test opens it.
-private final class GatedStore: BlockStore, @unchecked Sendable {
-    let byteCount: UInt64 = 1 << 20
-    let supportsUnmap = false
-    let unmappedReadsZero = false
+private final class GatedStore: ReadingTestStore, @unchecked Sendable {
     let identity = "gated"
     /// Signalled when a read reaches the gate.
     let arrived = DispatchSemaphore(value: 0)
@@ -22,20 +19,10 @@ private final class GatedStore: BlockStore, @unchecked Sendable {
         gate.wait()
         buffer.initializeMemory(as: UInt8.self, repeating: 0x5a)
     }
-
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {}
-    func synchronize() throws(BlockStoreError) {}
-    func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {}
-    func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
-        (true, byteCount - offset)
-    }
 }
 
 /// A 1 MiB store in memory whose read of each block waits until the test opens that block.
-private final class BlockGatedStore: BlockStore, @unchecked Sendable {
-    let byteCount: UInt64 = 1 << 20
-    let supportsUnmap = false
-    let unmappedReadsZero = false
+private final class BlockGatedStore: ReadingTestStore, @unchecked Sendable {
     let identity = "block-gated"
     /// Signalled when a read reaches its gate.
     let arrived = DispatchSemaphore(value: 0)
@@ -62,13 +49,6 @@ private final class BlockGatedStore: BlockStore, @unchecked Sendable {
         arrived.signal()
         gate(lba).wait()
         buffer.initializeMemory(as: UInt8.self, repeating: 0x5a)
-    }
-
-    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {}
-    func synchronize() throws(BlockStoreError) {}
-    func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {}
-    func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
-        (true, byteCount - offset)
     }
 }
 
