@@ -32,8 +32,8 @@ struct LoginsInProgress: Sendable {
 
     private(set) var total = 0
     private var perAddress: [String: Int] = [:]
-    private var lastLine: ContinuousClock.Instant?
-    private var refusedSilently = 0
+    /// One line per `quietPeriod` for refusals.
+    private var refusalLines = LogThrottle(burst: 1, period: quietPeriod)
 
     /// A connection from `address` was accepted at `now`.
     mutating func connectionAccepted(from address: String, limits: Limits, now: ContinuousClock.Instant) -> Decision {
@@ -48,13 +48,8 @@ struct LoginsInProgress: Sendable {
             perAddress[address] = fromAddress + 1
             return .begin
         }
-        if let lastLine, now - lastLine < Self.quietPeriod {
-            refusedSilently += 1
-            return .refuse(refusal, log: false, refusedSilently: refusedSilently)
-        }
-        defer { refusedSilently = 0 }
-        lastLine = now
-        return .refuse(refusal, log: true, refusedSilently: refusedSilently)
+        let (log, refusedSilently) = refusalLines.admit(now: now)
+        return .refuse(refusal, log: log, refusedSilently: refusedSilently)
     }
 
     /// A connection that began its login from `address` left the login phase (logged in, or closed).
