@@ -96,12 +96,26 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The target engine: portals, sessions, connections, ACLs, task and transmit path.
+        // The session core (RFC 7143 §3.2.2, §4.2.2, §11.5): the CmdSN window, the per-task state machine with its
+        // Data-Out and R2Ts, task management and its waiting, and each connection's transmit queue with its StatSN.
+        // Events in, actions out; no I/O, threads or clocks.
+        .target(
+            name: "ISCSISession",
+            dependencies: [
+                "ISCSIProtocol",
+                "SCSI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
+            swiftSettings: strict
+        ),
+        // The target engine: portals, sessions, connections, ACLs; the shells that carry out the session core's actions.
         .target(
             name: "FerryTarget",
             dependencies: [
                 "FerrySync",
                 "ISCSIProtocol",
+                "ISCSISession",
                 "SCSI",
                 "FerryBackends",
                 "FerryPassthrough",
@@ -164,6 +178,10 @@ let package = Package(
         .testTarget(
             name: "SCSITests",
             dependencies: ["SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "ISCSISessionTests",
+            dependencies: ["ISCSISession", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "FerryBackendsTests",
@@ -232,7 +250,7 @@ if Context.environment["FERRY_FUZZ"] == "1" {
         ("PDUFraming", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         ("LoginNegotiation", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         ("EmulatedDevice", ["SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]),
-        ("SessionCore", ["FerryTarget", "FerryBackends", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]),
+        ("SessionCore", ["ISCSISession", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]),
     ]
     package.targets.append(.target(name: "FuzzDriver", path: "Tests/Fuzz/Driver"))
     package.targets.append(.target(name: "FuzzSupport", dependencies: ["FuzzDriver"], path: "Tests/Fuzz/Support"))

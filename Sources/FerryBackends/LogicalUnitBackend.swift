@@ -1,21 +1,6 @@
 public import NIOCore
 public import SCSI
 
-/// Identifies one task handed to a backend, unique for the backend's lifetime.
-public struct BackendTaskTag: Sendable, Hashable, CustomStringConvertible {
-    public var rawValue: UInt64
-    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
-    public var description: String { "#\(rawValue)" }
-}
-
-/// How a task handed to a backend came back. Every submitted task completes exactly once.
-public enum BackendCompletion: Sendable {
-    /// The device server ran the command.
-    case completed(SCSIResult)
-    /// The task was terminated before the device server ran it.
-    case terminated
-}
-
 /// The seam between the target engine and a device: the emulated SBC disk, and SG_IO passthrough
 /// (FerryPassthrough). A backend is shared by every session that can reach the logical unit, so it is
 /// thread safe, and it never blocks the caller: work runs on the backend's own threads, and the

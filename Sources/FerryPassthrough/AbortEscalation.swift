@@ -1,4 +1,4 @@
-import FerryBackends
+import SCSI
 import NIOCore
 
 /// The abort deadline of one passthrough logical unit, as a pure state machine.

@@ -1,6 +1,6 @@
 internal import CSGUtils
 import Dispatch
-import FerryBackends
+import SCSI
 import FerrySync
 import Foundation
 import Logging

@@ -1,5 +1,5 @@
 internal import CSGUtils
-import FerryBackends
+import SCSI
 import NIOCore
 
 /// One command on its way to the device, as the sg channels carry it out.

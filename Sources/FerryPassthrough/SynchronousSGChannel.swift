@@ -1,5 +1,5 @@
 internal import CSGUtils
-import FerryBackends
+import SCSI
 import FerrySync
 import NIOCore
 import NIOPosix

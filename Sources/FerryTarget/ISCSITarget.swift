@@ -4,6 +4,7 @@ import FerryPassthrough
 import FerrySync
 import Foundation
 import ISCSIProtocol
+import ISCSISession
 public import Logging
 import NIOCore
 import NIOPosix

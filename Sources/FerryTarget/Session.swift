@@ -1,5 +1,6 @@
 import FerryBackends
 import ISCSIProtocol
+import ISCSISession
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -11,6 +12,8 @@ import SCSI
 final class Session: @unchecked Sendable {
     let eventLoop: any EventLoop
     let tsih: UInt16
+    /// No other session of the process ever had this number; the others name this session by it.
+    let serial: UInt32
     let isid: ISID
     let initiatorName: String
     let nexus: ITNexus
@@ -55,6 +58,7 @@ final class Session: @unchecked Sendable {
     ) {
         self.eventLoop = eventLoop
         self.tsih = tsih
+        self.serial = serial
         self.isid = isid
         self.initiatorName = initiatorName
         self.node = node
@@ -65,8 +69,7 @@ final class Session: @unchecked Sendable {
             targetPortName: "\(node.name),t,0x\(String(node.portalGroupTag, radix: 16))",
             relativeTargetPortIdentifier: node.portalGroupTag)
         self.machine = SessionStateMachine(
-            nexus: nexus, parameters: parameters, expCmdSN: expCmdSN, sessionSerial: serial,
-            budget: context.dataBuffers)
+            nexus: nexus, parameters: parameters, expCmdSN: expCmdSN, sessionSerial: serial)
         var logger = logger
         logger[metadataKey: "tsih"] = "\(tsih)"
         logger[metadataKey: "isid"] = "\(isid)"
@@ -136,7 +139,7 @@ final class Session: @unchecked Sendable {
                     "PDU not allowed in a discovery session; rejecting it (Protocol Error), and any more of this session's without a word",
                     metadata: ["opcode": "\(pdu.opcode)"])
             }
-            run(machine.requestRefusedInDiscoverySession(pdu, connection: cid))
+            run(machine.requestRefusedInDiscoverySession(header: Self.basicHeaderSegment(of: pdu), connection: cid))
             if refusedInDiscovery == Self.refusedRequestsBeforeClosingADiscoverySession {
                 logger.notice(
                     "discovery session sent only what a normal session may send; closing it",
@@ -147,7 +150,9 @@ final class Session: @unchecked Sendable {
         }
         switch pdu {
         case .scsiCommand(let command):
-            let actions = machine.commandReceived(command, connection: cid, disposition: disposition(for: command))
+            let actions = machine.commandReceived(
+                command, header: Self.basicHeaderSegment(of: pdu), connection: cid, disposition: disposition(for: command),
+                reservation: reserveDataBuffer(for: command))
             for case .send(.reject(let reject), _) in actions {
                 let (log, suppressed) = rejectionLines.admit()
                 guard log else { continue }
@@ -160,7 +165,7 @@ final class Session: @unchecked Sendable {
             }
             run(actions)
         case .scsiDataOut(let dataOut):
-            run(machine.dataOutReceived(dataOut, connection: cid))
+            run(machine.dataOutReceived(dataOut, header: Self.basicHeaderSegment(of: pdu), connection: cid))
         case .taskManagementFunctionRequest(let request):
             logger.debug(
                 "task management function received",
@@ -168,9 +173,11 @@ final class Session: @unchecked Sendable {
                     "function": "\(Self.name(of: request))", "itt": "\(request.initiatorTaskTag)",
                     "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)",
                 ])
-            functionsReceived[request.initiatorTaskTag] = (request, .now())
+            let logicalUnit = node.backend(lun: request.lun).map {
+                FunctionLogicalUnit.mapped(taskAbortedStatus: $0.taskAbortedStatus)
+            }
             run(machine.taskManagementReceived(
-                request, connection: cid, logicalUnitExists: node.backend(lun: request.lun) != nil))
+                request, connection: cid, logicalUnit: logicalUnit ?? .notMapped, received: .now()))
         case .textRequest(let request):
             run(machine.textReceived(request, connection: cid))
         case .logoutRequest(let request):
@@ -184,7 +191,7 @@ final class Session: @unchecked Sendable {
                     "rejecting SNACK: ErrorRecoveryLevel is 0 (logged once per session)",
                     metadata: ["type": "\(snack.type)", "itt": "\(snack.initiatorTaskTag)", "begRun": "\(snack.begRun)"])
             }
-            run(machine.snackReceived(snack, connection: cid))
+            run(machine.snackReceived(header: Self.basicHeaderSegment(of: pdu), connection: cid))
         default:
             let (log, suppressed) = rejectionLines.admit()
             guard log else { return }
@@ -240,6 +247,19 @@ final class Session: @unchecked Sendable {
         run(machine.writabilityChanged(cid, writable: writable))
     }
 
+    /// The 48-byte BHS of a PDU, for the data segment of a Reject (RFC 7143 §11.17).
+    private static func basicHeaderSegment(of pdu: PDU) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        PDUEncoder().writeHeaderSegment(pdu, into: &buffer)
+        return buffer.getSlice(at: buffer.readerIndex, length: 48)!
+    }
+
+    /// Takes a command's Expected Data Transfer Length from the target's data buffer budget, if there is room.
+    private func reserveDataBuffer(for command: SCSICommand) -> DataBufferReservation {
+        let bytes = Int(command.expectedDataTransferLength)
+        return context.dataBuffers.reserve(bytes) ? .reserved(bytes) : .unavailable
+    }
+
     private func disposition(for command: SCSICommand) -> LogicalUnitDisposition {
         guard let backend = node.backend(lun: command.lun), !TargetNode.answersItself(command.cdb) else {
             return .answeredByTarget
@@ -247,36 +267,18 @@ final class Session: @unchecked Sendable {
         return .mapped(dataOutLength: command.write ? backend.dataOutLength(for: command.cdb) : 0)
     }
 
-    // MARK: Cross-session task management
-
-    /// Another session's function reaches this one. `done(hadTasks)` runs on this loop when every affected task
-    /// here has left its backend.
-    func terminate(
-        _ scope: TaskSetScope, externalID: UInt32, tas: SessionStateMachine.TASPolicy,
-        done: @escaping @Sendable (Bool) -> Void
-    ) {
-        eventLoop.preconditionInEventLoop()
-        let (actions, affected, mustWait) = machine.terminateForOtherSession(scope, externalID: externalID, tas: tas)
-        if mustWait { externalWaiters[externalID] = { done(affected) } }
-        run(actions)
-        if !mustWait { done(affected) }
-    }
-
-    private var externalWaiters: [UInt32: () -> Void] = [:]
-
     // MARK: Task management outcomes
-
-    /// Functions between their arrival and their response, by ITT, with the time they arrived.
-    private var functionsReceived: [UInt32: (request: TaskManagementFunctionRequest, received: NIODeadline)] = [:]
 
     private static func name(of request: TaskManagementFunctionRequest) -> String {
         request.function.map { "\($0)" } ?? "code \(request.functionCode)"
     }
 
-    /// Logs and counts a function's response as it goes to the transmit path: what it was, what it
-    /// answered, and how long Ferry held it (waiting for the device, other sessions, a reset).
-    private func functionAnswered(_ response: TaskManagementFunctionResponse) {
-        guard let (request, received) = functionsReceived.removeValue(forKey: response.initiatorTaskTag) else { return }
+    /// Logs and counts a function's answer: what it was, what it answered, and how long Ferry held it (waiting
+    /// for the device, other sessions, a reset).
+    private func functionAnswered(
+        _ request: TaskManagementFunctionRequest, _ response: TaskManagementFunctionResponse.Response,
+        received: NIODeadline
+    ) {
         let function = Self.name(of: request)
         let held = NIODeadline.now() - received
         let (log, suppressed) = functionLines.admit()
@@ -286,19 +288,17 @@ final class Session: @unchecked Sendable {
                 metadata: [
                     "function": "\(function)", "itt": "\(request.initiatorTaskTag)",
                     "refITT": "\(request.referencedTaskTag)", "lun": "\(request.lun)",
-                    "response": "\(response.response)", "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
+                    "response": "\(response)", "heldMilliseconds": "\(held.nanoseconds / 1_000_000)",
                     "linesLeftOut": "\(suppressed)",
                 ])
         }
         context.taskManagementCounters.record(
-            .init(
-                target: node.name, lun: TargetNode.normalize(request.lun), function: function,
-                response: "\(response.response)"))
+            .init(target: node.name, lun: TargetNode.normalize(request.lun), function: function, response: "\(response)"))
     }
 
     // MARK: Actions
 
-    private func run(_ actions: consuming [SessionStateMachine.Action]) {
+    fileprivate func run(_ actions: consuming [SessionStateMachine.Action]) {
         runDepth += 1
         // Indices, not for-in: iterating would consume the buffer before it goes back.
         for index in actions.indices { run(actions[index]) }
@@ -316,7 +316,6 @@ final class Session: @unchecked Sendable {
     private func run(_ action: SessionStateMachine.Action) {
         switch action {
         case .send(let pdu, let cid):
-            if case .taskManagementFunctionResponse(let response) = pdu { functionAnswered(response) }
             if let writer = writers[cid] {
                 writer.enqueue(pdu)
             } else if let channel = connections[cid] {
@@ -342,27 +341,26 @@ final class Session: @unchecked Sendable {
             eventLoop.execute { self.complete(itt: itt, tag: tag, .completed(result)) }
         case .terminate(let lun, let tag):
             node.backend(lun: lun)?.terminate(tag)
-        case .terminateInOtherSessions(let scope, let functionTag, let clearsTaskSet):
-            let registry = context.registry
-            // TAS (control mode page) decides how a cleared task ends for its own initiator.
-            var tas = SessionStateMachine.TASPolicy.silent
-            if clearsTaskSet, case .logicalUnit(let lun) = scope, node.backend(lun: lun)?.taskAbortedStatus == true {
-                tas = .taskAbortedStatus
+        case .terminateInOtherSessions(let scope, let functionTag, let tas):
+            let others = context.registry.otherSessions(of: self)
+            run(machine.otherSessionsNamed(others.map(\.serial), functionTag: functionTag))
+            let function = ForeignFunction(session: serial, functionTag: functionTag)
+            for other in others {
+                other.execute { $0.run($0.machine.terminateForForeignFunction(function, scope: scope, tas: tas)) }
             }
-            let (marked, terminated) = registry.terminateInOtherSessions(of: self, node: node, scope: scope, tas: tas)
-            marked.whenSuccess { [self] in run(machine.otherSessionsMarked(functionTag: functionTag)) }
-            terminated.whenSuccess { [self, tas] affected in
-                if clearsTaskSet, tas == .silent, !affected.isEmpty, case .logicalUnit(let lun) = scope {
-                    node.backend(lun: lun)?.apply(.tasksClearedByAnotherInitiator(by: nexus, otherNexuses: affected))
-                }
-                run(machine.otherSessionsTerminated(functionTag: functionTag))
+        case .reportToForeignFunction(let function, let report):
+            let (reporter, nexus) = (serial, nexus)
+            context.registry.session(serial: function.session)?.execute {
+                $0.run($0.machine.foreignFunctionReported(functionTag: function.functionTag, by: reporter, report, nexus: nexus))
             }
         case .resetDevices(let scope, let functionTag):
             resetDevices(scope) { [self] in
                 execute { $0.run($0.machine.devicesReset(functionTag: functionTag)) }
             }
-        case .externalFunctionDone(let id):
-            externalWaiters.removeValue(forKey: id)?()
+        case .functionAnswered(let request, let response, let received):
+            functionAnswered(request, response, received: received)
+        case .releaseDataBuffer(let bytes):
+            context.dataBuffers.release(bytes)
         case .applyToLogicalUnits(let effects):
             for effect in effects {
                 let event = effect.event
@@ -483,7 +481,7 @@ final class Session: @unchecked Sendable {
     private func finish() {
         guard !closed else { return }
         closed = true
-        machine.releaseDataBuffers()
+        run(machine.releaseDataBuffers())
         // A session replaced by reinstatement lost its nexus when its successor was admitted.
         if context.registry.remove(self) { nexusLost() }
         logger.info("session closed")

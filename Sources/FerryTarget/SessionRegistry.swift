@@ -83,30 +83,13 @@ final class SessionRegistry: Sendable {
 
     var all: [Session] { state.withLock { Array($0.sessions.values) } }
 
-    /// Carries a task-set function to every other session of `node`. Both futures complete on
-    /// `origin`'s loop: `marked` once every other session has marked its affected tasks aborted,
-    /// `terminated`, with the nexuses that had affected tasks, once none of them is still at a backend.
-    func terminateInOtherSessions(
-        of origin: Session, node: TargetNode, scope: TaskSetScope, tas: SessionStateMachine.TASPolicy
-    ) -> (marked: EventLoopFuture<Void>, terminated: EventLoopFuture<Set<ITNexus>>) {
-        let others = state.withLock { $0.sessions.values.filter { $0 !== origin && $0.node === node } }
-        let externalID = nextSerial()
-        var marks: [EventLoopFuture<Void>] = []
-        let futures = others.map { other -> EventLoopFuture<ITNexus?> in
-            let promise = origin.eventLoop.makePromise(of: ITNexus?.self)
-            let marked = origin.eventLoop.makePromise(of: Void.self)
-            marks.append(marked.futureResult)
-            other.execute { session in
-                session.terminate(scope, externalID: externalID, tas: tas) { hadTasks in
-                    promise.succeed(hadTasks ? session.nexus : nil)
-                }
-                marked.succeed()
-            }
-            return promise.futureResult
-        }
-        return (
-            EventLoopFuture.andAllSucceed(marks, on: origin.eventLoop),
-            EventLoopFuture.whenAllSucceed(futures, on: origin.eventLoop).map { Set($0.compactMap { $0 }) }
-        )
+    /// Every other session of `origin`'s target node: those a task-set function of `origin` reaches.
+    func otherSessions(of origin: Session) -> [Session] {
+        state.withLock { $0.sessions.values.filter { $0 !== origin && $0.node === origin.node } }
+    }
+
+    /// The registered session with this serial, if it has not ended.
+    func session(serial: UInt32) -> Session? {
+        state.withLock { $0.sessions.values.first { $0.serial == serial } }
     }
 }

@@ -80,3 +80,18 @@ public struct SCSIResult: Sendable {
         SCSIResult(status: .checkCondition, sense: sense, descriptorFormatSense: descriptorFormat)
     }
 }
+
+/// Identifies one task handed to a backend, unique for the backend's lifetime.
+public struct BackendTaskTag: Sendable, Hashable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public var description: String { "#\(rawValue)" }
+}
+
+/// How a task handed to a backend came back. Every submitted task completes exactly once.
+public enum BackendCompletion: Sendable {
+    /// The device server ran the command.
+    case completed(SCSIResult)
+    /// The task was terminated before the device server ran it.
+    case terminated
+}

@@ -1,4 +1,4 @@
-import FerryBackends
+import SCSI
 import NIOCore
 import Testing
 

@@ -1,7 +1,6 @@
-import FerryBackends
-@testable import FerryTarget
 import FuzzSupport
 import ISCSIProtocol
+import ISCSISession
 import NIOCore
 import SCSI
 
@@ -12,13 +11,16 @@ import SCSI
 /// byte 0: bit 0 ImmediateData, bit 1 InitialR2T, bit 2 lets the connection stop being writable now and then,
 /// bit 3 a small shared data buffer budget, bits 4-7 the command window (4 to 64). Byte 1 seeds the fake backend,
 /// which completes each command at once or later (with more, less or no Data-In, GOOD or CHECK CONDITION), or
-/// holds it until it is terminated; it also answers other sessions, device resets and unit attention queries.
+/// holds it until it is terminated; it also answers other sessions, device resets and unit attention queries, and
+/// now and then another session's task-set function reaches this one.
 /// After the stream, the connection closes and the backend lets go of everything.
 ///
 /// Checked after every event: nothing traps; the session holds no more tasks than its limit; no PDU's data segment
 /// exceeds the initiator's MaxRecvDataSegmentLength; Data-In stays within the Expected Data Transfer Length and an
 /// R2T within it and MaxBurstLength; no backend task tag is given twice; no command or function is answered more
-/// often than it was sent. At the end every task has ended and the budget is whole again.
+/// often than it was sent; the budget never gets back more than was taken; another session's function hears once
+/// that its tasks are marked and once that they are terminated. At the end every task has ended and the budget is
+/// whole again.
 func fuzzSessionCore(_ input: UnsafeBufferPointer<UInt8>) {
     guard input.count >= 2 else { return }
     var harness = SessionHarness(flags: input[0], seed: input[1])
@@ -54,7 +56,9 @@ private struct SessionHarness {
     static let budgetBytes = 1 << 20
 
     var machine: SessionStateMachine
-    let budget: DataBufferBudget?
+    /// Bytes of the shared data buffer budget (nil: unbounded) and how many are taken.
+    let budget: Int?
+    var budgetInUse = 0
     var choices: Choices
     let togglesWritability: Bool
     /// Whether the stream goes on: false once the session or the connection closes.
@@ -72,6 +76,9 @@ private struct SessionHarness {
     var functionsSent: [UInt32: Int] = [:]
     var functionsAnswered: [UInt32: Int] = [:]
     var expectedLength: [UInt32: Int] = [:]
+    /// Another session's functions that reached this one, and the reports each got.
+    var foreignFunctions: UInt32 = 0
+    var foreignReports: [ForeignFunction: [ForeignFunctionReport]] = [:]
 
     init(flags: UInt8, seed: UInt8) {
         var parameters = SessionParameters()
@@ -79,13 +86,13 @@ private struct SessionHarness {
         parameters.initialR2T = flags & 2 != 0
         parameters.commandWindow = 4 * (Int(flags >> 4) + 1)
         togglesWritability = flags & 4 != 0
-        budget = flags & 8 != 0 ? DataBufferBudget(capacity: Self.budgetBytes) : nil
+        budget = flags & 8 != 0 ? Self.budgetBytes : nil
         choices = Choices(seed: seed)
         machine = SessionStateMachine(
             nexus: ITNexus(
                 initiatorPortName: "iqn.2026-12.dev.ferry:fuzz-initiator,i,0x23d000000001",
                 targetPortName: "iqn.2026-12.dev.ferry:fuzz,t,0x0001", relativeTargetPortIdentifier: 1),
-            parameters: parameters, expCmdSN: 1, sessionSerial: 1, budget: budget)
+            parameters: parameters, expCmdSN: 1, sessionSerial: 1)
         machine.connectionAdded(Self.cid, statSN: 1)
     }
 
@@ -109,12 +116,19 @@ private struct SessionHarness {
                     commandsSent[command.initiatorTaskTag, default: 0] += 1
                     expectedLength[command.initiatorTaskTag] = Int(command.expectedDataTransferLength)
                 }
-                run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))
+                run(
+                    machine.commandReceived(
+                        command, header: Self.header(of: pdu), connection: cid, disposition: disposition(for: command),
+                        reservation: reserve(command)))
             case .scsiDataOut(let dataOut):
-                run(machine.dataOutReceived(dataOut, connection: cid))
+                run(machine.dataOutReceived(dataOut, header: Self.header(of: pdu), connection: cid))
             case .taskManagementFunctionRequest(let request):
                 functionsSent[request.initiatorTaskTag, default: 0] += 1
-                run(machine.taskManagementReceived(request, connection: cid, logicalUnitExists: request.lun == 0))
+                let logicalUnit: FunctionLogicalUnit =
+                    request.lun == 0 ? .mapped(taskAbortedStatus: choices.next(2) == 0) : .notMapped
+                run(
+                    machine.taskManagementReceived(
+                        request, connection: cid, logicalUnit: logicalUnit, received: .uptimeNanoseconds(0)))
             case .textRequest(let request):
                 run(machine.textReceived(request, connection: cid))
             case .logoutRequest(let request):
@@ -122,7 +136,7 @@ private struct SessionHarness {
             case .nopOut(let nop):
                 run(machine.nopOutReceived(nop, connection: cid))
             case .snackRequest(let snack):
-                run(machine.snackReceived(snack, connection: cid))
+                run(machine.snackReceived(header: Self.header(of: .snackRequest(snack)), connection: cid))
             default:
                 break
             }
@@ -135,7 +149,30 @@ private struct SessionHarness {
             run(machine.writabilityChanged(cid, writable: choices.next(2) == 0))
         }
         if connectionOpen && choices.next(16) == 0 { run(machine.pingRequested(connection: cid)) }
+        if choices.next(32) == 0 {
+            foreignFunctions += 1
+            let function = ForeignFunction(session: 2, functionTag: foreignFunctions)
+            foreignReports[function] = []
+            let scope: TaskSetScope = choices.next(2) == 0 ? .target : .logicalUnit(0)
+            run(machine.terminateForForeignFunction(function, scope: scope, tas: choices.next(2) == 0 ? .silent : .taskAbortedStatus))
+        }
         checkBounds()
+    }
+
+    /// The 48-byte BHS of a PDU, as the connection hands it over for a Reject.
+    private static func header(of pdu: PDU) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        PDUEncoder().writeHeaderSegment(pdu, into: &buffer)
+        return buffer.getSlice(at: buffer.readerIndex, length: 48)!
+    }
+
+    /// As the shell does: a command takes its Expected Data Transfer Length from the budget if there is room.
+    private mutating func reserve(_ command: SCSICommand) -> DataBufferReservation {
+        let bytes = Int(command.expectedDataTransferLength)
+        guard let budget else { return .reserved(0) }
+        guard budgetInUse <= budget - bytes else { return .unavailable }
+        budgetInUse += bytes
+        return .reserved(bytes)
     }
 
     /// Closes the connection, lets the backend finish everything, and checks that nothing is left.
@@ -146,8 +183,13 @@ private struct SessionHarness {
         }
         while let tag = held.keys.min(by: { $0.rawValue < $1.rawValue }) { complete(tag) }
         require(machine.tasks.isEmpty, "\(machine.tasks.count) tasks outlive their connection and backend")
-        machine.releaseDataBuffers()
-        if let budget { require(budget.inUse == 0, "the data buffer budget leaks \(budget.inUse) bytes") }
+        run(machine.releaseDataBuffers())
+        require(budgetInUse == 0, "the data buffer budget leaks \(budgetInUse) bytes")
+        for (function, reports) in foreignReports {
+            require(
+                reports == [.marked, .terminated(affected: true)] || reports == [.marked, .terminated(affected: false)],
+                "another session's function \(function.functionTag) heard \(reports)")
+        }
     }
 
     private func disposition(for command: SCSICommand) -> LogicalUnitDisposition {
@@ -215,11 +257,25 @@ private struct SessionHarness {
             if choices.next(2) == 0 { complete(tag, terminated: true) }
             return []
         case .terminateInOtherSessions(_, let functionTag, _):
-            return machine.otherSessionsMarked(functionTag: functionTag)
-                + machine.otherSessionsTerminated(functionTag: functionTag)
+            // One other session (serial 2), which marks its tasks and, now or later, terminates them.
+            let other = ITNexus(
+                initiatorPortName: "iqn.2026-12.dev.ferry:other,i,0x23d000000002",
+                targetPortName: "iqn.2026-12.dev.ferry:fuzz,t,0x0001", relativeTargetPortIdentifier: 1)
+            return machine.otherSessionsNamed([2], functionTag: functionTag)
+                + machine.foreignFunctionReported(functionTag: functionTag, by: 2, .marked, nexus: other)
+                + machine.foreignFunctionReported(
+                    functionTag: functionTag, by: 2, .terminated(affected: choices.next(2) == 0), nexus: other)
         case .resetDevices(_, let functionTag):
             return machine.devicesReset(functionTag: functionTag)
-        case .applyToLogicalUnits, .externalFunctionDone:
+        case .reportToForeignFunction(let function, let report):
+            require(foreignReports[function] != nil, "a report for a function that never reached the session")
+            foreignReports[function]?.append(report)
+            return []
+        case .releaseDataBuffer(let bytes):
+            budgetInUse -= bytes
+            require(bytes > 0 && budgetInUse >= 0, "the budget got back \(bytes) bytes, more than was taken")
+            return []
+        case .applyToLogicalUnits, .functionAnswered:
             return []
         case .handleText(let request, let cid):
             let response = TextResponse(

@@ -1,10 +1,9 @@
-import FerryBackends
 import ISCSIProtocol
 import NIOCore
 import SCSI
 import Testing
 
-@testable import FerryTarget
+@testable import ISCSISession
 
 private let nexus = ITNexus(
     initiatorPortName: "iqn.2026-11.test:initiator,i,0x000000000001", targetPortName: "iqn.2026-11.test:target,t,0x1",
@@ -56,6 +55,12 @@ private extension [SessionStateMachine.Action] {
     var terminated: [BackendTaskTag] {
         compactMap { if case .terminate(_, let tag) = $0 { tag } else { nil } }
     }
+    var releasedBytes: Int {
+        reduce(0) { if case .releaseDataBuffer(let bytes) = $1 { $0 + bytes } else { $0 } }
+    }
+    var reports: [ForeignFunctionReport] {
+        compactMap { if case .reportToForeignFunction(_, let report) = $0 { report } else { nil } }
+    }
     var sent: [PDU] {
         compactMap { if case .send(let pdu, _) = $0 { pdu } else { nil } }
     }
@@ -84,6 +89,80 @@ private extension [SessionStateMachine.Action] {
     }
 }
 
+/// The events as the shell sends them, with what the tests here do not vary: the header a Reject carries is the
+/// PDU's own, every command finds room in the data buffer budget, and functions arrive at one instant.
+private extension SessionStateMachine {
+    static func header(of pdu: PDU) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        PDUEncoder().writeHeaderSegment(pdu, into: &buffer)
+        return buffer.getSlice(at: buffer.readerIndex, length: 48)!
+    }
+
+    mutating func commandReceived(
+        _ command: SCSICommand, connection cid: UInt16, disposition: LogicalUnitDisposition
+    ) -> [Action] {
+        commandReceived(
+            command, header: Self.header(of: .scsiCommand(command)), connection: cid, disposition: disposition,
+            reservation: .reserved(Int(command.expectedDataTransferLength)))
+    }
+
+    mutating func dataOutReceived(_ dataOut: SCSIDataOut, connection cid: UInt16) -> [Action] {
+        dataOutReceived(dataOut, header: Self.header(of: .scsiDataOut(dataOut)), connection: cid)
+    }
+
+    mutating func taskManagementReceived(
+        _ request: TaskManagementFunctionRequest, connection cid: UInt16, logicalUnitExists: Bool = true
+    ) -> [Action] {
+        taskManagementReceived(
+            request, connection: cid, logicalUnit: logicalUnitExists ? .mapped(taskAbortedStatus: false) : .notMapped,
+            received: .uptimeNanoseconds(0))
+    }
+
+    /// One other session (serial 9) shares the target and marks its affected tasks.
+    mutating func otherSessionsMarked(functionTag: UInt32) -> [Action] {
+        otherSessionsNamed([9], functionTag: functionTag)
+            + foreignFunctionReported(functionTag: functionTag, by: 9, .marked, nexus: otherNexus)
+    }
+
+    /// The other session has no affected task left at a backend.
+    mutating func otherSessionsTerminated(functionTag: UInt32) -> [Action] {
+        foreignFunctionReported(functionTag: functionTag, by: 9, .terminated(affected: false), nexus: otherNexus)
+    }
+}
+
+private let otherNexus = ITNexus(
+    initiatorPortName: "iqn.2026-11.test:other,i,0x000000000002", targetPortName: "iqn.2026-11.test:target,t,0x1",
+    relativeTargetPortIdentifier: 1)
+
+/// The target's data buffer budget as the shell keeps it: reservations as commands arrive, and the bytes the
+/// machine gives back.
+private struct TestBudget {
+    let capacity: Int
+    private(set) var inUse = 0
+
+    mutating func reserve(_ command: SCSICommand) -> DataBufferReservation {
+        let bytes = Int(command.expectedDataTransferLength)
+        guard inUse + bytes <= capacity else { return .unavailable }
+        inUse += bytes
+        return .reserved(bytes)
+    }
+
+    @discardableResult
+    mutating func carryOut(_ actions: [SessionStateMachine.Action]) -> [SessionStateMachine.Action] {
+        for case .releaseDataBuffer(let bytes) in actions { inUse -= bytes }
+        return actions
+    }
+}
+
+private extension SessionStateMachine {
+    mutating func commandReceived(_ command: SCSICommand, budget: inout TestBudget) -> [Action] {
+        budget.carryOut(
+            commandReceived(
+                command, header: Self.header(of: .scsiCommand(command)), connection: 0,
+                disposition: .mapped(dataOutLength: 0), reservation: budget.reserve(command)))
+    }
+}
+
 private func good(bytes: Int) -> BackendCompletion {
     .completed(SCSIResult(status: .good, dataIn: ByteBuffer(repeating: 0x5a, count: bytes)))
 }
@@ -93,7 +172,7 @@ private func good(bytes: Int) -> BackendCompletion {
         var m = machine()
         let actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(actions.submitted.map(\.itt) == [1])
-        #expect(m.expCmdSN == 2)
+        #expect(m.sequenceNumbers.expCmdSN == 2)
         let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, good(bytes: 4096))
         #expect(done.dataIns.count == 1)
         #expect(done.dataIns[0].status == SCSIStatus.good.rawValue)
@@ -106,19 +185,20 @@ private func good(bytes: Int) -> BackendCompletion {
         var m = machine()
         var actions = m.commandReceived(read(itt: 2, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(actions.submitted.isEmpty)
-        #expect(m.expCmdSN == 1)
+        #expect(m.sequenceNumbers.expCmdSN == 1)
         actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(actions.submitted.map(\.itt) == [1, 2])
-        #expect(m.expCmdSN == 3)
+        #expect(m.sequenceNumbers.expCmdSN == 3)
     }
 
     @Test func commandOutsideTheWindowIsIgnored() {
         var m = machine()
+        // Silently: nothing is sent or submitted, and the command's data buffer reservation goes back.
         let actions = m.commandReceived(read(itt: 9, cmdSN: 1000), connection: 0, disposition: .mapped(dataOutLength: 0))
-        #expect(actions.isEmpty)
+        #expect(actions.releasedBytes == 4096 && actions.count == 1)
         #expect(m.tasks.isEmpty)
         let old = m.commandReceived(read(itt: 8, cmdSN: 0), connection: 0, disposition: .mapped(dataOutLength: 0))
-        #expect(old.isEmpty)
+        #expect(old.releasedBytes == 4096 && old.count == 1)
     }
 
     @Test func immediateCommandDoesNotAdvanceCmdSN() {
@@ -126,7 +206,7 @@ private func good(bytes: Int) -> BackendCompletion {
         let actions = m.commandReceived(
             read(itt: 1, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(actions.submitted.count == 1)
-        #expect(m.expCmdSN == 1)
+        #expect(m.sequenceNumbers.expCmdSN == 1)
     }
 
     @Test func readIsSplitByMaxRecvDataSegmentLengthWithResidualOverflow() {
@@ -296,7 +376,7 @@ private func good(bytes: Int) -> BackendCompletion {
         if state == .waitingForCmdSN {
             // The held command's CmdSN is still consumed when the window reaches it.
             _ = m.commandReceived(read(itt: 3, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
-            #expect(m.expCmdSN == 3)
+            #expect(m.sequenceNumbers.expCmdSN == 3)
         }
     }
 
@@ -397,26 +477,46 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(actions.forTask(1).isEmpty)
     }
 
-    @Test func aCommandBeyondTheDataBufferBudgetEndsWithTaskSetFull() {
-        let budget = DataBufferBudget(capacity: 8192)
-        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7, budget: budget)
+    @Test func aCommandBeyondTheDataBufferBudgetEndsWithTaskSetFull() throws {
+        var budget = TestBudget(capacity: 8192)
+        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7)
         m.connectionAdded(0, statSN: 100)
-        let first = m.commandReceived(read(itt: 1, cmdSN: 1, length: 4096), connection: 0, disposition: .mapped(dataOutLength: 0))
+        let first = m.commandReceived(read(itt: 1, cmdSN: 1, length: 4096), budget: &budget)
         #expect(budget.inUse == 4096)
-        let refused = m.commandReceived(read(itt: 2, cmdSN: 2, length: 8192), connection: 0, disposition: .mapped(dataOutLength: 0))
+        let refused = m.commandReceived(read(itt: 2, cmdSN: 2, length: 8192), budget: &budget)
         #expect(refused.submitted.isEmpty, "no room: the command never reaches the backend")
         #expect(refused.scsiResponses.map(\.status) == [SCSIStatus.taskSetFull.rawValue])
-        #expect(m.expCmdSN == 3, "its CmdSN is consumed")
-        _ = m.backendCompleted(itt: 1, tag: first.submitted[0].tag, good(bytes: 4096))
+        #expect(m.sequenceNumbers.expCmdSN == 3, "its CmdSN is consumed")
+        budget.carryOut(m.backendCompleted(itt: 1, tag: try #require(first.submitted.first).tag, good(bytes: 4096)))
         #expect(budget.inUse == 0, "a task gives its bytes back when its response goes out")
-        let aborted = m.commandReceived(read(itt: 3, cmdSN: 3, length: 8192), connection: 0, disposition: .mapped(dataOutLength: 0))
+        let aborted = m.commandReceived(read(itt: 3, cmdSN: 3, length: 8192), budget: &budget)
         #expect(aborted.submitted.count == 1 && budget.inUse == 8192)
-        _ = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 3, cmdSN: 4, refCmdSN: 3), connection: 0)
-        _ = m.backendCompleted(itt: 3, tag: aborted.submitted[0].tag, .terminated)
+        budget.carryOut(m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 3, cmdSN: 4, refCmdSN: 3), connection: 0))
+        budget.carryOut(m.backendCompleted(itt: 3, tag: try #require(aborted.submitted.first).tag, .terminated))
         #expect(budget.inUse == 0, "and when it is aborted")
-        _ = m.commandReceived(read(itt: 4, cmdSN: 4, length: 2048), connection: 0, disposition: .mapped(dataOutLength: 0))
-        m.releaseDataBuffers()
+        m.commandReceived(read(itt: 4, cmdSN: 4, length: 2048), budget: &budget)
+        #expect(budget.inUse == 2048)
+        budget.carryOut(m.releaseDataBuffers())
         #expect(budget.inUse == 0, "a session that ends gives back what its tasks held")
+    }
+
+    /// A command that waits for its CmdSN turn holds its reservation; when its connection goes, its CmdSN is
+    /// consumed and the bytes go back; a command the session refuses gives its reservation back at once.
+    @Test func reservationsOfCommandsThatNeverRunGoBack() {
+        var budget = TestBudget(capacity: 1 << 20)
+        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7)
+        m.connectionAdded(0, statSN: 100)
+        m.commandReceived(read(itt: 2, cmdSN: 2, length: 4096), budget: &budget)
+        #expect(budget.inUse == 4096, "held while it waits for CmdSN 1")
+        m.commandReceived(read(itt: 3, cmdSN: 2, length: 4096), budget: &budget)
+        #expect(budget.inUse == 4096, "a duplicate CmdSN is ignored, and its reservation goes back")
+        m.commandReceived(read(itt: 4, cmdSN: 500, length: 4096), budget: &budget)
+        #expect(budget.inUse == 4096, "so does a command outside the window")
+        m.commandReceived(read(itt: 2, cmdSN: 3, length: 4096), budget: &budget)
+        #expect(budget.inUse == 4096, "and one whose Initiator Task Tag is in use")
+        budget.carryOut(m.connectionRemoved(0))
+        #expect(budget.inUse == 0)
+        #expect(m.tasks.isEmpty)
     }
 
     @Test func aPingIsANOPInThatAsksForAnswerWithoutAdvancingStatSN() {
@@ -432,7 +532,7 @@ private func good(bytes: Int) -> BackendCompletion {
             immediate: true, lun: 0, initiatorTaskTag: 0xffff_ffff, targetTransferTag: nop.targetTransferTag, cmdSN: 1,
             expStatSN: 100)
         #expect(m.nopOutReceived(answer, connection: 0).sent.isEmpty, "the answer needs no answer")
-        #expect(m.expCmdSN == 1)
+        #expect(m.sequenceNumbers.expCmdSN == 1)
     }
 
     /// > RFC 7143 §11.18, Ping Data: Ping data is reflected in the NOP-In Response. The length of the reflected data is
@@ -477,11 +577,12 @@ private func good(bytes: Int) -> BackendCompletion {
     @Test func taskAbortedByAnotherNexusWithTASGetsTaskAbortedStatus() {
         var m = machine()
         let tag = place(.atBackend, in: &m)!
-        let (actions, affected, mustWait) = m.terminateForOtherSession(.logicalUnit(lun1), externalID: 9, tas: .taskAbortedStatus)
-        #expect(affected && mustWait)
+        let function = ForeignFunction(session: 9, functionTag: 50)
+        let actions = m.terminateForForeignFunction(function, scope: .logicalUnit(lun1), tas: .taskAbortedStatus)
+        #expect(actions.reports == [ForeignFunctionReport.marked], "marked now, terminated once the backend gives the task back")
         #expect(actions.terminated == [tag])
         let done = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
-        #expect(done.contains { if case .externalFunctionDone(9) = $0 { true } else { false } })
+        #expect(done.reports == [.terminated(affected: true)])
         #expect(done.scsiResponses.map(\.status) == [SCSIStatus.taskAborted.rawValue])
         #expect(done.dataIns.isEmpty)
     }
@@ -519,7 +620,7 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(submitted <= 2 * 16, "the session holds about a window of tasks, not every command")
         #expect(m.tasks.count == submitted)
         #expect(submitted + taskSetFull == 1000, "every other command ends at once with TASK SET FULL")
-        #expect(m.expCmdSN == 1)
+        #expect(m.sequenceNumbers.expCmdSN == 1)
     }
 
     /// Non-immediate commands one at a time: the window never closes below one command, so they too could pile up
@@ -533,7 +634,7 @@ private func good(bytes: Int) -> BackendCompletion {
             ).submitted.count
         }
         #expect(submitted <= 2 * 16)
-        #expect(m.expCmdSN == 201, "a command answered TASK SET FULL consumes its CmdSN")
+        #expect(m.sequenceNumbers.expCmdSN == 201, "a command answered TASK SET FULL consumes its CmdSN")
     }
 
     @Test func aFullSessionTakesCommandsAgainOnceATaskEnds() {
@@ -634,17 +735,16 @@ private func good(bytes: Int) -> BackendCompletion {
     }
 
     /// A task whose response waits for the transmit path holds its Data-In, not its Expected Data Transfer Length.
-    @Test func theBudgetCountsTheDataInHeldNotTheExpectedLength() {
-        let budget = DataBufferBudget(capacity: 4 << 20)
-        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7, budget: budget)
+    @Test func theBudgetCountsTheDataInHeldNotTheExpectedLength() throws {
+        var budget = TestBudget(capacity: 4 << 20)
+        var m = SessionStateMachine(nexus: nexus, parameters: SessionParameters(), expCmdSN: 1, sessionSerial: 7)
         m.connectionAdded(0, statSN: 100)
-        let tag = m.commandReceived(read(itt: 1, cmdSN: 1, length: 1 << 20), connection: 0, disposition: .mapped(dataOutLength: 0))
-            .submitted[0].tag
+        let tag = try #require(m.commandReceived(read(itt: 1, cmdSN: 1, length: 1 << 20), budget: &budget).submitted.first).tag
         #expect(budget.inUse == 1 << 20)
-        _ = m.writabilityChanged(0, writable: false)
-        _ = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
+        budget.carryOut(m.writabilityChanged(0, writable: false))
+        budget.carryOut(m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096)))
         #expect(budget.inUse == 4096)
-        _ = m.writabilityChanged(0, writable: true)
+        budget.carryOut(m.writabilityChanged(0, writable: true))
         #expect(budget.inUse == 0)
     }
 
@@ -662,7 +762,7 @@ private func good(bytes: Int) -> BackendCompletion {
         #expect(rejects.map(\.reason) == [.protocolError])
         #expect(rejects.first?.data.getInteger(at: 16, as: UInt32.self) == 1, "the Reject carries the command's header")
         #expect(m.tasks.isEmpty)
-        #expect(m.expCmdSN == 1, "a rejected command does not consume its CmdSN")
+        #expect(m.sequenceNumbers.expCmdSN == 1, "a rejected command does not consume its CmdSN")
     }
 }
 
@@ -673,7 +773,7 @@ extension HostileInitiatorTests {
         let snack = SNACKRequest(
             type: 1, lun: 0, initiatorTaskTag: reservedTag, targetTransferTag: reservedTag, expStatSN: 100, begRun: 0,
             runLength: 0)
-        let rejects = m.snackReceived(snack, connection: 0).sent.compactMap { if case .reject(let r) = $0 { r } else { nil } }
+        let rejects = m.snackReceived(header: SessionStateMachine.header(of: .snackRequest(snack)), connection: 0).sent.compactMap { if case .reject(let r) = $0 { r } else { nil } }
         #expect(rejects.map(\.reason) == [.protocolError])
         #expect(rejects.first?.sequence.statSN == 100)
         #expect(rejects.first?.data.getInteger(at: 0, as: UInt8.self).map { $0 & 0x3f } == 0x10)
