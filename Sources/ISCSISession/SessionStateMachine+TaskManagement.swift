@@ -50,11 +50,13 @@ extension SessionStateMachine {
     ) -> [Action] {
         var affected = false
         let mark = TaskStateMachine.AbortMark(waiter: .foreign(function), reportTaskAborted: tas == .taskAbortedStatus)
+        // Every affected task is marked within this event, before the shell carries out any of its actions: the
+        // report goes first, ahead of the terminations (whose completions may come back at once).
+        append(.reportToForeignFunction(function, .marked))
         for (itt, task) in tasks where !task.isTerminating && scope.contains(task.lun) {
             affected = true
             if abort(itt, mark) { taskManagement.awaitForeign(itt, for: function) }
         }
-        append(.reportToForeignFunction(function, .marked))
         if !taskManagement.awaitsForeign(function) {
             append(.reportToForeignFunction(function, .terminated(affected: affected)))
         }
