@@ -118,10 +118,10 @@ public struct KnownFailures {
     public init(text: String, file: URL) {
         self.file = file
         for line in text.split(separator: "\n") {
-            let parts = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = parts[0].trimmingCharacters(in: .whitespaces)
+            let hash = line.firstIndex(of: "#")
+            let name = line[..<(hash ?? line.endIndex)].trimmingCharacters(in: .whitespaces)
             guard !name.isEmpty else { continue }
-            reasons[name] = parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : ""
+            reasons[name] = hash.map { line[line.index(after: $0)...].trimmingCharacters(in: .whitespaces) } ?? ""
         }
     }
 

@@ -138,7 +138,7 @@ private let minimal = """
             ])
         #expect(configuration.portals.map(\.address) == ["[::1]:3261", "0.0.0.0:3260"])
         #expect(configuration.discoveryAuthentication == CHAPCredentials(user: "discover", secret: "discovery-secret"))
-        #expect(configuration.targets.count == 2)
+        try #require(configuration.targets.count == 2)
         let database = configuration.targets[0]
         #expect(database.alias == "database disks")
         #expect(database.allowedInitiators == ["iqn.1993-08.org.debian:01:abcdef", "eui.02004567A425678D"])
@@ -170,15 +170,16 @@ private let minimal = """
         #expect(configuration.limits == limits)
     }
 
-    @Test func embeddedDefault() {
+    @Test func embeddedDefault() throws {
         let configuration = FerryConfiguration.embeddedDefault(stateDirectory: "/var/lib/ferry")
         #expect(configuration.portals == [Portal(host: "127.0.0.1", port: 3260, portalGroupTag: 1)])
         #expect(configuration.targets.map(\.name) == ["iqn.2026-11.dev.ferry:default"])
+        let target = try #require(configuration.targets.first)
         #expect(
-            configuration.targets[0].luns == [
+            target.luns == [
                 LogicalUnit(lun: 0, path: "/var/lib/ferry/default.img", size: 1 << 30, blockSize: 512)
             ])
-        #expect(configuration.targets[0].chap == nil && configuration.targets[0].allowedInitiators.isEmpty)
+        #expect(target.chap == nil && target.allowedInitiators.isEmpty)
     }
 
     @Test func syntaxErrorHasItsLine() throws {

@@ -25,7 +25,14 @@ import Testing
             let configuration = try FerryConfiguration(
                 toml: Self.header + lines, fileName: "ferry.toml", baseDirectory: directory,
                 defaultStateDirectory: "/var/lib/ferry")
-            return .success(configuration.targets[0].luns[0])
+            guard let lun = configuration.targets.first?.luns.first else {
+                // The header declares one target with LUN 0: a loader that loses it fails the test, not the process.
+                let problem = "the loaded configuration has no LUN: \(configuration.targets)"
+                Issue.record("\(problem)")
+                return .failure(
+                    ConfigurationError(problems: [.init(file: "ferry.toml", line: nil, message: problem)]))
+            }
+            return .success(lun)
         } catch {
             return .failure(error)
         }

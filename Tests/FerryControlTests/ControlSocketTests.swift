@@ -114,7 +114,7 @@ import Testing
         #expect(ControlTable(sessions: []).render().hasSuffix("\n(none)\n"))
     }
 
-    @Test func targetsShowAuthenticationAndAccess() {
+    @Test func targetsShowAuthenticationAndAccess() throws {
         let text = ControlTable(targets: [
             TargetInfo(
                 name: "iqn.2026-11.dev.ferry:a", luns: 2, allowedInitiators: [], chap: true, mutualCHAP: false,
@@ -124,30 +124,35 @@ import Testing
                 mutualCHAP: true, sessions: 0),
         ]).render()
         let lines = text.split(separator: "\n")
+        try #require(lines.count == 3, "a header and a line per target: \(text)")
         #expect(lines[0].hasPrefix("TARGET"))
         #expect(lines[1].contains("  CHAP  ") && lines[1].hasSuffix("any"), "\(text)")
         #expect(lines[2].contains("mutual CHAP") && lines[2].hasSuffix("iqn.x:1, iqn.x:2"), "\(text)")
     }
 
-    @Test func lunSizesUseExactBinaryUnits() {
+    @Test func lunSizesUseExactBinaryUnits() throws {
         let luns = [1 << 30, 3 << 20, 4096, 1000].enumerated().map { index, size in
             LUNInfo(
                 target: "t", lun: UInt64(index), backend: "emulated", device: "file", path: "/p",
                 sizeBytes: UInt64(size),
                 blockSize: 512, readOnly: index == 3, state: "online")
         }
-        let rows = ControlTable(luns: luns).rows
+        let table = ControlTable(luns: luns)
+        let rows = table.rows
+        try #require(rows.allSatisfy { $0.count == table.headers.count }, "\(rows)")
         #expect(rows.map { $0[5] } == ["1 GiB", "3 MiB", "4 KiB", "1000 B"])
         #expect(rows.map { $0[7] } == ["rw", "rw", "rw", "ro"])
     }
 
-    @Test func sessionsShowTheCmdSNWindowAndConnections() {
-        let row = ControlTable(sessions: [
+    @Test func sessionsShowTheCmdSNWindowAndConnections() throws {
+        let rows = ControlTable(sessions: [
             SessionInfo(
                 tsih: 3, isid: "0x80", initiator: "iqn.i", target: "", type: "Discovery",
                 connections: [.init(cid: 0, address: "[::1]:4000"), .init(cid: 1, address: "10.0.0.2:4001")],
                 parameters: ["ImmediateData": "Yes"], expCmdSN: 5, maxCmdSN: 132, tasks: 0)
-        ]).rows[0]
+        ]).rows
+        #expect(rows.count == 1)
+        let row = try #require(rows.first)
         #expect(
             row == [
                 "3", "iqn.i", "(discovery)", "0x80", "0@[::1]:4000, 1@10.0.0.2:4001", "5..132", "0",

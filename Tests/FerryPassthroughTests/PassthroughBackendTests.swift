@@ -47,12 +47,28 @@ import Testing
 
         var commands: [SGCommand] { started.withLock { $0 } }
 
+        /// The `index`th command started; throws, failing the test rather than the process, when the backend
+        /// started fewer.
+        func command(_ index: Int) throws -> SGCommand {
+            let commands = self.commands
+            guard commands.indices.contains(index) else {
+                throw MissingCommand(index: index, started: commands.map(\.tag))
+            }
+            return commands[index]
+        }
+
         /// The device returns the `index`th command started.
-        func finish(_ index: Int, _ completion: SGCommand.Completion) {
-            let command = commands[index]
+        func finish(_ index: Int, _ completion: SGCommand.Completion) throws {
+            let command = try command(index)
             returned.withLock { _ = $0.insert(command.tag) }
             command.completion(completion)
         }
+    }
+
+    struct MissingCommand: Error, CustomStringConvertible {
+        let index: Int
+        let started: [BackendTaskTag]
+        var description: String { "no command \(index) reached the device; it has \(started)" }
     }
 
     final class Completions: Sendable {
@@ -123,7 +139,7 @@ import Testing
 
     private let read10: [UInt8] = [0x28, 0, 0, 0, 0, 0x10, 0, 0, 8, 0]
 
-    @Test mutating func reservationsAreKeptPerNexusAboveTheDevice() {
+    @Test mutating func reservationsAreKeptPerNexusAboveTheDevice() throws {
         let reserve = submit([0x16, 0, 0, 0, 0, 0], from: first)
         #expect(completions[reserve]??.status == .good)
         let conflicting = submit(read10, from: second, expected: 4096)
@@ -136,9 +152,10 @@ import Testing
             Issue.record("READ(10) of 8 blocks should ask the device for 4096 bytes")
             return
         }
-        #expect(Array(channel.commands[0].cdb.readableBytesView) == read10)
-        #expect(channel.commands[0].atTail)
-        #expect(channel.commands[0].timeoutMilliseconds == 3_000)
+        let command = try channel.command(0)
+        #expect(Array(command.cdb.readableBytesView) == read10)
+        #expect(command.atTail)
+        #expect(command.timeoutMilliseconds == 3_000)
     }
 
     @Test mutating func persistentReservationsAreFerrys() {
@@ -164,35 +181,35 @@ import Testing
         #expect(channel.commands.map(\.tag) == [BackendTaskTag(1), inquiry, again])
     }
 
-    @Test mutating func blockLimitsAreClampedOnTheWayBack() {
+    @Test mutating func blockLimitsAreClampedOnTheWayBack() throws {
         let tag = submit([0x12, 0x01, 0xb0, 0x00, 0x40, 0], from: first, expected: 64)
         var page = ByteBuffer(bytes: [0x00, 0xb0, 0x00, 0x3c, 0, 0, 0, 0])
         page.writeInteger(UInt32(0xffff))
         page.writeInteger(UInt32(0xffff))
         page.writeBytes([UInt8](repeating: 0, count: 48))
-        channel.commands[0].completion(.finished(SGOutcome(status: 0), dataIn: page))
+        try channel.command(0).completion(.finished(SGOutcome(status: 0), dataIn: page))
         let result = completions[tag]??.dataIn
         #expect(result?.getInteger(at: 8, as: UInt32.self) == 1024)
         #expect(result?.getInteger(at: 12, as: UInt32.self) == 1024)
         #expect(backend.maximumTransferLength == 512 * 1024)
     }
 
-    @Test mutating func statusSenseAndDataComeBackIntact() {
+    @Test mutating func statusSenseAndDataComeBackIntact() throws {
         let tag = submit(read10, from: first, expected: 4096)
         let sense: [UInt8] = [0xf0, 0, 0x03, 0, 0, 0x10, 0x02, 10, 0, 0, 0, 0, 0x11, 0x00, 0, 0, 0, 0]
-        channel.commands[0].completion(
+        try channel.command(0).completion(
             .finished(SGOutcome(status: 0x02, driverStatus: 0x08, sense: sense), dataIn: ByteBuffer()))
         #expect(completions[tag]??.status == .checkCondition)
         #expect(completions[tag]??.sense?.bytes() == sense)
         let short = submit(read10, from: first, expected: 4096)
-        channel.commands[1].completion(
+        try channel.command(1).completion(
             .finished(SGOutcome(status: 0, residual: 1024), dataIn: ByteBuffer(repeating: 7, count: 3072)))
         #expect(completions[short]??.dataIn.readableBytes == 3072)
         let timedOut = submit(read10, from: first, expected: 4096)
-        channel.commands[2].completion(.finished(SGOutcome(status: 0, hostStatus: 0x03), dataIn: ByteBuffer()))
+        try channel.command(2).completion(.finished(SGOutcome(status: 0, hostStatus: 0x03), dataIn: ByteBuffer()))
         #expect(completions[timedOut]??.sense == SenseData(.abortedCommand, AdditionalSenseCode(0x08, 0x01)))
         let refused = submit(read10, from: first, expected: 4096)
-        channel.commands[3].completion(.refused(errno: SGErrno.noDevice))
+        try channel.command(3).completion(.refused(errno: SGErrno.noDevice))
         #expect(completions[refused]??.sense?.senseKey == .notReady)
     }
 
@@ -210,13 +227,14 @@ import Testing
         #expect(length == 512 * 1024)
     }
 
-    @Test mutating func shortWritesWriteTheWholeBlocksReceived() {
+    @Test mutating func shortWritesWriteTheWholeBlocksReceived() throws {
         let tag = submit(
             [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 8, 0], from: first, expected: 1536,
             dataOut: [UInt8](repeating: 1, count: 1536))
         #expect(completions[tag] == nil)
-        #expect(Array(channel.commands[0].cdb.readableBytesView) == [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 3, 0])
-        guard case .toDevice(let data) = channel.commands[0].direction else {
+        let write = try channel.command(0)
+        #expect(Array(write.cdb.readableBytesView) == [0x2a, 0, 0, 0, 0, 0x20, 0, 0, 3, 0])
+        guard case .toDevice(let data) = write.direction else {
             Issue.record("WRITE(10) should send its Data-Out buffer")
             return
         }
@@ -229,43 +247,45 @@ import Testing
         #expect(backend.dataOutLength(for: ByteBuffer(bytes: [0x2a, 0, 0, 0, 0, 0, 0, 0, 8, 0])) == 4096)
     }
 
-    @Test mutating func compareAndWriteSendsBothInstancesAndReturnsMiscompare() {
+    @Test mutating func compareAndWriteSendsBothInstancesAndReturnsMiscompare() throws {
         var compareAndWrite = [UInt8](repeating: 0, count: 16)
         compareAndWrite[0] = 0x89
         compareAndWrite[13] = 2
         let tag = submit(compareAndWrite, from: first, expected: 2048, dataOut: [UInt8](repeating: 0x41, count: 2048))
-        guard case .toDevice(let data) = channel.commands[0].direction else {
+        let command = try channel.command(0)
+        guard case .toDevice(let data) = command.direction else {
             Issue.record("COMPARE AND WRITE should send its Data-Out buffer")
             return
         }
         #expect(data.readableBytes == 2048)
-        #expect(Array(channel.commands[0].cdb.readableBytesView) == compareAndWrite)
+        #expect(Array(command.cdb.readableBytesView) == compareAndWrite)
         // MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION (1D/00), offset 27 in INFORMATION.
         let sense: [UInt8] = [0xf0, 0, 0x0e, 0, 0, 0, 27, 10, 0, 0, 0, 0, 0x1d, 0x00, 0, 0, 0, 0]
-        channel.commands[0].completion(
+        command.completion(
             .finished(SGOutcome(status: 0x02, driverStatus: 0x08, sense: sense), dataIn: ByteBuffer()))
         #expect(completions[tag]??.status == .checkCondition)
         #expect(completions[tag]??.sense?.bytes() == sense)
     }
 
-    @Test mutating func dataOutBeyondWhatTheCDBAsksForStaysInFerry() {
+    @Test mutating func dataOutBeyondWhatTheCDBAsksForStaysInFerry() throws {
         // VERIFY(16) of 4 blocks with BYTCHK 00b: no Data-Out buffer, whatever the initiator sent.
         var verify16 = [UInt8](repeating: 0, count: 16)
         verify16[0] = 0x8f
         verify16[13] = 4
         #expect(backend.dataOutLength(for: ByteBuffer(bytes: verify16)) == 0)
         let tag = submit(verify16, from: first, expected: 2048, dataOut: [UInt8](repeating: 0x41, count: 512))
-        guard case .none = channel.commands[0].direction else {
+        let command = try channel.command(0)
+        guard case .none = command.direction else {
             Issue.record("VERIFY(16) with BYTCHK 00b should reach the device without Data-Out")
             return
         }
-        channel.commands[0].completion(.finished(SGOutcome(status: 0), dataIn: ByteBuffer()))
+        command.completion(.finished(SGOutcome(status: 0), dataIn: ByteBuffer()))
         #expect(completions[tag]??.status == .good)
     }
 
-    @Test mutating func headOfQueueGoesToTheHeadOfTheDeviceQueue() {
+    @Test mutating func headOfQueueGoesToTheHeadOfTheDeviceQueue() throws {
         _ = submit(read10, from: first, expected: 4096, attribute: .headOfQueue)
-        #expect(channel.commands[0].atTail == false)
+        #expect(try channel.command(0).atTail == false)
     }
 
     /// Waits up to two seconds for `condition`, which the backend's task management queue makes true.
@@ -280,7 +300,7 @@ import Testing
     private static let resetUnitAttention = SGOutcome(
         status: 0x02, driverStatus: 0x08, sense: [0x70, 0, 0x06, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x29, 0x00])
 
-    @Test mutating func aCommandKeptPastTheAbortDeadlineResetsTheDeviceAndRaisesUnitAttention() {
+    @Test mutating func aCommandKeptPastTheAbortDeadlineResetsTheDeviceAndRaisesUnitAttention() throws {
         var test = PassthroughBackendTests(abortDeadline: .milliseconds(50))
         let tag = test.submit(read10, from: first, expected: 4096)
         test.channel.testUnitReadyAnswers.withLock { $0 = [Self.resetUnitAttention] }
@@ -293,23 +313,23 @@ import Testing
         #expect(test.completions[next]??.sense == SenseData(.unitAttention, .busDeviceResetFunctionOccurred))
         #expect(test.channel.testUnitReadyAnswers.withLock { $0.isEmpty }, "the device's unit attention was absorbed")
         #expect(test.completions[tag] == nil, "the task is still in the device")
-        test.channel.finish(0, .terminated)
+        try test.channel.finish(0, .terminated)
         #expect(test.completions.terminated(tag))
         _ = test.submit(read10, from: first, expected: 4096)
         #expect(test.channel.commands.count == 2)
     }
 
-    @Test mutating func aCommandReturnedBeforeTheAbortDeadlineNeedsNoReset() {
+    @Test mutating func aCommandReturnedBeforeTheAbortDeadlineNeedsNoReset() throws {
         var test = PassthroughBackendTests(abortDeadline: .milliseconds(50))
         let tag = test.submit(read10, from: first, expected: 4096)
         test.backend.terminate(tag)
-        test.channel.finish(0, .terminated)
+        try test.channel.finish(0, .terminated)
         usleep(200_000)
         #expect(test.channel.resets.withLock { $0 }.isEmpty)
         #expect(test.completions.terminated(tag))
     }
 
-    @Test mutating func commandsWaitWhileTheDeviceIsResetAndTheDevicesUnitAttentionNeverReachesThem() {
+    @Test mutating func commandsWaitWhileTheDeviceIsResetAndTheDevicesUnitAttentionNeverReachesThem() throws {
         let gate = DispatchSemaphore(value: 0)
         channel.resetGate.withLock { $0 = gate }
         channel.testUnitReadyAnswers.withLock { $0 = [Self.resetUnitAttention] }
@@ -324,10 +344,10 @@ import Testing
         #expect(channel.resets.withLock { $0 } == [.logicalUnit])
         #expect(channel.commands.map(\.tag) == [inFlight, waiting])
         // The command in the device met the device's own unit attention of the reset: it goes again.
-        channel.finish(0, .finished(Self.resetUnitAttention, dataIn: ByteBuffer()))
+        try channel.finish(0, .finished(Self.resetUnitAttention, dataIn: ByteBuffer()))
         #expect(channel.commands.map(\.tag) == [inFlight, waiting, inFlight])
         #expect(completions[inFlight] == nil)
-        channel.finish(2, .finished(SGOutcome(status: 0), dataIn: ByteBuffer(repeating: 1, count: 4096)))
+        try channel.finish(2, .finished(SGOutcome(status: 0), dataIn: ByteBuffer(repeating: 1, count: 4096)))
         #expect(completions[inFlight]??.status == .good)
     }
 
@@ -353,11 +373,11 @@ import Testing
         #expect(test.channel.resets.withLock { $0 }.isEmpty)
     }
 
-    @Test mutating func terminationReachesTheChannel() {
+    @Test mutating func terminationReachesTheChannel() throws {
         let tag = submit(read10, from: first, expected: 4096)
         backend.terminate(tag)
         #expect(channel.terminated.withLock { $0 } == [tag])
-        channel.commands[0].completion(.terminated)
+        try channel.command(0).completion(.terminated)
         #expect(completions.terminated(tag))
     }
 }

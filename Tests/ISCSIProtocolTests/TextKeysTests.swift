@@ -21,8 +21,8 @@ extension TextKeys {
     static func parseAllowingRepeats(_ buffer: ByteBuffer) -> [TextKeyValue] {
         buffer.readableBytesView.split(separator: 0).map { item in
             let text = String(decoding: item, as: UTF8.self)
-            let parts = text.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            return TextKeyValue(String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            guard let equals = text.firstIndex(of: "=") else { return TextKeyValue(text, "") }
+            return TextKeyValue(String(text[..<equals]), String(text[text.index(after: equals)...]))
         }
     }
 }

@@ -41,10 +41,7 @@ extension AgainstFerryd {
                         line.contains(peer) && logged.allSatisfy { line.contains($0) }
                     }.count
                 }
-                let deadline = ContinuousClock.now + .seconds(10)
-                while count() == 0 && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
+                try await waitUntil("ferryd logs \(logged) for \(peer):\n\(ferryd.log.suffix(4000))") { count() > 0 }
                 #expect(ferryd.isRunning)
                 _ = try healthy.ping(data: Array("still there".utf8))
                 #expect(try healthy.testUnitReady() == 0)
@@ -57,10 +54,10 @@ extension AgainstFerryd {
                         $0.contains(event) && $0.contains("initiator=\(Self.attacker)")
                     }.count
                 }
-                let closeDeadline = ContinuousClock.now + .seconds(10)
-                while attackerLines("session closed") < attackerLines("logged in") && ContinuousClock.now < closeDeadline {
-                    try await Task.sleep(for: .milliseconds(20))
-                }
+                try await waitUntil(
+                    "every session of \(Self.attacker) closes: \(attackerLines("logged in")) logged in, "
+                        + "\(attackerLines("session closed")) closed:\n\(ferryd.log.suffix(4000))"
+                ) { attackerLines("session closed") >= attackerLines("logged in") }
                 let next = try RawISCSIClient(port: ferryd.port).login(
                     initiatorName: Self.attacker, targetName: Self.target)
                 #expect(next.succeeded, "a login after the attack: \(next.response.loginStatus)")

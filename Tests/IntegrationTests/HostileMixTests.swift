@@ -81,7 +81,7 @@ extension AgainstFerryd {
                 // Without attack: the latency to compare with.
                 let quiet = try Self.login(ferryd, as: Self.reader)
                 let (baseline, quietFailure) = Self.readLatencies(quiet.client, count: 1000)
-                try #require(quietFailure == nil, "without attack: \(quietFailure!)")
+                try #require(quietFailure == nil, "without attack: \(quietFailure ?? "")")
                 quiet.client.shutdown()
 
                 // The attack: every kind at once, each on threads of its own.
@@ -181,7 +181,8 @@ extension AgainstFerryd {
                     }
                     latencies.append(ContinuousClock.now - start)
                     guard status == 0, received == 4096 else {
-                        return (latencies, "READ \(latencies.count) ended with status 0x\(String(status!, radix: 16))")
+                        let ended = status.map { "0x" + String($0, radix: 16) } ?? "none"
+                        return (latencies, "READ \(latencies.count) ended with status \(ended)")
                     }
                 }
             } catch {
@@ -264,7 +265,8 @@ private struct VerifiedWriter: Sendable {
                     if pdu.initiatorTaskTag == sent.initiatorTaskTag { status = pdu.scsiStatus }
                 }
                 guard status == 0 else {
-                    writer.failure = "WRITE \(number) ended with status 0x\(String(status!, radix: 16))"
+                    let ended = status.map { "0x" + String($0, radix: 16) } ?? "none"
+                    writer.failure = "WRITE \(number) ended with status \(ended)"
                     return writer
                 }
                 writer.slots[range] = number

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import RawISCSI
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -83,11 +84,15 @@ extension AgainstFerryd {
                 // A Login Request header, one byte every 250 ms: 12 s for the BHS, far beyond the login timeout.
                 let header: [UInt8] = [0x43, 0x87, 0, 0] + [UInt8](repeating: 0, count: 44)
                 let lorises = try (0..<8).map { _ in try RawIdleSocket(port: ferryd.port) }
+                let trickled = TrickledBytes()
                 let trickle = onThread {
                     RawIdleSocket.trickle(header, to: lorises, every: .milliseconds(250),
-                        deadline: .seconds(Self.loginTimeout) + Self.slack)
+                        deadline: .seconds(Self.loginTimeout) + Self.slack, progress: trickled)
                 }
-                try await Task.sleep(for: .milliseconds(600))
+                // The normal login goes in once the lorises are mid-BHS: three bytes each (500 ms into the trickle).
+                try await waitUntil("the slow-loris logins send their first bytes (\(trickled.value) sent)") {
+                    trickled.value >= 3
+                }
                 let elapsed = try loginAndRead(port: ferryd.port)
                 print("LoginFloodTests: login and READ beside 8 slow-loris logins took \(elapsed)")
                 #expect(elapsed < .seconds(3))
@@ -184,7 +189,8 @@ private final class RawIdleSocket: @unchecked Sendable {
     /// Sends `bytes` one at a time to every socket still open, one byte each `interval`, and returns how long after
     /// its connect the target closed each socket (nil for one still open `deadline` after it connected).
     static func trickle(
-        _ bytes: [UInt8], to sockets: [RawIdleSocket], every interval: Duration, deadline: Duration
+        _ bytes: [UInt8], to sockets: [RawIdleSocket], every interval: Duration, deadline: Duration,
+        progress: TrickledBytes? = nil
     ) -> [Duration?] {
         var lifetimes = [Duration?](repeating: nil, count: sockets.count)
         var sent = 0
@@ -205,11 +211,20 @@ private final class RawIdleSocket: @unchecked Sendable {
                     }
                 }
                 sent += 1
+                progress?.store(sent)
                 nextByte = ContinuousClock.now + interval
             }
         }
         return lifetimes
     }
+}
+
+/// How many bytes of its header ``RawIdleSocket/trickle(_:to:every:deadline:progress:)`` has sent to each socket, read
+/// by the test while the trickle runs on a thread of its own.
+private final class TrickledBytes: Sendable {
+    private let sent = Atomic<Int>(0)
+    var value: Int { sent.load(ordering: .acquiring) }
+    func store(_ count: Int) { sent.store(count, ordering: .releasing) }
 }
 
 /// Connections that connect to the portal and close at once, `width` at a time, on a thread of their own.

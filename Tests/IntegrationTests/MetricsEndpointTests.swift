@@ -149,10 +149,14 @@ extension AgainstFerryd {
         /// User and system CPU time of process `pid` (/proc/PID/stat fields 14 and 15), in seconds.
         static func cpuSeconds(_ pid: Int32) throws -> Double {
             let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
-            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            // The command name, in parentheses, may hold spaces and parentheses: the fields follow the last ')'.
+            guard let name = stat.lastIndex(of: ")") else { throw IntegrationFailure("no command name in \(stat)") }
+            let fields = stat[stat.index(after: name)...].split(separator: " ")
             // After the command name: field 3 (state) is fields[0], so field N is fields[N - 3].
-            let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
-            return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else {
+                throw IntegrationFailure("no utime and stime (fields 14 and 15) in /proc/\(pid)/stat: \(stat)")
+            }
+            return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
         }
 
         static func send(_ descriptor: Int32, _ text: String) throws {

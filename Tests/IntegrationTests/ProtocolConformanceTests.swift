@@ -33,10 +33,7 @@ extension AgainstFerryd {
                 #expect(answer.flags & 0x80 == 0, "a refusing Login Response has T=0")
                 #expect(try client.drainUntilClosed().isEmpty)
 
-                let deadline = ContinuousClock.now + .seconds(10)
-                while ferryd.logLines(containing: reason) == 0 && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+                try await ferryd.waitForLog(containing: reason)
                 #expect(ferryd.logLines(containing: reason) == 1, "\(ferryd.log.suffix(4000))")
                 #expect(ferryd.isRunning)
                 let next = try RawISCSIClient(port: ferryd.port).login(

@@ -153,13 +153,7 @@ extension AgainstFerryd {
         static let asynchronousMessage: UInt8 = 0x32
 
         static func waitFor(_ text: String, in ferryd: ConfiguredFerryd) async throws {
-            let deadline = ContinuousClock.now + .seconds(20)
-            while ferryd.logLines(containing: text) == 0 {
-                guard ContinuousClock.now < deadline else {
-                    throw IntegrationFailure("ferryd did not log \"\(text)\" within 20 s:\n\(ferryd.log)")
-                }
-                try await Task.sleep(for: .milliseconds(50))
-            }
+            try await ferryd.waitForLog(containing: text, within: .seconds(20))
         }
     }
 }

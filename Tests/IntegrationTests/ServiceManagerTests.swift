@@ -33,7 +33,8 @@ extension AgainstFerryd {
             let line = security.output.split(separator: "\n").first { $0.contains("Overall exposure level") }
             let score = line.flatMap { $0.split(separator: ":").last?.split(separator: " ").first }
                 .flatMap { Double($0) }
-            #expect(score != nil && score! < 3.0, "systemd-analyze security:\n\(security.output)")
+            let exposure = try #require(score, "no overall exposure level: \(security.output)")
+            #expect(exposure < 3.0, "systemd-analyze security:\n\(security.output)")
         }
 
         @Test func notifiesReadyReloadingAndStoppingInOrder() async throws {

@@ -25,8 +25,12 @@ extension AgainstFerryd {
                 let login = try again.login(initiatorName: Self.initiator, targetName: Self.target)
                 #expect(login.succeeded, "reinstatement at max_sessions: \(login.response.loginStatus)")
                 // > SAM-5: the old nexus's loss is reported once, as a unit attention (CHECK CONDITION).
-                #expect(try [0, 2].contains(again.testUnitReady()))
-                #expect(try again.testUnitReady() == 0)
+                // The successor has the same I_T nexus, and Ferry applies the old one's loss before it answers the
+                // login, so the first command meets it: UNIT ATTENTION, I_T NEXUS LOSS OCCURRED (29h/07h, SPC-4).
+                let reported = try again.scsi(lun: 0, cdb: .testUnitReady)
+                #expect(reported.status == 0x02, "CHECK CONDITION: \(reported)")
+                #expect(reported.senseCode == [0x06, 0x29, 0x07], "UNIT ATTENTION 29h/07h: \(reported)")
+                #expect(try again.testUnitReady() == 0, "reported once")
                 // > The old session's connections are closed (implicit logout).
                 #expect(try first.drainUntilClosed().allSatisfy { $0.opcode != RawOpcode.scsiResponse })
 

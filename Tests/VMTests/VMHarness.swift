@@ -105,7 +105,7 @@ enum VirtualMachine {
         }
 
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "ferry-vm-\(script.split(separator: ".")[0])-\(UUID().uuidString.prefix(8))")
+            "ferry-vm-\(script.prefix { $0 != "." })-\(UUID().uuidString.prefix(8))")
         let results = directory.appendingPathComponent("results")
         try FileManager.default.createDirectory(at: results, withIntermediateDirectories: true)
         // Copies, not the originals: bash reads a script lazily, and an edit during a run would
@@ -296,7 +296,10 @@ enum VirtualMachine {
             try FileManager.default.createDirectory(
                 at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             if module.hasSuffix(".xz") || module.hasSuffix(".zst") {
-                relative = String(relative.prefix(upTo: relative.range(of: ".ko")!.upperBound))
+                guard let ko = relative.range(of: ".ko") else {
+                    throw VMFailure("modprobe named a compressed module without .ko: \(module)")
+                }
+                relative = String(relative[..<ko.upperBound])
                 let tool = module.hasSuffix(".xz") ? "xz" : "zstd"
                 _ = try capture("/bin/sh", ["-c", "\(tool) -dc '\(module)' > '\(staging.path)/\(relative)'"])
             } else {
