@@ -54,7 +54,9 @@ let package = Package(
             name: "FerrySync",
             swiftSettings: strict
         ),
-        // SAM-5 / SPC-4 / SBC-4: CDBs, sense, status, task set, unit attentions, emulated SBC.
+        // SAM-5 / SPC-4 / SBC-4 vocabulary and pure logic: CDBs, sense, status, INQUIRY, VPD and mode page data,
+        // reservations and unit attentions. No threads, sleeps or I/O; FerrySync's lock guards the reservation and
+        // unit attention state that every backend of a logical unit shares.
         .target(
             name: "SCSI",
             dependencies: [
@@ -63,10 +65,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // Backends behind one protocol: the emulated file/block backend here, SG_IO passthrough in FerryPassthrough.
+        // Backends behind one protocol: the emulated file/block backend here (its threaded SBC device server
+        // `EmulatedBlockDevice` over a `BlockStore`, with EXTENDED COPY), SG_IO passthrough in FerryPassthrough.
         .target(
             name: "FerryBackends",
             dependencies: [
+                "FerrySync",
                 "SCSI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -185,7 +189,10 @@ let package = Package(
         ),
         .testTarget(
             name: "FerryBackendsTests",
-            dependencies: ["FerryBackends", "SCSI", .product(name: "NIOPosix", package: "swift-nio")]
+            dependencies: [
+                "FerryBackends", "SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "FerryTargetTests",
@@ -249,7 +256,7 @@ if Context.environment["FERRY_FUZZ"] == "1" {
     let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
         ("PDUFraming", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
         ("LoginNegotiation", ["ISCSIProtocol", .product(name: "NIOCore", package: "swift-nio")]),
-        ("EmulatedDevice", ["SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]),
+        ("EmulatedDevice", ["FerryBackends", "SCSI", "FerrySync", .product(name: "NIOCore", package: "swift-nio")]),
         ("SessionCore", ["ISCSISession", "ISCSIProtocol", "SCSI", .product(name: "NIOCore", package: "swift-nio")]),
     ]
     package.targets.append(.target(name: "FuzzDriver", path: "Tests/Fuzz/Driver"))

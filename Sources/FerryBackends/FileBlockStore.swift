@@ -1,5 +1,3 @@
-public import SCSI
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

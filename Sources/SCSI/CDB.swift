@@ -51,21 +51,23 @@ public struct CDB: Sendable {
 
 extension Array where Element == UInt8 {
     /// Appends `value` big-endian in `width` bytes.
-    mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T, width: Int = MemoryLayout<T>.size) {
+    package mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T, width: Int = MemoryLayout<T>.size) {
         for shift in stride(from: (width - 1) * 8, through: 0, by: -8) {
             append(UInt8(truncatingIfNeeded: value >> T(shift)))
         }
     }
 
     /// Stores `value` big-endian in `width` bytes at `index`.
-    mutating func setBigEndian<T: FixedWidthInteger>(_ value: T, at index: Int, width: Int = MemoryLayout<T>.size) {
+    package mutating func setBigEndian<T: FixedWidthInteger>(
+        _ value: T, at index: Int, width: Int = MemoryLayout<T>.size
+    ) {
         for byte in 0..<width {
             self[index + byte] = UInt8(truncatingIfNeeded: value >> T((width - 1 - byte) * 8))
         }
     }
 
     /// Appends `string` as ASCII, truncated or padded with spaces to `width` bytes (SPC-4 §4.3.1).
-    mutating func appendASCII(_ string: String, width: Int) {
+    package mutating func appendASCII(_ string: String, width: Int) {
         var bytes = Array(string.utf8.prefix(width)).map { $0 >= 0x20 && $0 < 0x7f ? $0 : UInt8(ascii: " ") }
         bytes += [UInt8](repeating: UInt8(ascii: " "), count: width - bytes.count)
         append(contentsOf: bytes)
@@ -74,7 +76,7 @@ extension Array where Element == UInt8 {
 
 extension SCSIResult {
     /// GOOD status with `data` as Data-In, truncated to `allocationLength` (SPC-4 §4.2.5.6).
-    static func dataIn(_ data: [UInt8], allocationLength: Int) -> SCSIResult {
+    package static func dataIn(_ data: [UInt8], allocationLength: Int) -> SCSIResult {
         let count = Swift.min(data.count, allocationLength)
         var buffer = ByteBufferAllocator().buffer(capacity: count)
         buffer.writeBytes(data.prefix(count))

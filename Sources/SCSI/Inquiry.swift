@@ -27,7 +27,7 @@ public enum Inquiry {
     static let versionDescriptors: [UInt16] = [0x00a0, 0x0960, 0x0460, 0x04c0]
 
     /// The standard INQUIRY data of a direct access block device.
-    static func standardData(vendor: String, product: String, revision: String) -> [UInt8] {
+    package static func standardData(vendor: String, product: String, revision: String) -> [UInt8] {
         var data: [UInt8] = [
             0x00,  // PERIPHERAL QUALIFIER 000b, PERIPHERAL DEVICE TYPE 00h (direct access block device)
             0x00,  // RMB 0: not removable
@@ -49,7 +49,7 @@ public enum Inquiry {
     }
 
     /// A VPD page: the four-byte header for page `code` followed by `payload`.
-    static func vpdPage(_ code: UInt8, _ payload: [UInt8]) -> [UInt8] {
+    package static func vpdPage(_ code: UInt8, _ payload: [UInt8]) -> [UInt8] {
         var page: [UInt8] = [0x00, code]
         page.appendBigEndian(UInt16(payload.count))
         return page + payload
@@ -82,7 +82,7 @@ public enum Inquiry {
     /// Device Identification VPD page (83h) designators: the NAA and T10 vendor ID designators of
     /// the logical unit, the relative target port and the SCSI name strings of the target port
     /// and of the target device.
-    static func deviceIdentificationPage(
+    package static func deviceIdentificationPage(
         naa: [UInt8], vendor: String, serial: String, nexus: ITNexus
     ) -> [UInt8] {
         var payload = designator(codeSet: 1, association: 0, type: 3, naa)

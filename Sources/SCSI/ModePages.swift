@@ -1,8 +1,8 @@
 /// The mode pages of the emulated block device (SPC-4 §7.5, SBC-4 §6.5) and their current,
 /// changeable and default values. Saved values are not implemented.
-struct ModePages: Sendable, Equatable {
+package struct ModePages: Sendable, Equatable {
     /// > The page control (PC) field defines the type of mode parameter values to be returned.
-    enum PageControl: UInt8 {
+    package enum PageControl: UInt8 {
         case current = 0
         case changeable = 1
         case `default` = 2
@@ -21,7 +21,7 @@ struct ModePages: Sendable, Equatable {
     private(set) var current: [UInt8: [UInt8]]
     let defaults: [UInt8: [UInt8]]
 
-    init(writeCacheEnabled: Bool) {
+    package init(writeCacheEnabled: Bool) {
         var caching = [UInt8](repeating: 0, count: 20)
         caching[0] = Self.cachingPageCode
         caching[1] = 0x12
@@ -71,19 +71,19 @@ struct ModePages: Sendable, Equatable {
     }()
 
     /// WCE of the current caching mode page.
-    var writeCacheEnabled: Bool { current[Self.cachingPageCode]![2] & 0x04 != 0 }
+    package var writeCacheEnabled: Bool { current[Self.cachingPageCode]![2] & 0x04 != 0 }
     /// D_SENSE of the current control mode page: sense data in descriptor format.
-    var descriptorFormatSense: Bool { current[Self.controlPageCode]![2] & 0x04 != 0 }
+    package var descriptorFormatSense: Bool { current[Self.controlPageCode]![2] & 0x04 != 0 }
     /// TAS of the current control mode page.
-    var taskAbortedStatus: Bool { current[Self.controlPageCode]![5] & 0x40 != 0 }
+    package var taskAbortedStatus: Bool { current[Self.controlPageCode]![5] & 0x40 != 0 }
     /// SWP of the current control mode page:
     /// > A software write protect (SWP) bit set to one specifies that the logical unit shall
     /// > inhibit writing to the medium after writing all cached or buffered write data, if any.
-    var softwareWriteProtect: Bool { current[Self.controlPageCode]![4] & 0x08 != 0 }
+    package var softwareWriteProtect: Bool { current[Self.controlPageCode]![4] & 0x08 != 0 }
 
     /// The pages MODE SENSE returns for `pageCode` and `subpageCode`; throws the sense data to
     /// report for a page or page control that is not implemented.
-    func sense(pageCode: UInt8, subpageCode: UInt8, control: PageControl) throws(SenseData) -> [UInt8] {
+    package func sense(pageCode: UInt8, subpageCode: UInt8, control: PageControl) throws(SenseData) -> [UInt8] {
         if control == .saved {
             throw SenseData(.illegalRequest, .savingParametersNotSupported)
         }
@@ -112,7 +112,7 @@ struct ModePages: Sendable, Equatable {
     /// Applies the mode pages of a MODE SELECT parameter list (after the header and block
     /// descriptors). `offset` is the position of `pages` in the parameter list, for field pointers.
     /// Returns whether any current value changed.
-    mutating func select(_ pages: ArraySlice<UInt8>, offset: Int) throws(SenseData) -> Bool {
+    package mutating func select(_ pages: ArraySlice<UInt8>, offset: Int) throws(SenseData) -> Bool {
         var updated = current
         var index = pages.startIndex
         while index < pages.endIndex {
@@ -148,7 +148,7 @@ struct ModePages: Sendable, Equatable {
     }
 
     /// Returns every page to its default value (a logical unit reset with no saved pages).
-    mutating func reset() {
+    package mutating func reset() {
         current = defaults
     }
 }

@@ -65,14 +65,14 @@ public enum ServiceAction {
 /// One command the device server supports, as REPORT SUPPORTED OPERATION CODES describes it
 /// (SPC-4 §6.35): the operation code, the service action if the operation code has them, and
 /// the CDB usage data.
-struct SupportedCommand: Sendable {
-    var operationCode: UInt8
-    var serviceAction: UInt8?
+package struct SupportedCommand: Sendable {
+    package var operationCode: UInt8
+    package var serviceAction: UInt8?
     /// > The first byte of the CDB USAGE DATA field shall contain the operation code […] If the
     /// > command contains a service action, then that service action code shall be placed in the
     /// > CDB USAGE DATA field in the same location as the SERVICE ACTION field of the command CDB.
     /// > All other bytes of the CDB USAGE DATA field shall contain a usage map for bits in the CDB.
-    var usageData: [UInt8]
+    package var usageData: [UInt8]
 
     /// The bits a CDB of this command may have set: the usage map, with the operation code and
     /// service action bytes not checked.
@@ -85,7 +85,7 @@ struct SupportedCommand: Sendable {
 
     /// The first bit set in `cdb` outside the usage map, as (byte, bit), for the field pointer
     /// of INVALID FIELD IN CDB.
-    func firstReservedBitSet(in cdb: CDB) -> (byte: Int, bit: Int)? {
+    package func firstReservedBitSet(in cdb: CDB) -> (byte: Int, bit: Int)? {
         for (index, permitted) in permittedBits.enumerated() {
             let stray = cdb[index] & ~permitted
             if stray != 0 { return (index, 7 - stray.leadingZeroBitCount) }
@@ -94,7 +94,7 @@ struct SupportedCommand: Sendable {
     }
 
     /// The recommended command timeout reported in the command timeouts descriptor, in seconds.
-    static let recommendedTimeout: UInt32 = 30
+    package static let recommendedTimeout: UInt32 = 30
 }
 
 extension SupportedCommand {
@@ -133,7 +133,7 @@ extension SupportedCommand {
 
     /// Every command of the emulated block device, in operation code order. UNMAP and SANITIZE
     /// BLOCK ERASE are included only when the store can deallocate.
-    static func all(unmap: Bool) -> [SupportedCommand] {
+    package static func all(unmap: Bool) -> [SupportedCommand] {
         var commands: [SupportedCommand] = [
             cdb6(OperationCode.testUnitReady, 0, 0, 0, 0),
             cdb6(OperationCode.requestSense, 0x01, 0, 0, 0xff),

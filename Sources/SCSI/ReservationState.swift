@@ -52,7 +52,7 @@ public final class ReservationState: Sendable {
     /// Whether a command of `access` that the copy manager sends to this logical unit for `nexus`
     /// (the I_T nexus of the EXTENDED COPY) conflicts with a reservation, as a READ (`.read`) or a
     /// WRITE (`.write`) from `nexus` itself would.
-    func conflicts(_ access: Access, from nexus: ITNexus) -> Bool {
+    package func conflicts(_ access: Access, from nexus: ITNexus) -> Bool {
         state.withLock { state in
             // > SPC-2 §5.5.1: every medium access command from another I_T nexus conflicts.
             if let holder = state.spc2Holder, holder != nexus { return access != .unrestricted }
@@ -114,7 +114,7 @@ public final class ReservationState: Sendable {
     }
 
     /// How a command is restricted by a reservation it does not hold.
-    enum Access: Equatable {
+    package enum Access: Equatable {
         /// Never conflicts (INQUIRY, REPORT LUNS, REQUEST SENSE, PERSISTENT RESERVE IN and OUT…).
         case unrestricted
         /// Reads the medium: allowed through Write Exclusive reservations.

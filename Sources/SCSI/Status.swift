@@ -49,6 +49,8 @@ public struct AdditionalSenseCode: Sendable, Hashable, CustomStringConvertible {
     public static let logicalUnitNotReadySanitizeInProgress = Self(0x04, 0x1b)
     public static let logicalUnitCommunicationFailure = Self(0x08, 0x00)
     public static let writeError = Self(0x0c, 0x00)
+    /// 0E/03: the Data-Out buffer holds fewer bytes than the CDB transfers.
+    public static let invalidFieldInCommandInformationUnit = Self(0x0e, 0x03)
     public static let unrecoveredReadError = Self(0x11, 0x00)
     public static let miscompareDuringVerifyOperation = Self(0x1d, 0x00)
     public static let parameterListLengthError = Self(0x1a, 0x00)

@@ -1,6 +1,5 @@
 import FerryBackends
 import Foundation
-import SCSI
 import Testing
 
 @Suite struct FileBlockStoreTests {

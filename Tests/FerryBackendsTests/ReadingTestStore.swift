@@ -1,4 +1,4 @@
-import SCSI
+import FerryBackends
 
 /// A 1 MiB store for backend tests that only read: writes, flushes and unmaps do nothing, and every block is
 /// mapped. A conformer gives its `identity` and `read(into:at:)`.

@@ -1,1 +1,1 @@
-../../SCSITests/MemoryBlockStore.swift
+../../FerryBackendsTests/MemoryBlockStore.swift

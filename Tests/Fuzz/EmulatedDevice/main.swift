@@ -1,9 +1,10 @@
+import FerryBackends
 import FuzzSupport
 import NIOCore
 import SCSI
 
 /// libFuzzer target: the emulated SBC device server, fed arbitrary commands against a small in-memory store
-/// (`MemoryBlockStore.swift` is the one the SCSI unit tests use, linked here).
+/// (`MemoryBlockStore.swift` is the one the FerryBackends unit tests use, linked here).
 ///
 /// Input: one byte of settings, then commands, each as: CDB length (1 byte: 16 plus its low 4 bits), the CDB, the Expected Data
 /// Transfer Length (4 bytes, big-endian), the Data-Out length (2 bytes, big-endian) and the Data-Out. Settings bit 0

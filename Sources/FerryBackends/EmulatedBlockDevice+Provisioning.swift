@@ -1,4 +1,5 @@
 import NIOCore
+import SCSI
 
 /// Logical block provisioning (SBC-4 §4.7) and sanitize (SBC-4 §4.11) commands of the emulated
 /// block device: WRITE SAME, UNMAP, GET LBA STATUS and SANITIZE.

@@ -1,5 +1,6 @@
 import FerrySync
 import NIOCore
+public import SCSI
 
 /// The EXTENDED COPY (LID1) copy manager of a logical unit (SPC-4 §5.16, §6.4) and RECEIVE COPY
 /// RESULTS (SPC-4 §6.18).

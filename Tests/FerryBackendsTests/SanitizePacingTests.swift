@@ -1,3 +1,4 @@
+import FerryBackends
 import FerrySync
 import NIOCore
 import SCSI

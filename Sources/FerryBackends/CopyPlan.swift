@@ -1,3 +1,5 @@
+import SCSI
+
 /// A validated EXTENDED COPY (LID1) parameter list (SPC-4 §6.4.3): the copy targets its CSCD
 /// descriptors name and the block to block segments to copy between them.
 struct CopyPlan {

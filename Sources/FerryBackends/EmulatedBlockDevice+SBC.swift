@@ -1,15 +1,11 @@
 import NIOCore
+import SCSI
 
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-extension AdditionalSenseCode {
-    /// 0E/03: the Data-Out buffer holds fewer bytes than the CDB transfers.
-    public static let invalidFieldInCommandInformationUnit = Self(0x0e, 0x03)
-}
 
 /// SBC-4 medium access commands of the emulated block device.
 extension EmulatedBlockDevice {

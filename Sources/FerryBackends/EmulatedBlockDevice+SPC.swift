@@ -1,4 +1,5 @@
 import NIOCore
+import SCSI
 
 /// SPC-4 commands of the emulated block device: INQUIRY and VPD pages, REQUEST SENSE, MODE
 /// SENSE/SELECT, REPORT SUPPORTED OPERATION CODES and TASK MANAGEMENT FUNCTIONS, power commands.

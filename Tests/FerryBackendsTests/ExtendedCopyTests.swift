@@ -1,8 +1,9 @@
 import FerrySync
 import NIOCore
+import SCSI
 import Testing
 
-@testable import SCSI
+@testable import FerryBackends
 
 /// A block store in memory for the EXTENDED COPY tests.
 final class MemoryStoreForCopyTests: BlockStore {

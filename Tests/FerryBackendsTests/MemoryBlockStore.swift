@@ -1,5 +1,5 @@
+import FerryBackends
 import FerrySync
-import SCSI
 
 /// An in-memory ``BlockStore`` for device server tests; unmapped ranges are tracked per byte
 /// range and read as zero.

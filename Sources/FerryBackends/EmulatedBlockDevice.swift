@@ -1,4 +1,5 @@
 public import NIOCore
+public import SCSI
 import FerrySync
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import FerrySync
+public import SCSI
 
 /// A logical unit as a source or destination of EXTENDED COPY: its store, geometry, the NAA
 /// designator a CSCD descriptor names it by, and the reservations its commands are checked against.

@@ -1,3 +1,4 @@
+import FerryBackends
 import FerrySync
 import NIOCore
 import SCSI
@@ -50,24 +51,6 @@ func cdb16(_ op: UInt8, lba: UInt64, blocks: UInt32, flags: UInt8 = 0) -> [UInt8
     for shift in stride(from: 56, through: 0, by: -8) { cdb.append(UInt8((lba >> UInt64(shift)) & 0xff)) }
     for shift in stride(from: 24, through: 0, by: -8) { cdb.append(UInt8((blocks >> UInt32(shift)) & 0xff)) }
     return cdb + [0, 0]
-}
-
-extension SCSIResult {
-    var bytes: [UInt8] { dataIn.getBytes(at: dataIn.readerIndex, length: dataIn.readableBytes) ?? [] }
-
-    func expectSense(
-        _ key: SenseKey, _ code: AdditionalSenseCode, fieldPointer: (byte: UInt16, bit: UInt8?)? = nil,
-        sourceLocation: SourceLocation = #_sourceLocation
-    ) {
-        #expect(status == .checkCondition, sourceLocation: sourceLocation)
-        #expect(sense?.senseKey == key, sourceLocation: sourceLocation)
-        #expect(sense?.code == code, sourceLocation: sourceLocation)
-        if let fieldPointer {
-            #expect(
-                sense?.senseKeySpecific == .fieldPointer(inCDB: true, byte: fieldPointer.byte, bit: fieldPointer.bit),
-                sourceLocation: sourceLocation)
-        }
-    }
 }
 
 @Suite struct EmulatedBlockDeviceTests {
@@ -568,24 +551,5 @@ extension SCSIResult {
         #expect(h.device.dataOutLength(for: ByteBuffer(bytes: cdb10(0x28, lba: 0, blocks: 3))) == 0)
         #expect(h.device.dataOutLength(for: ByteBuffer(bytes: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0])) == 24)
         #expect(h.device.dataOutLength(for: ByteBuffer(bytes: [0xc0])) == nil)
-    }
-}
-
-@Suite struct ReportLUNsTests {
-    @Test func encodesLUNs() {
-        let result = ReportLUNs.response(luns: [300, 0, 1], cdb: ByteBuffer(bytes: [0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]))
-        #expect(result.bytes == [0, 0, 0, 24, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 0] + [0, 1, 0, 0, 0, 0, 0, 0]
-            + [0x41, 0x2c, 0, 0, 0, 0, 0, 0])
-        ReportLUNs.response(luns: [0], cdb: ByteBuffer(bytes: [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]))
-            .expectSense(.illegalRequest, .invalidFieldInCDB, fieldPointer: (6, nil))
-        ReportLUNs.response(luns: [0], cdb: ByteBuffer(bytes: [0xa0, 0, 0x05, 0, 0, 0, 0, 0, 1, 0, 0, 0]))
-            .expectSense(.illegalRequest, .invalidFieldInCDB, fieldPointer: (2, nil))
-        #expect(ReportLUNs.response(luns: [0], cdb: ByteBuffer(bytes: [0xa0, 0, 0x01, 0, 0, 0, 0, 0, 1, 0, 0, 0])).bytes
-            == [0, 0, 0, 0, 0, 0, 0, 0])
-    }
-
-    @Test func logicalUnitNotPresent() {
-        let data = Inquiry.logicalUnitNotPresent(cdb: ByteBuffer(bytes: [0x12, 0, 0, 0, 0xff, 0])).bytes
-        #expect(data[0] == 0x7f && data.count == 36)
     }
 }

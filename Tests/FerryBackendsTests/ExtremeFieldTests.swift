@@ -1,8 +1,9 @@
 import Foundation
 import NIOCore
+import SCSI
 import Testing
 
-@testable import SCSI
+@testable import FerryBackends
 
 /// CDB fields and parameter list values at their extremes (LBA 2^64-1, TRANSFER LENGTH 0xFFFFFFFF, lengths that
 /// overflow what follows them): every one gets the answer SBC-4 or SPC-4 prescribes, and none traps.

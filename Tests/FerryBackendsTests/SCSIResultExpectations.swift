@@ -1,0 +1,1 @@
+../SCSITests/SCSIResultExpectations.swift
