@@ -126,7 +126,8 @@ final class Session: @unchecked Sendable {
 
     // MARK: Events from connections
 
-    func received(_ pdu: PDU, on cid: UInt16) {
+    func received(_ inbound: InboundPDU, on cid: UInt16) {
+        let pdu = inbound.pdu
         eventLoop.preconditionInEventLoop()
         if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
             guard !closed, refusedInDiscovery < Self.refusedRequestsBeforeClosingADiscoverySession else { return }

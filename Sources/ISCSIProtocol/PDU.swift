@@ -1,3 +1,5 @@
+public import NIOCore
+
 /// The operation codes of RFC 7143 §11.1.1.1.
 ///
 /// > Initiator opcodes are 0x00-0x1f, target opcodes are 0x20-0x3f.
@@ -60,4 +62,20 @@ public enum PDU: Sendable, Hashable {
     case readyToTransfer(ReadyToTransfer)
     case asynchronousMessage(AsynchronousMessage)
     case reject(Reject)
+}
+
+/// A PDU as it came off the wire, with its basic header segment.
+///
+/// The data segment of a Reject is the complete header of the PDU it refuses, without its digest (RFC 7143 §11.17).
+/// The BHS is kept as the initiator sent it for that: encoded again from the decoded fields, it would lose the
+/// reserved bits and the values the decoder does not keep.
+public struct InboundPDU: Sendable, Hashable {
+    public var pdu: PDU
+    /// The 48 bytes of the BHS: a slice of the received bytes, without the AHS and the HeaderDigest.
+    public var basicHeaderSegment: ByteBuffer
+
+    public init(pdu: PDU, basicHeaderSegment: ByteBuffer) {
+        self.pdu = pdu
+        self.basicHeaderSegment = basicHeaderSegment
+    }
 }

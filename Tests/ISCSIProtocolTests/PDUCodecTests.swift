@@ -425,6 +425,11 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
     }
 }
 
+/// The ``InboundPDU`` that the encoding of `pdu` decodes to.
+func inbound(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> InboundPDU {
+    InboundPDU(pdu: pdu, basicHeaderSegment: encoded(pdu, encoder: encoder).getSlice(at: 0, length: 48)!)
+}
+
 @Suite struct PDUFrameDecoderTests {
     /// The verifier feeds byte by byte and is quadratic: keep the data segments small.
     static let verifierPDUs: [PDU] =
@@ -436,52 +441,80 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         ]
 
     @Test func verifierWithoutDigests() throws {
-        let pairs = Self.verifierPDUs.map { (encoded($0), [Result<PDU, ISCSIProtocolError>.success($0)]) }
+        let pairs = Self.verifierPDUs.map { (encoded($0), [inbound($0)]) }
         try ByteToMessageDecoderVerifier.verifyDecoder(
-            inputOutputPairs: pairs,
-            decoderFactory: { PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 1 << 16)) })
+            inputOutputPairs: pairs, decoderFactory: { PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16) })
     }
 
     @Test func verifierWithDigests() throws {
         let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
-        let pairs = Self.verifierPDUs.map {
-            (encoded($0, encoder: encoder), [Result<PDU, ISCSIProtocolError>.success($0)])
-        }
+        let pairs = Self.verifierPDUs.map { (encoded($0, encoder: encoder), [inbound($0, encoder: encoder)]) }
         try ByteToMessageDecoderVerifier.verifyDecoder(
             inputOutputPairs: pairs,
-            decoderFactory: {
-                PDUFrameDecoder(
-                    settings: .init(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true))
-            })
+            decoderFactory: { PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true) })
     }
 
-    @Test func recoverableErrorsAreDeliveredInBand() throws {
+    @Test func recoverableErrorsAreThrownAndDecodingGoesOn() throws {
         var decoder = PDUFrameDecoder()
         var bytes = encoded(samplePDUs[0])
         bytes.setInteger(UInt8(0x1d), at: 0)
         bytes.writeImmutableBuffer(encoded(samplePDUs[1]))
-        guard case .failure(let error) = try decoder.decode(buffer: &bytes) else {
-            Issue.record("expected an in-band error")
-            return
-        }
+        let error = try #require(throws: ISCSIProtocolError.self) { try decoder.decode(buffer: &bytes) }
         #expect(error.kind == .unknownOpcode)
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[1]))
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[1]))
+    }
+
+    /// The connection handler's way: the processor throws the error, keeps the bytes after the skipped PDU, and
+    /// decodes them when it is called again with nothing new.
+    @Test func aProcessorGoesOnAfterARecoverableError() throws {
+        let processor = NIOSingleStepByteToMessageProcessor(PDUFrameDecoder())
+        var bytes = encoded(samplePDUs[1])
+        var bad = encoded(samplePDUs[0])
+        bad.setInteger(UInt8(0x1d), at: 0)
+        bytes.writeImmutableBuffer(bad)
+        bytes.writeImmutableBuffer(encoded(samplePDUs[5]))
+        var decoded: [InboundPDU] = []
+        let error = try #require(throws: ISCSIProtocolError.self) {
+            try processor.process(buffer: bytes) { decoded.append($0) }
+        }
+        #expect(error.kind == .unknownOpcode && error.rejectedHeader == bad.getSlice(at: 0, length: 48))
+        #expect(decoded == [inbound(samplePDUs[1])])
+        #expect(processor.unprocessedBytes == encoded(samplePDUs[5]).readableBytes)
+        try processor.process(buffer: ByteBuffer()) { decoded.append($0) }
+        #expect(decoded == [inbound(samplePDUs[1]), inbound(samplePDUs[5])])
+        #expect(processor.unprocessedBytes == 0)
     }
 
     @Test func settingsChangeAtRuntime() throws {
-        let settings = PDUFrameDecoder.Settings()
-        var decoder = PDUFrameDecoder(settings: settings)
+        var decoder = PDUFrameDecoder()
         var bytes = encoded(samplePDUs[5])
-        bytes.writeImmutableBuffer(encoded(samplePDUs[8], encoder: PDUEncoder(headerDigest: true, dataDigest: true)))
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[5]))
-        settings.enableDigests(header: true, data: true)
-        settings.maxRecvDataSegmentLength = 262_144
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[8]))
+        let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
+        bytes.writeImmutableBuffer(encoded(samplePDUs[8], encoder: encoder))
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[5]))
+        decoder.enableDigests(header: true, data: true)
+        decoder.maxRecvDataSegmentLength = 262_144
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[8], encoder: encoder))
     }
 
     @Test func fatalErrorsAreThrown() {
-        var decoder = PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 16))
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 16)
         var bytes = encoded(samplePDUs[5])  // A Login Request with more than 16 bytes of text.
         #expect(throws: ISCSIProtocolError.self) { _ = try decoder.decode(buffer: &bytes) }
+    }
+
+    /// The BHS of a decoded PDU is the received one, reserved bits and all (a Reject echoes it), and a slice of the
+    /// received bytes.
+    @Test func theBasicHeaderSegmentIsTheReceivedOne() throws {
+        var bytes = encoded(samplePDUs[0])
+        bytes.setInteger(UInt8(0x80 | 0x40), at: 0)  // Reserved bit 7 of byte 0, plus I.
+        bytes.setInteger(UInt8(0xff), at: 2)
+        let received = bytes.getSlice(at: 0, length: 48)!
+        let storage = bytes.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        var decoder = PDUFrameDecoder()
+        let decoded = try #require(try decoder.decode(buffer: &bytes))
+        #expect(decoded.pdu == samplePDUs[0])
+        #expect(decoded.basicHeaderSegment == received)
+        #expect(decoded.basicHeaderSegment != inbound(samplePDUs[0]).basicHeaderSegment)
+        #expect(decoded.basicHeaderSegment.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == storage)
     }
 }

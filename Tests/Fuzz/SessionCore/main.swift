@@ -22,17 +22,19 @@ import SCSI
 func fuzzSessionCore(_ input: UnsafeBufferPointer<UInt8>) {
     guard input.count >= 2 else { return }
     var harness = SessionHarness(flags: input[0], seed: input[1])
-    var decoder = PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 262_144))
+    var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 262_144)
     var buffer = ByteBuffer(bytes: input.dropFirst(2))
     while harness.isOpen {
-        let decoded: PDUFrameDecoder.InboundOut?
-        do {
+        let decoded: InboundPDU?
+        do throws(ISCSIProtocolError) {
             decoded = try decoder.decode(buffer: &buffer)
         } catch {
-            break
+            guard !error.isConnectionFatal else { break }
+            harness.undecodable(error)
+            continue
         }
         guard let decoded else { break }
-        harness.received(decoded)
+        harness.received(decoded.pdu)
     }
     harness.finish()
 }
@@ -89,44 +91,50 @@ private struct SessionHarness {
         machine.connectionAdded(Self.cid, statSN: 1)
     }
 
-    mutating func received(_ decoded: PDUFrameDecoder.InboundOut) {
-        let cid = Self.cid
-        switch decoded {
-        case .failure(let error):
-            // As the connection does: a PDU it can keep framing after is rejected, anything else ends it.
-            guard let reason = error.rejectReason, let header = error.rejectedHeader else {
-                closing = true
-                isOpen = false
-                run([])
-                return
-            }
-            run(machine.protocolErrorReceived(reason, header: header, connection: cid))
-        case .success(let pdu):
-            switch pdu {
-            case .scsiCommand(let command):
-                // A command whose ITT is in use is rejected and changes nothing of the task that has it.
-                if machine.tasks[command.initiatorTaskTag] == nil {
-                    commandsSent[command.initiatorTaskTag, default: 0] += 1
-                    expectedLength[command.initiatorTaskTag] = Int(command.expectedDataTransferLength)
-                }
-                run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))
-            case .scsiDataOut(let dataOut):
-                run(machine.dataOutReceived(dataOut, connection: cid))
-            case .taskManagementFunctionRequest(let request):
-                functionsSent[request.initiatorTaskTag, default: 0] += 1
-                run(machine.taskManagementReceived(request, connection: cid, logicalUnitExists: request.lun == 0))
-            case .textRequest(let request):
-                run(machine.textReceived(request, connection: cid))
-            case .logoutRequest(let request):
-                run(machine.logoutReceived(request, connection: cid))
-            case .nopOut(let nop):
-                run(machine.nopOutReceived(nop, connection: cid))
-            case .snackRequest(let snack):
-                run(machine.snackReceived(snack, connection: cid))
-            default:
-                break
-            }
+    /// A PDU the decoder skipped. As the connection does: a PDU it can keep framing after is rejected, anything else
+    /// ends it.
+    mutating func undecodable(_ error: ISCSIProtocolError) {
+        guard let reason = error.rejectReason, let header = error.rejectedHeader else {
+            closing = true
+            isOpen = false
+            run([])
+            return
         }
+        run(machine.protocolErrorReceived(reason, header: header, connection: Self.cid))
+        betweenPDUs()
+    }
+
+    mutating func received(_ pdu: PDU) {
+        let cid = Self.cid
+        switch pdu {
+        case .scsiCommand(let command):
+            // A command whose ITT is in use is rejected and changes nothing of the task that has it.
+            if machine.tasks[command.initiatorTaskTag] == nil {
+                commandsSent[command.initiatorTaskTag, default: 0] += 1
+                expectedLength[command.initiatorTaskTag] = Int(command.expectedDataTransferLength)
+            }
+            run(machine.commandReceived(command, connection: cid, disposition: disposition(for: command)))
+        case .scsiDataOut(let dataOut):
+            run(machine.dataOutReceived(dataOut, connection: cid))
+        case .taskManagementFunctionRequest(let request):
+            functionsSent[request.initiatorTaskTag, default: 0] += 1
+            run(machine.taskManagementReceived(request, connection: cid, logicalUnitExists: request.lun == 0))
+        case .textRequest(let request):
+            run(machine.textReceived(request, connection: cid))
+        case .logoutRequest(let request):
+            run(machine.logoutReceived(request, connection: cid))
+        case .nopOut(let nop):
+            run(machine.nopOutReceived(nop, connection: cid))
+        case .snackRequest(let snack):
+            run(machine.snackReceived(snack, connection: cid))
+        default:
+            break
+        }
+        betweenPDUs()
+    }
+
+    private mutating func betweenPDUs() {
+        let cid = Self.cid
         // Between PDUs the backend finishes some of what it holds, and the socket drains or fills.
         for tag in held.keys.sorted(by: { $0.rawValue < $1.rawValue }) where choices.next(3) == 0 {
             complete(tag)
