@@ -209,7 +209,7 @@ public struct LoginStateMachine: Sendable {
         return .rejectLogin(response, reason: "non-login PDU during login")
     }
 
-    /// A PDU arrived that the parser could not decode (``ISCSIProtocolError``).
+    /// A PDU arrived that the decoder could not decode (``ISCSIProtocolError``).
     ///
     /// A Login Request whose header can be read is answered with a Login Response of status 0x0200 before the
     /// connection closes: its ITT, ISID and TSIH are echoed, so that the initiator learns why. Any other opcode is

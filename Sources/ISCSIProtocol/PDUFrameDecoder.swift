@@ -7,7 +7,7 @@ public import NIOCore
 ///
 /// The connection handler holds it in a `NIOSingleStepByteToMessageProcessor` and calls
 /// `process(buffer:_:)` from `channelRead`, as postgres-nio's `PostgresChannelHandler` holds its message decoder.
-/// Each decoded PDU comes as an ``InboundPDU``: the PDU and its BHS, whose data segment and BHS are slices of the
+/// Each decoded PDU comes as an ``InboundPDU``, the PDU with its BHS; its data segment and its BHS are slices of the
 /// received bytes, never copies. The decoder reads every opcode of either direction; which PDUs are acceptable from
 /// the peer is the engine's business.
 ///
@@ -27,7 +27,8 @@ public import NIOCore
 /// The settings are the owner's to change, between two PDUs. RFC 7143 §13.1 switches digests on for the first PDU
 /// after the final Login Response, and the MaxRecvDataSegmentLength the target declared applies from then on
 /// (§13.12); login PDUs are held to the default 8192 bytes. Bytes already buffered are framed again with the new
-/// settings.
+/// settings. A `NIOSingleStepByteToMessageProcessor` does not give its decoder back, so its owner changes the
+/// settings by starting a new processor with a new decoder, when the old one holds no bytes.
 public struct PDUFrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
     public typealias InboundOut = InboundPDU
 
