@@ -4,10 +4,15 @@ import Logging
 import NIOCore
 import SCSI
 
-/// One TCP connection: it runs the login phase itself and then hands every PDU to its session
-/// (on the session's loop). It owns nothing of the session's state.
+/// One TCP connection: it frames the bytes it receives into PDUs, runs the login phase itself and then hands every
+/// PDU to its session (on the session's loop). It owns nothing of the session's state.
+///
+/// Framing is a `NIOSingleStepByteToMessageProcessor` over a ``PDUFrameDecoder``, inside this handler, as
+/// postgres-nio's `PostgresChannelHandler` does it: `channelRead` feeds it the bytes, each PDU it decodes goes to
+/// the login or the session, and the errors it throws are handled here. A PDU that can be skipped is answered (a
+/// Reject, or a Login Response during login) and decoding goes on after it; any other error ends the connection.
 final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = Result<PDU, ISCSIProtocolError>
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = PDU
 
     private enum Phase {
@@ -21,7 +26,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let context: TargetContext
     private let portal: Portal
     private let writer: PDUWriter
-    private let decoderSettings: PDUFrameDecoder.Settings
+    /// Frames the received bytes. Login PDUs are held to the default 8192 bytes; the digests and the limit the
+    /// login negotiated apply from the first PDU after the final Login Response, with a new decoder.
+    private var decoder = NIOSingleStepByteToMessageProcessor(PDUFrameDecoder())
     private var phase: Phase
     private var logger: Logger
     private var loginTimeout: Scheduled<Void>?
@@ -31,18 +38,17 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// nothing arrives within `nop_in_timeout` of the ping.
     private var idleCheck: RepeatedTask?
     private var pingOutstanding = false
-    /// Rejects of PDUs the parser could not take, which an initiator can provoke one per PDU: their lines are bounded.
+    /// Rejects of PDUs the decoder could not take, which an initiator can provoke one per PDU: their lines are bounded.
     private var rejectionLines = LogThrottle()
     /// The address this connection's login is counted under in ``TargetContext/loginsInProgress``, until it ends.
     private var loginAddress: String?
     /// The session an admitted login joins, until its final response is sent.
     private var admitted: (session: Session, cid: UInt16)?
 
-    init(context: TargetContext, portal: Portal, writer: PDUWriter, decoderSettings: PDUFrameDecoder.Settings) {
+    init(context: TargetContext, portal: Portal, writer: PDUWriter) {
         self.context = context
         self.portal = portal
         self.writer = writer
-        self.decoderSettings = decoderSettings
         self.logger = context.logger
         self.phase = .login(
             LoginStateMachine(
@@ -83,12 +89,33 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        receivedSinceCheck = true
-        let pdu: PDU
-        switch unwrapInboundIn(data) {
-        case .success(let received): pdu = received
-        case .failure(let error): return protocolError(error, context: context)
+        var bytes = unwrapInboundIn(data)
+        while true {
+            // Once the connection is closing, the rest of the stream is not read.
+            if case .closed = phase { return }
+            do {
+                try decoder.process(buffer: bytes) { received($0, context: context) }
+                return
+            } catch let error as ISCSIProtocolError {
+                if case .closed = phase { return }
+                receivedSinceCheck = true
+                protocolError(error, context: context)
+                // After a PDU it could skip, the decoder goes on with the bytes it holds: feed it nothing new.
+                guard !error.isConnectionFatal else { return }
+                bytes = ByteBuffer()
+            } catch {
+                // Not thrown: the decoder throws ISCSIProtocolError only, and the processor has no buffer limit.
+                logger.notice("framing error; closing the connection", metadata: ["error": "\(error)"])
+                closeConnection(context: context)
+                return
+            }
         }
+    }
+
+    /// A PDU the decoder took: the login or the session answers it.
+    private func received(_ inbound: InboundPDU, context: ChannelHandlerContext) {
+        receivedSinceCheck = true
+        let pdu = inbound.pdu
         switch phase {
         case .login(var machine):
             let action: LoginAction
@@ -103,7 +130,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             phase = .closed
             context.close(promise: nil)
         case .fullFeature(let session, let cid):
-            session.execute { $0.received(pdu, on: cid) }
+            session.execute { $0.received(inbound, on: cid) }
         case .closed:
             break
         }
@@ -121,6 +148,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             self.context.admit(summary, channel: context.channel, logger: logger).whenComplete { result in
                 let (handler, context) = loopBound.value
+                handler.closeIfSentDuringAdmission(context: context)
                 guard case .admitting(var machine) = handler.phase else {
                     // The connection ended before the final Login Response: a session created for this login has
                     // no connection, so it would never end by itself.
@@ -182,8 +210,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let header = negotiated.headerDigest == .crc32c
         let data = negotiated.dataDigest == .crc32c
         writer.enableDigests(header: header, data: data)
-        decoderSettings.enableDigests(header: header, data: data)
-        decoderSettings.maxRecvDataSegmentLength = negotiated.targetMaxRecvDataSegmentLength
+        // The decoder holds no bytes here (see closeIfSentDuringAdmission): the new one starts at a PDU boundary.
+        assert(decoder.unprocessedBytes == 0, "bytes left from the login")
+        decoder = NIOSingleStepByteToMessageProcessor(
+            PDUFrameDecoder(
+                maxRecvDataSegmentLength: negotiated.targetMaxRecvDataSegmentLength, headerDigest: header,
+                dataDigest: data))
         phase = .fullFeature(session, cid: cid)
         startIdleCheck(session, cid: cid, context: context)
         let channel = context.channel
@@ -231,17 +263,27 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Once the connection is closing, later errors (the rest of the stream) are not news.
+        // Once the connection is closing, later errors are not news.
         if case .closed = phase { return }
-        guard let error = error as? ISCSIProtocolError else {
-            logger.notice("connection error; closing", metadata: ["error": "\(error)"])
-            closeConnection(context: context)
-            return
-        }
-        protocolError(error, context: context)
+        logger.notice("connection error; closing", metadata: ["error": "\(error)"])
+        closeConnection(context: context)
     }
 
-    /// A PDU the parser could not take. During login the login state machine answers it (a malformed
+    /// The admission of the session has ended. The initiator sends nothing between its final Login Request and the
+    /// final Login Response: a complete PDU that arrives meanwhile closes the connection (``received(_:context:)``),
+    /// and part of one, still in the decoder, is found here. Such bytes were sent before the initiator could know
+    /// that the login completed, and would be framed with the digests and the limit of full feature phase: the
+    /// connection closes, as postgres-nio closes one that sent bytes ahead of its TLS handshake.
+    private func closeIfSentDuringAdmission(context: ChannelHandlerContext) {
+        guard case .admitting = phase, decoder.unprocessedBytes > 0 else { return }
+        logger.notice(
+            "bytes received during session admission; closing the connection",
+            metadata: ["bytes": "\(decoder.unprocessedBytes)"])
+        phase = .closed
+        context.close(promise: nil)
+    }
+
+    /// A PDU the decoder could not take. During login the login state machine answers it (a malformed
     /// Login Request gets status 0x0200); recoverable ones in full feature phase get a Reject
     /// (RFC 7143 §11.17); the others end the connection (ERL 0).
     private func protocolError(_ error: ISCSIProtocolError, context: ChannelHandlerContext) {

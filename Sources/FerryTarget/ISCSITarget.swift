@@ -212,15 +212,13 @@ final class TargetContext: Sendable {
     /// Builds a new connection's pipeline.
     func configure(_ channel: any Channel, portal: Portal) throws {
         let writer = PDUWriter()
-        // Login PDUs are held to the default 8192 bytes; the declared limit applies after login.
-        let settings = PDUFrameDecoder.Settings()
-        let handler = ConnectionHandler(context: self, portal: portal, writer: writer, decoderSettings: settings)
+        // The handler frames the bytes it reads into PDUs itself (ConnectionHandler).
+        let handler = ConnectionHandler(context: self, portal: portal, writer: writer)
         // A peer that does not read what it asks for stops being read: once the channel holds more than the high
         // water mark (1 MiB) of unsent bytes it is not writable, and reading waits until it drains to the low
         // water mark. Without it, immediate NOP-Outs with 256 KiB of ping data from a peer that never reads grew
         // ferryd by the whole flood (issue 10: RSS from 29 to 394 MiB for 300 MiB sent).
         try channel.pipeline.syncOperations.addHandler(BackPressureHandler())
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(PDUFrameDecoder(settings: settings)))
         try channel.pipeline.syncOperations.addHandler(writer)
         try channel.pipeline.syncOperations.addHandler(handler)
     }

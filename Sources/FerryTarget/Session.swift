@@ -129,7 +129,8 @@ final class Session: @unchecked Sendable {
 
     // MARK: Events from connections
 
-    func received(_ pdu: PDU, on cid: UInt16) {
+    func received(_ inbound: InboundPDU, on cid: UInt16) {
+        let pdu = inbound.pdu
         eventLoop.preconditionInEventLoop()
         if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
             guard !closed, refusedInDiscovery < Self.refusedRequestsBeforeClosingADiscoverySession else { return }
@@ -139,7 +140,7 @@ final class Session: @unchecked Sendable {
                     "PDU not allowed in a discovery session; rejecting it (Protocol Error), and any more of this session's without a word",
                     metadata: ["opcode": "\(pdu.opcode)"])
             }
-            run(machine.requestRefusedInDiscoverySession(header: Self.basicHeaderSegment(of: pdu), connection: cid))
+            run(machine.requestRefusedInDiscoverySession(header: inbound.basicHeaderSegment, connection: cid))
             if refusedInDiscovery == Self.refusedRequestsBeforeClosingADiscoverySession {
                 logger.notice(
                     "discovery session sent only what a normal session may send; closing it",
@@ -151,7 +152,7 @@ final class Session: @unchecked Sendable {
         switch pdu {
         case .scsiCommand(let command):
             let actions = machine.commandReceived(
-                command, header: Self.basicHeaderSegment(of: pdu), connection: cid, disposition: disposition(for: command),
+                command, header: inbound.basicHeaderSegment, connection: cid, disposition: disposition(for: command),
                 reservation: reserveDataBuffer(for: command))
             for case .send(.reject(let reject), _) in actions {
                 let (log, suppressed) = rejectionLines.admit()
@@ -165,7 +166,7 @@ final class Session: @unchecked Sendable {
             }
             run(actions)
         case .scsiDataOut(let dataOut):
-            run(machine.dataOutReceived(dataOut, header: Self.basicHeaderSegment(of: pdu), connection: cid))
+            run(machine.dataOutReceived(dataOut, header: inbound.basicHeaderSegment, connection: cid))
         case .taskManagementFunctionRequest(let request):
             logger.debug(
                 "task management function received",
@@ -179,7 +180,7 @@ final class Session: @unchecked Sendable {
             run(machine.taskManagementReceived(
                 request, connection: cid, logicalUnit: logicalUnit ?? .notMapped, received: .now()))
         case .textRequest(let request):
-            run(machine.textReceived(request, connection: cid))
+            run(machine.textReceived(request, header: inbound.basicHeaderSegment, connection: cid))
         case .logoutRequest(let request):
             run(machine.logoutReceived(request, connection: cid))
         case .nopOut(let nop):
@@ -191,7 +192,7 @@ final class Session: @unchecked Sendable {
                     "rejecting SNACK: ErrorRecoveryLevel is 0 (logged once per session)",
                     metadata: ["type": "\(snack.type)", "itt": "\(snack.initiatorTaskTag)", "begRun": "\(snack.begRun)"])
             }
-            run(machine.snackReceived(header: Self.basicHeaderSegment(of: pdu), connection: cid))
+            run(machine.snackReceived(header: inbound.basicHeaderSegment, connection: cid))
         default:
             let (log, suppressed) = rejectionLines.admit()
             guard log else { return }
@@ -245,13 +246,6 @@ final class Session: @unchecked Sendable {
     func writabilityChanged(_ cid: UInt16, writable: Bool) {
         eventLoop.preconditionInEventLoop()
         run(machine.writabilityChanged(cid, writable: writable))
-    }
-
-    /// The 48-byte BHS of a PDU, for the data segment of a Reject (RFC 7143 §11.17).
-    private static func basicHeaderSegment(of pdu: PDU) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        PDUEncoder().writeHeaderSegment(pdu, into: &buffer)
-        return buffer.getSlice(at: buffer.readerIndex, length: 48)!
     }
 
     /// Takes a command's Expected Data Transfer Length from the target's data buffer budget, if there is room.
@@ -372,7 +366,7 @@ final class Session: @unchecked Sendable {
                 }
                 logger.info("logical unit event applied", metadata: ["lun": "\(effect.lun)", "event": "\(event)"])
             }
-        case .handleText(let request, let cid):
+        case .handleText(let request, let header, let cid):
             guard var negotiation = textNegotiations[cid] else { return }
             let visible = context.sendTargetsEntries(
                 for: initiatorName, localAddress: connections[cid]?.localAddress?.ipAddress)
@@ -390,8 +384,6 @@ final class Session: @unchecked Sendable {
                 if log {
                     logger.notice("rejecting Text Request", metadata: ["reason": "\(why)", "linesLeftOut": "\(suppressed)"])
                 }
-                var header = ByteBuffer()
-                PDUEncoder().writeHeaderSegment(.textRequest(request), into: &header)
                 run(machine.protocolErrorReceived(reason, header: header, connection: cid))
             }
         case .queryUnitAttention(let lun, let functionTag):

@@ -7,7 +7,7 @@ public import NIOCore
 /// - ``isConnectionFatal``: the framing can no longer be trusted (header digest error, data segment over the limit).
 ///   The connection must be closed (RFC 7143 §7.8: at ErrorRecoveryLevel 0 a header digest error ends the connection).
 ///   When ``rejectedHeader`` is set the target may still send a Reject carrying it before closing.
-/// - Otherwise the whole PDU was consumed, the parser is positioned at the next PDU and parsing can go on. The target
+/// - Otherwise the whole PDU was consumed, the decoder is positioned at the next PDU and decoding can go on. The target
 ///   answers with a Reject whose reason is ``rejectReason`` and whose data segment is ``rejectedHeader``
 ///   (RFC 7143 §11.17.3: "the complete header of the rejected PDU"), or, for a login PDU, with a Login Response
 ///   carrying an initiator error.

@@ -1,69 +1,5 @@
 import NIOCore
 
-/// A target node as login needs to see it: its name, alias, access list and authentication.
-public struct LoginTarget: Sendable, Hashable {
-    public var name: String
-    public var alias: String?
-    /// Initiator names allowed to log in; empty allows every initiator.
-    public var allowedInitiators: [String]
-    /// The CHAP account initiators must prove; nil accepts AuthMethod=None.
-    public var chap: CHAPAccount?
-    /// The account the target answers mutual CHAP with; nil refuses mutual CHAP.
-    public var mutualCHAP: CHAPAccount?
-    /// The largest transfer, in bytes, that every logical unit of the target accepts in one command (a passthrough
-    /// disk's max_hw_sectors_kb); nil when no logical unit is bounded. MaxBurstLength and FirstBurstLength are
-    /// negotiated no higher, so that no burst exceeds what the device can take.
-    public var maximumTransferLength: Int?
-
-    public init(
-        name: String, alias: String? = nil, allowedInitiators: [String] = [], chap: CHAPAccount? = nil,
-        mutualCHAP: CHAPAccount? = nil, maximumTransferLength: Int? = nil
-    ) {
-        self.name = name
-        self.alias = alias
-        self.allowedInitiators = allowedInitiators
-        self.chap = chap
-        self.mutualCHAP = mutualCHAP
-        self.maximumTransferLength = maximumTransferLength
-    }
-
-    /// Whether `initiatorName` may log in. iSCSI names compare after stringprep normalization, which folds case
-    /// (RFC 7143 §4.2.7.1, RFC 3722), so the access list matches regardless of case.
-    public func admits(initiatorName: String) -> Bool {
-        allowedInitiators.isEmpty || allowedInitiators.contains { $0.lowercased() == initiatorName.lowercased() }
-    }
-}
-
-/// Looks up the targets reachable through the portal a connection arrived on.
-public protocol LoginPolicy: Sendable {
-    /// The target named `name`, or nil when no such target is served here.
-    func target(named name: String) -> LoginTarget?
-}
-
-/// The per-portal settings a login needs.
-public struct LoginConfiguration: Sendable, Hashable {
-    public var limits: TargetNegotiationLimits
-    /// The portal group tag of the portal the connection came in on (TargetPortalGroupTag, RFC 7143 §13.9).
-    public var portalGroupTag: UInt16
-    /// CHAP that discovery sessions must present; nil allows discovery without authentication.
-    public var discoveryCHAP: CHAPAccount?
-    /// The account the target answers mutual CHAP with in discovery sessions.
-    public var discoveryMutualCHAP: CHAPAccount?
-    /// Commands the initiator may queue beyond ExpCmdSN during login (MaxCmdSN = ExpCmdSN + window - 1).
-    public var commandWindow: UInt32
-
-    public init(
-        limits: TargetNegotiationLimits = TargetNegotiationLimits(), portalGroupTag: UInt16 = 1,
-        discoveryCHAP: CHAPAccount? = nil, discoveryMutualCHAP: CHAPAccount? = nil, commandWindow: UInt32 = 128
-    ) {
-        self.limits = limits
-        self.portalGroupTag = portalGroupTag
-        self.discoveryCHAP = discoveryCHAP
-        self.discoveryMutualCHAP = discoveryMutualCHAP
-        self.commandWindow = commandWindow
-    }
-}
-
 /// Everything the engine needs to admit a login into a session (RFC 7143 §6.3, §11.12.5-6).
 public struct LoginSummary: Sendable, Hashable {
     public var isid: ISID
@@ -107,7 +43,7 @@ public enum LoginAction: Sendable, Hashable {
 /// admit the session before answering the final Login Response.
 public struct LoginStateMachine: Sendable {
     /// What the login of this connection has established so far.
-    private struct Context: Sendable {
+    struct Context: Sendable {
         enum Authentication: Sendable {
             /// AuthMethod not negotiated yet.
             case pending
@@ -156,10 +92,10 @@ public struct LoginStateMachine: Sendable {
     // > The default MaxRecvDataSegmentLength ... 8192 bytes ... used during Login.
     private static let loginDataSegmentLimit = 8192
 
-    private let configuration: LoginConfiguration
-    private let policy: any LoginPolicy
+    let configuration: LoginConfiguration
+    let policy: any LoginPolicy
     private let initialStatSN: UInt32
-    private var random: any RandomNumberGenerator & Sendable
+    var random: any RandomNumberGenerator & Sendable
     private var state: State = .waitingForFirstRequest
     /// The ITT of the request being answered: each Login Request's ITT is echoed in its response.
     private var pendingInitiatorTaskTag: UInt32 = 0
@@ -273,7 +209,7 @@ public struct LoginStateMachine: Sendable {
         return .rejectLogin(response, reason: "non-login PDU during login")
     }
 
-    /// A PDU arrived that the parser could not decode (``ISCSIProtocolError``).
+    /// A PDU arrived that the decoder could not decode (``ISCSIProtocolError``).
     ///
     /// A Login Request whose header can be read is answered with a Login Response of status 0x0200 before the
     /// connection closes: its ITT, ISID and TSIH are echoed, so that the initiator learns why. Any other opcode is
@@ -487,124 +423,6 @@ public struct LoginStateMachine: Sendable {
         let response = response(to: request, context: &context, transit: true, data: chunk)
         context.stage = nextStage
         return .sendLoginResponse(response)
-    }
-
-    /// Reads the identity keys of the first complete request: who logs in, to what, and what authentication the
-    /// target requires (RFC 7143 §13.4-13.6, §13.21).
-    private func identify(_ pairs: [TextKeyValue], stage: LoginStage, context: inout Context) throws(LoginFailure) {
-        func value(_ key: String) -> String? { pairs.first { $0.key == key }?.value }
-        context.identified = true
-
-        // > InitiatorName ... MUST be sent in the first Login Request of the login phase.
-        guard let initiatorName = value("InitiatorName"), !initiatorName.isEmpty else {
-            throw LoginFailure(.missingParameter, "InitiatorName missing from the first Login Request")
-        }
-        context.initiatorName = initiatorName
-        context.initiatorAlias = value("InitiatorAlias")
-        context.negotiator.parameters.initiatorName = initiatorName
-        context.negotiator.parameters.initiatorAlias = context.initiatorAlias
-
-        let sessionType: SessionType
-        switch value("SessionType") {
-        case nil: sessionType = .normal
-        case let text?:
-            guard let type = SessionType(rawValue: text) else {
-                throw LoginFailure(.sessionTypeNotSupported, "SessionType=\(text) is not supported")
-            }
-            sessionType = type
-        }
-        context.negotiator.parameters.sessionType = sessionType
-
-        switch sessionType {
-        case .discovery:
-            context.requiredCHAP = configuration.discoveryCHAP
-            context.mutualCHAP = configuration.discoveryMutualCHAP
-        case .normal:
-            // > TargetName ... MUST be sent in the first Login Request if the login phase is for a Normal session.
-            guard let targetName = value("TargetName"), !targetName.isEmpty else {
-                throw LoginFailure(.missingParameter, "TargetName missing from a Normal session's login")
-            }
-            guard let target = policy.target(named: targetName) else {
-                throw LoginFailure(.notFound, "target \(targetName) does not exist here")
-            }
-            guard target.admits(initiatorName: initiatorName) else {
-                throw LoginFailure(.authorizationFailure, "\(initiatorName) is not allowed to log in to \(targetName)")
-            }
-            context.target = target
-            context.requiredCHAP = target.chap
-            context.mutualCHAP = target.mutualCHAP
-            context.negotiator.parameters.targetName = targetName
-            if let maximum = target.maximumTransferLength {
-                context.negotiator = OperationalNegotiator(
-                    limits: Self.limits(configuration.limits, boundedBy: maximum),
-                    parameters: context.negotiator.parameters)
-            }
-        }
-
-        if stage == .loginOperationalNegotiation {
-            // The initiator skipped SecurityNegotiation.
-            if context.requiredCHAP != nil {
-                throw LoginFailure(.authenticationFailure, "initiator skipped the required CHAP authentication")
-            }
-            context.authentication = .complete
-        }
-    }
-
-    /// Handles AuthMethod and the CHAP keys in SecurityNegotiation.
-    private mutating func authenticate(
-        _ pairs: [TextKeyValue], answers: inout [TextKeyValue], context: inout Context
-    ) throws(LoginFailure) {
-        if let offered = pairs.first(where: { $0.key == "AuthMethod" })?.value {
-            guard case .pending = context.authentication else {
-                throw LoginFailure(.initiatorError, "AuthMethod negotiated twice")
-            }
-            let acceptable = context.requiredCHAP == nil ? "None" : "CHAP"
-            guard TextKeys.listValues(offered).contains(where: { $0 == acceptable }) else {
-                throw LoginFailure(.authenticationFailure, "AuthMethod=\(offered) does not include \(acceptable)")
-            }
-            answers.append(TextKeyValue("AuthMethod", acceptable))
-            if let account = context.requiredCHAP {
-                context.authentication = .chap(
-                    CHAPAuthenticator(
-                        account: account, mutualAccount: context.mutualCHAP,
-                        algorithms: configuration.limits.chapAlgorithms))
-            } else {
-                context.authentication = .complete
-            }
-        }
-        let chapPairs = pairs.filter { CHAPAuthenticator.keys.contains($0.key) }
-        guard case .chap(var authenticator) = context.authentication else {
-            if let key = chapPairs.first?.key {
-                throw LoginFailure(.initiatorError, "\(key) sent without AuthMethod=CHAP")
-            }
-            return
-        }
-        answers += try authenticator.process(chapPairs, random: &random)
-        if authenticator.isAuthenticated {
-            context.authentication = .complete
-            context.authenticatedUser = authenticator.account.user
-        } else {
-            context.authentication = .chap(authenticator)
-        }
-    }
-
-    private static func isSecurityKey(_ key: String) -> Bool {
-        key == "AuthMethod" || CHAPAuthenticator.keys.contains(key)
-    }
-
-    /// The declarative keys that say who logs in to what (RFC 7143 §13.4-13.6, §13.21).
-    private static let identityKeys: Set<String> = ["InitiatorName", "InitiatorAlias", "TargetName", "SessionType"]
-
-    /// The negotiation limits for a target whose logical units take at most `maximumTransferLength` bytes per
-    /// command: MaxBurstLength and FirstBurstLength no higher (RFC 7143 §13.13-14 allow any value from 512).
-    static func limits(_ limits: TargetNegotiationLimits, boundedBy maximumTransferLength: Int)
-        -> TargetNegotiationLimits
-    {
-        var bounded = limits
-        let maximum = max(512, maximumTransferLength)
-        bounded.maxBurstLength = min(limits.maxBurstLength, maximum)
-        bounded.firstBurstLength = min(limits.firstBurstLength, bounded.maxBurstLength)
-        return bounded
     }
 
     /// Keys answered by identification, authentication or the operational negotiator.

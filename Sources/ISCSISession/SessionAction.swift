@@ -26,8 +26,9 @@ extension SessionStateMachine {
         /// Apply logical-unit side effects (unit attentions, reservations) before responding. A LUN of
         /// `UInt64.max` means every logical unit of the target.
         case applyToLogicalUnits([(lun: UInt64, event: LogicalUnitEvent)])
-        /// A Text Request reached its turn; answer with ``SessionStateMachine/queueTextResponse(_:connection:)``.
-        case handleText(TextRequest, connection: UInt16)
+        /// A Text Request reached its turn; answer with ``SessionStateMachine/queueTextResponse(_:connection:)``, or
+        /// refuse it with ``SessionStateMachine/protocolErrorReceived(_:header:connection:)`` and its `header`.
+        case handleText(TextRequest, header: ByteBuffer, connection: UInt16)
         /// QUERY ASYNCHRONOUS EVENT: look up the pending unit attention and answer with
         /// ``SessionStateMachine/asynchronousEventQueried(functionTag:pending:)``.
         case queryUnitAttention(lun: UInt64, functionTag: UInt32)

@@ -12,7 +12,7 @@ public struct SessionStateMachine {
     enum OrderedPDU {
         case scsiCommand(SCSICommand, connection: UInt16, LogicalUnitDisposition, DataBufferReservation)
         case taskManagement(TaskManagementFunctionRequest, connection: UInt16, FunctionLogicalUnit, received: NIODeadline)
-        case text(TextRequest, connection: UInt16)
+        case text(TextRequest, header: ByteBuffer, connection: UInt16)
         case logout(LogoutRequest, connection: UInt16)
         case nopOut(NOPOut, connection: UInt16)
         /// A CmdSN consumed without a command: the command was aborted while it waited, or an
@@ -21,7 +21,7 @@ public struct SessionStateMachine {
 
         var connection: UInt16? {
             switch self {
-            case .scsiCommand(_, let cid, _, _), .taskManagement(_, let cid, _, _), .text(_, let cid),
+            case .scsiCommand(_, let cid, _, _), .taskManagement(_, let cid, _, _), .text(_, _, let cid),
                 .logout(_, let cid), .nopOut(_, let cid):
                 cid
             case .consumed:
@@ -129,8 +129,9 @@ public struct SessionStateMachine {
         return takeActions()
     }
 
-    public mutating func textReceived(_ request: TextRequest, connection cid: UInt16) -> [Action] {
-        order(.text(request, connection: cid), cmdSN: request.cmdSN, immediate: request.immediate)
+    /// A Text Request arrived; `header`: its Basic Header Segment as received, for a Reject.
+    public mutating func textReceived(_ request: TextRequest, header: ByteBuffer, connection cid: UInt16) -> [Action] {
+        order(.text(request, header: header, connection: cid), cmdSN: request.cmdSN, immediate: request.immediate)
         return takeActions()
     }
 
@@ -240,11 +241,11 @@ public struct SessionStateMachine {
             break
         case .respond(let bytes):
             released += bytes
-            queue(.taskResponse(itt), on: tasks[itt]!.connection)
+            respond(itt)
         case .left(let mark, let bytes):
             released += bytes
             if mark.reportTaskAborted {
-                queue(.taskResponse(itt), on: tasks[itt]!.connection)
+                respond(itt)
             } else {
                 tasks[itt] = nil
             }
@@ -365,8 +366,8 @@ public struct SessionStateMachine {
             break
         case .taskManagement(let request, let cid, let logicalUnit, let received):
             taskManagement(request, connection: cid, logicalUnit: logicalUnit, received: received)
-        case .text(let request, let cid):
-            actions.append(.handleText(request, connection: cid))
+        case .text(let request, let header, let cid):
+            actions.append(.handleText(request, header: header, connection: cid))
         case .logout(let request, let cid):
             logout(request, connection: cid)
         case .nopOut(let nop, let cid):
@@ -418,7 +419,7 @@ public struct SessionStateMachine {
         case .solicit(let tags):
             for ttt in tags { queue(.readyToTransfer(itt: itt, targetTransferTag: ttt), on: cid) }
         case .respond:
-            queue(.taskResponse(itt), on: cid)
+            respond(itt)
         case .nothing:
             break
         }
@@ -462,7 +463,7 @@ public struct SessionStateMachine {
             // A task held for CmdSN order is dropped now; its CmdSN still advances the window when reached.
             if awaitedTurn { pending[task.cmdSN] = .consumed }
             if case .endsWithTaskAborted = verdict {
-                queue(.taskResponse(itt), on: task.connection)
+                respond(itt)
             } else {
                 tasks[itt] = nil
             }
@@ -471,6 +472,17 @@ public struct SessionStateMachine {
     }
 
     // MARK: Transmit
+
+    /// A task's response is ready: it waits in its connection's transmit queue. When that connection is gone
+    /// (ErrorRecoveryLevel 0: nobody is left to hear it, and no task is reassigned) the task ends here.
+    private mutating func respond(_ itt: UInt32) {
+        guard let cid = tasks[itt]?.connection else { return }
+        guard connections[cid] != nil else {
+            if var task = tasks.removeValue(forKey: itt) { released += task.releaseReservation() }
+            return
+        }
+        queue(.taskResponse(itt), on: cid)
+    }
 
     private mutating func queue(_ entry: TransmitQueue.Entry, on cid: UInt16) {
         guard connections[cid] != nil else { return }

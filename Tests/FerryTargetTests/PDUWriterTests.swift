@@ -24,14 +24,14 @@ private func wire(_ channel: EmbeddedChannel, headerDigest: Bool = false, dataDi
 ) {
     var buffers: [ByteBuffer] = []
     while let buffer = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(buffer) }
-    var parser = PDUParser(maxRecvDataSegmentLength: 1 << 20, headerDigest: headerDigest, dataDigest: dataDigest)
-    for buffer in buffers {
-        var buffer = buffer
-        parser.append(bytes: &buffer)
-    }
+    // Each buffer arrives as one read, at a connection handler's decoder.
+    let processor = NIOSingleStepByteToMessageProcessor(
+        PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 20, headerDigest: headerDigest, dataDigest: dataDigest))
     var pdus: [PDU] = []
-    while let pdu = try parser.nextPDU() { pdus.append(pdu) }
-    #expect(parser.bufferedBytes == 0)
+    for buffer in buffers {
+        try processor.process(buffer: buffer) { pdus.append($0.pdu) }
+    }
+    #expect(processor.unprocessedBytes == 0)
     return (buffers, pdus)
 }
 

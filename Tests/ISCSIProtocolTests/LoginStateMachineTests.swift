@@ -514,9 +514,8 @@ extension LoginAction {
     private func decodingError(of login: LoginRequest, flags: UInt8) throws -> ISCSIProtocolError {
         var bytes = encoded(.loginRequest(login))
         bytes.setInteger(flags, at: bytes.readerIndex + 1)
-        var parser = PDUParser()
-        parser.append(bytes: &bytes)
-        return try #require(throws: ISCSIProtocolError.self) { try parser.nextPDU() }
+        var decoder = PDUFrameDecoder()
+        return try #require(throws: ISCSIProtocolError.self) { try decoder.decode(buffer: &bytes) }
     }
 
     // > RFC 7143 §11.12.3: CSG and NSG ... 2 is reserved. A Login Request that cannot be decoded is answered with

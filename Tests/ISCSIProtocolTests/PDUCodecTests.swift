@@ -118,17 +118,29 @@ let samplePDUs: [PDU] = {
     ]
 }()
 
-/// Reads one PDU from a contiguous encoding, failing the test if bytes remain.
+/// Reads one PDU from a contiguous encoding, failing the test if bytes remain or if the BHS that comes with it is not
+/// the one sent.
 func roundTrip(_ pdu: PDU, headerDigest: Bool, dataDigest: Bool) throws -> PDU? {
     let encoder = PDUEncoder(headerDigest: headerDigest, dataDigest: dataDigest)
     var bytes = ByteBuffer()
     encoder.encode(pdu, into: &bytes)
-    var parser = PDUParser(maxRecvDataSegmentLength: 1 << 16, headerDigest: headerDigest, dataDigest: dataDigest)
-    parser.append(bytes: &bytes)
-    let decoded = try parser.nextPDU()
-    #expect(try parser.nextPDU() == nil)
-    #expect(parser.bufferedBytes == 0)
-    return decoded
+    let sent = bytes.getSlice(at: bytes.readerIndex, length: 48)
+    var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: headerDigest, dataDigest: dataDigest)
+    let decoded = try decoder.decode(buffer: &bytes)
+    #expect(try decoder.decode(buffer: &bytes) == nil)
+    #expect(bytes.readableBytes == 0)
+    #expect(decoded?.basicHeaderSegment == sent)
+    return decoded?.pdu
+}
+
+/// Feeds `bytes` as one read to a `NIOSingleStepByteToMessageProcessor` holding `decoder`, as the connection
+/// handler does. Returns the PDUs decoded and the number of bytes the processor keeps for the next read; a decoding
+/// error is thrown.
+func process(_ bytes: ByteBuffer, with decoder: PDUFrameDecoder) throws -> (pdus: [PDU], unprocessedBytes: Int) {
+    let processor = NIOSingleStepByteToMessageProcessor(decoder)
+    var pdus: [PDU] = []
+    try processor.process(buffer: bytes) { pdus.append($0.pdu) }
+    return (pdus, processor.unprocessedBytes)
 }
 
 func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
@@ -261,11 +273,10 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
 
     @Test func dataSegmentIsASliceOfTheReceivedBytes() throws {
         let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
-        var bytes = encoded(pdu)
+        let bytes = encoded(pdu)
         let storage = bytes.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
-        var parser = PDUParser(maxRecvDataSegmentLength: 1 << 16)
-        parser.append(bytes: &bytes)
-        let data = try #require(try parser.nextPDU()).dataSegment
+        let (pdus, _) = try process(bytes, with: PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16))
+        let data = try #require(pdus.first).dataSegment
         let dataAddress = data.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         #expect(dataAddress == storage + 48)
     }
@@ -273,41 +284,39 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
     @Test func truncatedInputWaits() throws {
         let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
         let whole = encoded(samplePDUs[2], encoder: encoder)
-        var parser = PDUParser(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
         for cut in [0, 1, 47, 48, 75, 80, 81, whole.readableBytes - 1] {
             var prefix = whole.getSlice(at: 0, length: cut)!
-            var fresh = parser
-            fresh.append(bytes: &prefix)
-            #expect(try fresh.nextPDU() == nil)
-            #expect(fresh.bufferedBytes == cut)
+            var fresh = decoder
+            #expect(try fresh.decode(buffer: &prefix) == nil)
+            #expect(prefix.readableBytes == cut)
         }
         var all = whole
-        parser.append(bytes: &all)
-        #expect(try parser.nextPDU() == samplePDUs[2])
+        #expect(try decoder.decode(buffer: &all)?.pdu == samplePDUs[2])
     }
 
     @Test func byteByByteWithSeveralPDUs() throws {
         let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
         var stream = ByteBuffer()
         for pdu in samplePDUs { encoder.encode(pdu, into: &stream) }
-        var parser = PDUParser(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
+        let processor = NIOSingleStepByteToMessageProcessor(
+            PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true))
         var decoded: [PDU] = []
-        while var byte = stream.readSlice(length: 1) {
-            parser.append(bytes: &byte)
-            while let pdu = try parser.nextPDU() { decoded.append(pdu) }
+        while let byte = stream.readSlice(length: 1) {
+            try processor.process(buffer: byte) { decoded.append($0.pdu) }
         }
         #expect(decoded == samplePDUs)
+        #expect(processor.unprocessedBytes == 0)
     }
 
     @Test func oversizedDataSegmentIsFatal() {
         let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
         var bytes = encoded(pdu)
-        var parser = PDUParser(maxRecvDataSegmentLength: 8189)
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 8189)
         // Only the BHS is needed to detect it: the data is never buffered.
         var header = bytes.readSlice(length: 48)!
-        parser.append(bytes: &header)
         #expect {
-            _ = try parser.nextPDU()
+            _ = try decoder.decode(buffer: &header)
         } throws: { error in
             guard let error = error as? ISCSIProtocolError else { return false }
             return error.kind == .dataSegmentTooLong && error.isConnectionFatal && error.rejectReason == .protocolError
@@ -318,20 +327,18 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
     @Test func raisingTheLimitAfterLogin() throws {
         let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
         var bytes = encoded(pdu)
-        var parser = PDUParser()
-        #expect(parser.maxRecvDataSegmentLength == 8192)
-        parser.maxRecvDataSegmentLength = 262_144
-        parser.append(bytes: &bytes)
-        #expect(try parser.nextPDU() == pdu)
+        var decoder = PDUFrameDecoder()
+        #expect(decoder.maxRecvDataSegmentLength == 8192)
+        decoder.maxRecvDataSegmentLength = 262_144
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == pdu)
     }
 
     @Test func badHeaderDigestIsFatal() {
         var bytes = encoded(samplePDUs[1], encoder: PDUEncoder(headerDigest: true))
         bytes.setInteger(UInt8(0x42), at: 20)  // Corrupt EDTL.
-        var parser = PDUParser(headerDigest: true)
-        parser.append(bytes: &bytes)
+        var decoder = PDUFrameDecoder(headerDigest: true)
         #expect {
-            _ = try parser.nextPDU()
+            _ = try decoder.decode(buffer: &bytes)
         } throws: { error in
             guard let error = error as? ISCSIProtocolError else { return false }
             return error.kind == .headerDigestError && error.isConnectionFatal && error.rejectReason == nil
@@ -344,42 +351,39 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         var bytes = encoded(dataOut, encoder: encoder)
         bytes.setInteger(UInt8(0), at: 48 + 4 + 100)  // Corrupt the payload.
         encoder.encode(samplePDUs[0], into: &bytes)
-        var parser = PDUParser(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
-        parser.append(bytes: &bytes)
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
         #expect {
-            _ = try parser.nextPDU()
+            _ = try decoder.decode(buffer: &bytes)
         } throws: { error in
             guard let error = error as? ISCSIProtocolError else { return false }
             let header = encoded(dataOut).getSlice(at: 0, length: 48)
             return error.kind == .dataDigestError && !error.isConnectionFatal && error.rejectReason == .dataDigestError
                 && error.rejectedHeader == header && error.opcode == Opcode.scsiDataOut.rawValue
         }
-        #expect(try parser.nextPDU() == samplePDUs[0])
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[0])
     }
 
     @Test func paddingIsCoveredByTheDataDigest() {
         var bytes = encoded(samplePDUs[0], encoder: PDUEncoder(dataDigest: true))  // 5 data bytes, 3 pad bytes.
         bytes.setInteger(UInt8(1), at: 48 + 6)
-        var parser = PDUParser(dataDigest: true)
-        parser.append(bytes: &bytes)
-        #expect(throws: ISCSIProtocolError.self) { _ = try parser.nextPDU() }
+        var decoder = PDUFrameDecoder(dataDigest: true)
+        #expect(throws: ISCSIProtocolError.self) { _ = try decoder.decode(buffer: &bytes) }
     }
 
     @Test func unknownOpcodeIsRejectedAndSkipped() throws {
         var bytes = encoded(samplePDUs[0])
         bytes.setInteger(UInt8(0x1c), at: 0)  // A vendor-specific initiator opcode.
         bytes.writeImmutableBuffer(encoded(samplePDUs[1]))
-        var parser = PDUParser()
-        parser.append(bytes: &bytes)
+        var decoder = PDUFrameDecoder()
         #expect {
-            _ = try parser.nextPDU()
+            _ = try decoder.decode(buffer: &bytes)
         } throws: { error in
             guard let error = error as? ISCSIProtocolError else { return false }
             return error.kind == .unknownOpcode && !error.isConnectionFatal
                 && error.rejectReason == .commandNotSupported && error.opcode == 0x1c
                 && error.rejectedHeader?.getInteger(at: error.rejectedHeader!.readerIndex) == UInt8(0x1c)
         }
-        #expect(try parser.nextPDU() == samplePDUs[1])
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[1])
     }
 
     @Test func invalidFieldsAreRejected() {
@@ -390,15 +394,14 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         var stage = encoded(samplePDUs.first { $0.opcode == .loginRequest }!)
         stage.setInteger(UInt8(0x80 | 0x08 | 0x03), at: 1)  // CSG 2 is reserved.
         for var bytes in [residuals, attribute, stage] {
-            var parser = PDUParser()
-            parser.append(bytes: &bytes)
+            var decoder = PDUFrameDecoder()
             #expect {
-                _ = try parser.nextPDU()
+                _ = try decoder.decode(buffer: &bytes)
             } throws: { error in
                 (error as? ISCSIProtocolError)?.kind == .invalidPDUField
                     && (error as? ISCSIProtocolError)?.rejectReason == .invalidPDUField
             }
-            #expect(parser.bufferedBytes == 0)
+            #expect(bytes.readableBytes == 0)
         }
     }
 
@@ -407,9 +410,8 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         bytes.setInteger(UInt8(0x80 | 0x40), at: 0)  // Reserved bit 7 of byte 0, plus I.
         bytes.setInteger(UInt8(0xff), at: 2)
         bytes.setInteger(UInt32(0xffff_ffff), at: 40)
-        var parser = PDUParser()
-        parser.append(bytes: &bytes)
-        #expect(try parser.nextPDU() == samplePDUs[0])
+        var decoder = PDUFrameDecoder()
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[0])
     }
 
     @Test func digestsSwitchOnBetweenPDUs() throws {
@@ -417,12 +419,16 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         var encoder = PDUEncoder()
         encoder.enableDigests(header: true, data: true)
         encoder.encode(samplePDUs[1], into: &bytes)
-        var parser = PDUParser()
-        parser.append(bytes: &bytes)
-        #expect(try parser.nextPDU() == samplePDUs[5])
-        parser.enableDigests(header: true, data: true)
-        #expect(try parser.nextPDU() == samplePDUs[1])
+        var decoder = PDUFrameDecoder()
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[5])
+        decoder.enableDigests(header: true, data: true)
+        #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[1])
     }
+}
+
+/// The ``InboundPDU`` that the encoding of `pdu` decodes to.
+func inbound(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> InboundPDU {
+    InboundPDU(pdu: pdu, basicHeaderSegment: encoded(pdu, encoder: encoder).getSlice(at: 0, length: 48)!)
 }
 
 @Suite struct PDUFrameDecoderTests {
@@ -436,52 +442,80 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         ]
 
     @Test func verifierWithoutDigests() throws {
-        let pairs = Self.verifierPDUs.map { (encoded($0), [Result<PDU, ISCSIProtocolError>.success($0)]) }
+        let pairs = Self.verifierPDUs.map { (encoded($0), [inbound($0)]) }
         try ByteToMessageDecoderVerifier.verifyDecoder(
-            inputOutputPairs: pairs,
-            decoderFactory: { PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 1 << 16)) })
+            inputOutputPairs: pairs, decoderFactory: { PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16) })
     }
 
     @Test func verifierWithDigests() throws {
         let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
-        let pairs = Self.verifierPDUs.map {
-            (encoded($0, encoder: encoder), [Result<PDU, ISCSIProtocolError>.success($0)])
-        }
+        let pairs = Self.verifierPDUs.map { (encoded($0, encoder: encoder), [inbound($0, encoder: encoder)]) }
         try ByteToMessageDecoderVerifier.verifyDecoder(
             inputOutputPairs: pairs,
-            decoderFactory: {
-                PDUFrameDecoder(
-                    settings: .init(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true))
-            })
+            decoderFactory: { PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true) })
     }
 
-    @Test func recoverableErrorsAreDeliveredInBand() throws {
+    @Test func recoverableErrorsAreThrownAndDecodingGoesOn() throws {
         var decoder = PDUFrameDecoder()
         var bytes = encoded(samplePDUs[0])
         bytes.setInteger(UInt8(0x1d), at: 0)
         bytes.writeImmutableBuffer(encoded(samplePDUs[1]))
-        guard case .failure(let error) = try decoder.decode(buffer: &bytes) else {
-            Issue.record("expected an in-band error")
-            return
-        }
+        let error = try #require(throws: ISCSIProtocolError.self) { try decoder.decode(buffer: &bytes) }
         #expect(error.kind == .unknownOpcode)
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[1]))
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[1]))
+    }
+
+    /// The connection handler's way: the processor throws the error, keeps the bytes after the skipped PDU, and
+    /// decodes them when it is called again with nothing new.
+    @Test func aProcessorGoesOnAfterARecoverableError() throws {
+        let processor = NIOSingleStepByteToMessageProcessor(PDUFrameDecoder())
+        var bytes = encoded(samplePDUs[1])
+        var bad = encoded(samplePDUs[0])
+        bad.setInteger(UInt8(0x1d), at: 0)
+        bytes.writeImmutableBuffer(bad)
+        bytes.writeImmutableBuffer(encoded(samplePDUs[5]))
+        var decoded: [InboundPDU] = []
+        let error = try #require(throws: ISCSIProtocolError.self) {
+            try processor.process(buffer: bytes) { decoded.append($0) }
+        }
+        #expect(error.kind == .unknownOpcode && error.rejectedHeader == bad.getSlice(at: 0, length: 48))
+        #expect(decoded == [inbound(samplePDUs[1])])
+        #expect(processor.unprocessedBytes == encoded(samplePDUs[5]).readableBytes)
+        try processor.process(buffer: ByteBuffer()) { decoded.append($0) }
+        #expect(decoded == [inbound(samplePDUs[1]), inbound(samplePDUs[5])])
+        #expect(processor.unprocessedBytes == 0)
     }
 
     @Test func settingsChangeAtRuntime() throws {
-        let settings = PDUFrameDecoder.Settings()
-        var decoder = PDUFrameDecoder(settings: settings)
+        var decoder = PDUFrameDecoder()
         var bytes = encoded(samplePDUs[5])
-        bytes.writeImmutableBuffer(encoded(samplePDUs[8], encoder: PDUEncoder(headerDigest: true, dataDigest: true)))
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[5]))
-        settings.enableDigests(header: true, data: true)
-        settings.maxRecvDataSegmentLength = 262_144
-        #expect(try decoder.decode(buffer: &bytes) == .success(samplePDUs[8]))
+        let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
+        bytes.writeImmutableBuffer(encoded(samplePDUs[8], encoder: encoder))
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[5]))
+        decoder.enableDigests(header: true, data: true)
+        decoder.maxRecvDataSegmentLength = 262_144
+        #expect(try decoder.decode(buffer: &bytes) == inbound(samplePDUs[8], encoder: encoder))
     }
 
     @Test func fatalErrorsAreThrown() {
-        var decoder = PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 16))
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 16)
         var bytes = encoded(samplePDUs[5])  // A Login Request with more than 16 bytes of text.
         #expect(throws: ISCSIProtocolError.self) { _ = try decoder.decode(buffer: &bytes) }
+    }
+
+    /// The BHS of a decoded PDU is the received one, reserved bits and all (a Reject echoes it), and a slice of the
+    /// received bytes.
+    @Test func theBasicHeaderSegmentIsTheReceivedOne() throws {
+        var bytes = encoded(samplePDUs[0])
+        bytes.setInteger(UInt8(0x80 | 0x40), at: 0)  // Reserved bit 7 of byte 0, plus I.
+        bytes.setInteger(UInt8(0xff), at: 2)
+        let received = bytes.getSlice(at: 0, length: 48)!
+        let storage = bytes.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+        var decoder = PDUFrameDecoder()
+        let decoded = try #require(try decoder.decode(buffer: &bytes))
+        #expect(decoded.pdu == samplePDUs[0])
+        #expect(decoded.basicHeaderSegment == received)
+        #expect(decoded.basicHeaderSegment != inbound(samplePDUs[0]).basicHeaderSegment)
+        #expect(decoded.basicHeaderSegment.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == storage)
     }
 }

@@ -34,15 +34,14 @@ import Testing
                     var bytes = pdu(
                         opcode: opcode | 0x40, byte1: byte1, fill: fill, ahsWords: ahsWords,
                         dataSegmentLength: dataSegmentLength)
-                    var parser = PDUParser()
-                    parser.append(bytes: &bytes)
+                    var decoder = PDUFrameDecoder()
                     do {
-                        let decoded = try parser.nextPDU()
+                        let decoded = try decoder.decode(buffer: &bytes)
                         #expect(decoded != nil)
                     } catch {
                         #expect(error.isConnectionFatal || error.rejectedHeader?.readableBytes == 48, "\(error)")
                     }
-                    #expect(parser.bufferedBytes == 0)
+                    #expect(bytes.readableBytes == 0)
                     outcomes += 1
                 }
             }
@@ -50,14 +49,13 @@ import Testing
         #expect(outcomes == 64 * 256 * 3)
     }
 
-    /// The largest DataSegmentLength the field holds, under a limit that admits it: the parser waits for the body.
+    /// The largest DataSegmentLength the field holds, under a limit that admits it: the decoder waits for the body.
     @Test func largestDataSegmentLengthWaitsForItsBody() throws {
         var header = ByteBuffer(
             bytes: pdu(opcode: 0x00, byte1: 0x80, fill: 0, ahsWords: 255, dataSegmentLength: 0).readableBytesView)
         header.setBytes([0xff, 0xff, 0xff], at: 5)
-        var parser = PDUParser(maxRecvDataSegmentLength: BasicHeaderSegment.maximumDataSegmentLength)
-        parser.append(bytes: &header)
-        #expect(try parser.nextPDU() == nil)
+        var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: BasicHeaderSegment.maximumDataSegmentLength)
+        #expect(try decoder.decode(buffer: &header) == nil)
     }
 
     /// AHS lengths that claim more than the AHS holds, none at all, or a bidirectional AHS of the wrong size.
@@ -68,14 +66,13 @@ import Testing
     func malformedAHSOfACommand(_ ahs: [UInt8]) {
         var bytes = pdu(opcode: 0x01, byte1: 0x81, fill: 0, ahsWords: UInt8(ahs.count / 4), dataSegmentLength: 0)
         bytes.setBytes(ahs, at: BasicHeaderSegment.length)
-        var parser = PDUParser()
-        parser.append(bytes: &bytes)
+        var decoder = PDUFrameDecoder()
         do {
-            _ = try parser.nextPDU()
+            _ = try decoder.decode(buffer: &bytes)
         } catch {
             #expect(error.kind == .invalidPDUField, "\(error)")
         }
-        #expect(parser.bufferedBytes == 0)
+        #expect(bytes.readableBytes == 0)
     }
 
     /// Every Login Request the decoder refuses, whatever its byte 1, is answered 0x0200 with its ITT: the 64 with
@@ -85,11 +82,10 @@ import Testing
         for byte1 in UInt8.min...UInt8.max {
             var bytes = pdu(opcode: 0x43, byte1: byte1, fill: 0, ahsWords: 0, dataSegmentLength: 0)
             bytes.setInteger(UInt32(0x5150), at: BasicHeaderSegment.initiatorTaskTagOffset)
-            var parser = PDUParser()
-            parser.append(bytes: &bytes)
+            var decoder = PDUFrameDecoder()
             let error: ISCSIProtocolError
             do {
-                _ = try parser.nextPDU()
+                _ = try decoder.decode(buffer: &bytes)
                 continue
             } catch let caught {
                 error = caught

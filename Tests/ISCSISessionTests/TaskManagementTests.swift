@@ -218,6 +218,32 @@ import Testing
         #expect(observed == row.expected)
     }
 
+    /// A task that another session's CLEAR TASK SET (TAS=1) took while its backend held it ends with TASK ABORTED;
+    /// when its connection has gone meanwhile, nobody can hear that, and the task ends without it. Found by the
+    /// SessionCore fuzz target: before, such a task stayed in the session for good, with its data buffer bytes.
+    @Test func aTaskAbortedWithTASWhoseConnectionIsGoneEnds() {
+        var budget = TestBudget(capacity: 1 << 20)
+        var m = machine()
+        let command = read(itt: 1, cmdSN: 1)
+        let submitted = budget.carryOut(
+            m.commandReceived(
+                command, header: SessionStateMachine.header(of: .scsiCommand(command)), connection: 0,
+                disposition: .mapped(dataOutLength: 0), reservation: budget.reserve(command)))
+        guard let tag = submitted.submitted.first?.tag else {
+            Issue.record("nothing submitted: \(submitted)")
+            return
+        }
+        budget.carryOut(
+            m.terminateForForeignFunction(
+                ForeignFunction(session: 9, functionTag: 50), scope: .logicalUnit(lun1), tas: .taskAbortedStatus))
+        budget.carryOut(m.connectionRemoved(0))
+        let done = budget.carryOut(m.backendCompleted(itt: 1, tag: tag, .terminated))
+        #expect(done.reports == [.terminated(affected: true)])
+        #expect(done.sent.isEmpty)
+        #expect(m.tasks.isEmpty)
+        #expect(budget.inUse == 0)
+    }
+
     @Test func logicalUnitResetWaitsForTheDeviceResetAfterEveryTaskLeft() {
         var m = machine()
         let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag

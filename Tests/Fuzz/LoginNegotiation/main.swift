@@ -18,14 +18,17 @@ func fuzzLoginNegotiation(_ input: UnsafeBufferPointer<UInt8>) {
     var connection = FuzzedConnection(settings: settings)
     var buffer = ByteBuffer(bytes: input.dropFirst())
     while connection.isOpen {
-        let decoded: PDUFrameDecoder.InboundOut?
-        do {
+        let decoded: InboundPDU?
+        do throws(ISCSIProtocolError) {
             decoded = try connection.decoder.decode(buffer: &buffer)
         } catch {
-            return
+            // As the connection does: a PDU it can keep framing after is answered, anything else ends it.
+            guard !error.isConnectionFatal else { return }
+            connection.undecodable(error)
+            continue
         }
         guard let decoded else { return }
-        connection.received(decoded)
+        connection.received(decoded.pdu)
     }
 }
 
@@ -49,7 +52,7 @@ private struct SplitMix64: RandomNumberGenerator, Sendable {
 }
 
 private struct FuzzedConnection {
-    var decoder = PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 8192))
+    var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 8192)
     var login: LoginStateMachine
     var text: TextNegotiationStateMachine?
     var isOpen = true
@@ -69,9 +72,9 @@ private struct FuzzedConnection {
         refusesSession = settings & 8 != 0
     }
 
-    mutating func received(_ decoded: PDUFrameDecoder.InboundOut) {
+    mutating func received(_ pdu: PDU) {
         if var negotiation = text {
-            guard case .success(.textRequest(let request)) = decoded else { return }
+            guard case .textRequest(let request) = pdu else { return }
             let action = negotiation.textRequestReceived(
                 request, sequence: StatusSequence(statSN: 2, expCmdSN: 1, maxCmdSN: 128),
                 visibleTargets: [SendTargetsEntry(name: targetName, addresses: ["127.0.0.1:3260,1"])])
@@ -84,14 +87,17 @@ private struct FuzzedConnection {
             text = negotiation
             return
         }
-        switch decoded {
-        case .success(.loginRequest(let request)):
+        if case .loginRequest(let request) = pdu {
             handle(login.loginRequestReceived(request), initiatorTaskTag: request.initiatorTaskTag)
-        case .success(let pdu):
+        } else {
             handle(login.unexpectedPDUReceived(initiatorTaskTag: pdu.initiatorTaskTagForFuzzing), initiatorTaskTag: nil)
-        case .failure(let error):
-            handle(login.undecodablePDUReceived(error), initiatorTaskTag: nil)
         }
+    }
+
+    /// A PDU the decoder skipped: the login answers it; after login it is not this target's business.
+    mutating func undecodable(_ error: ISCSIProtocolError) {
+        guard text == nil else { return }
+        handle(login.undecodablePDUReceived(error), initiatorTaskTag: nil)
     }
 
     private mutating func handle(_ action: LoginAction, initiatorTaskTag: UInt32?) {
@@ -113,9 +119,8 @@ private struct FuzzedConnection {
             check(response, initiatorTaskTag: initiatorTaskTag)
             require(response.transit && response.nextStage == .fullFeaturePhase, "final response")
             check(parameters)
-            decoder.settings.enableDigests(
-                header: parameters.headerDigest == .crc32c, data: parameters.dataDigest == .crc32c)
-            decoder.settings.maxRecvDataSegmentLength = parameters.targetMaxRecvDataSegmentLength
+            decoder.enableDigests(header: parameters.headerDigest == .crc32c, data: parameters.dataDigest == .crc32c)
+            decoder.maxRecvDataSegmentLength = parameters.targetMaxRecvDataSegmentLength
             text = TextNegotiationStateMachine(parameters: parameters, limits: limits)
         case .rejectLogin(let response, _):
             check(response, initiatorTaskTag: initiatorTaskTag, goesOn: false)

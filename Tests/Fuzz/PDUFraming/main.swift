@@ -8,8 +8,9 @@ import NIOCore
 /// data digests on; bits 2-7 choose the size of the chunks the stream arrives in (1 to 64 bytes, or all at once
 /// for 0), so that every split of a PDU across socket reads is tried.
 ///
-/// Checked: decoding never traps, every call consumes bytes or waits for more, a connection-fatal error ends the
-/// stream as it ends the connection, and every decoded PDU encodes and decodes back to itself.
+/// Checked: decoding never traps, every call consumes bytes or waits for more, an error the connection survives
+/// consumed the whole PDU and carries its BHS for the Reject, a connection-fatal error ends the stream as it ends the
+/// connection, every decoded PDU comes with the BHS it was received with, and encodes and decodes back to itself.
 func fuzzPDUFraming(_ input: UnsafeBufferPointer<UInt8>) {
     guard let settings = input.first else { return }
     let stream = input.dropFirst()
@@ -18,7 +19,7 @@ func fuzzPDUFraming(_ input: UnsafeBufferPointer<UInt8>) {
     let dataDigest = settings & 2 != 0
 
     var decoder = PDUFrameDecoder(
-        settings: .init(maxRecvDataSegmentLength: 65_536, headerDigest: headerDigest, dataDigest: dataDigest))
+        maxRecvDataSegmentLength: 65_536, headerDigest: headerDigest, dataDigest: dataDigest)
     var buffer = ByteBuffer()
     var offset = stream.startIndex
     while offset < stream.endIndex {
@@ -27,18 +28,20 @@ func fuzzPDUFraming(_ input: UnsafeBufferPointer<UInt8>) {
         offset = end
         while true {
             let before = buffer.readableBytes
-            let decoded: PDUFrameDecoder.InboundOut?
-            do {
+            let received = buffer.getSlice(at: buffer.readerIndex, length: min(before, 48))!
+            let decoded: InboundPDU?
+            do throws(ISCSIProtocolError) {
                 decoded = try decoder.decode(buffer: &buffer)
-            } catch let error as ISCSIProtocolError {
-                require(error.isConnectionFatal, "a thrown error must end the connection: \(error)")
-                return
             } catch {
-                requireFailed("decoding threw \(error), which is not an ISCSIProtocolError")
+                if error.isConnectionFatal { return }
+                require(buffer.readableBytes < before, "a rejected PDU consumed no bytes: \(error)")
+                require(error.rejectedHeader == received, "a rejected PDU's header is not the one received: \(error)")
+                continue
             }
             guard let decoded else { break }
             require(buffer.readableBytes < before, "a decoded PDU consumed no bytes")
-            if case .success(let pdu) = decoded { checkRoundTrip(pdu, headerDigest: headerDigest, dataDigest: dataDigest) }
+            require(decoded.basicHeaderSegment == received, "a decoded PDU's BHS is not the one received")
+            checkRoundTrip(decoded.pdu, headerDigest: headerDigest, dataDigest: dataDigest)
         }
     }
 }
@@ -49,9 +52,8 @@ private func checkRoundTrip(_ pdu: PDU, headerDigest: Bool, dataDigest: Bool) {
     encoder.enableDigests(header: headerDigest, data: dataDigest)
     var encoded = ByteBuffer()
     encoder.encode(pdu, into: &encoded)
-    var decoder = PDUFrameDecoder(
-        settings: .init(maxRecvDataSegmentLength: 1 << 24, headerDigest: headerDigest, dataDigest: dataDigest))
-    guard case .success(let again)? = try? decoder.decode(buffer: &encoded) else {
+    var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 24, headerDigest: headerDigest, dataDigest: dataDigest)
+    guard let again = try? decoder.decode(buffer: &encoded)?.pdu else {
         requireFailed("the encoding of \(pdu) does not decode")
     }
     require(again == pdu, "round trip changed \(pdu) into \(again)")

@@ -24,14 +24,16 @@ import SCSI
 func fuzzSessionCore(_ input: UnsafeBufferPointer<UInt8>) {
     guard input.count >= 2 else { return }
     var harness = SessionHarness(flags: input[0], seed: input[1])
-    var decoder = PDUFrameDecoder(settings: .init(maxRecvDataSegmentLength: 262_144))
+    var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 262_144)
     var buffer = ByteBuffer(bytes: input.dropFirst(2))
     while harness.isOpen {
-        let decoded: PDUFrameDecoder.InboundOut?
-        do {
+        let decoded: InboundPDU?
+        do throws(ISCSIProtocolError) {
             decoded = try decoder.decode(buffer: &buffer)
         } catch {
-            break
+            guard !error.isConnectionFatal else { break }
+            harness.undecodable(error)
+            continue
         }
         guard let decoded else { break }
         harness.received(decoded)
@@ -96,51 +98,58 @@ private struct SessionHarness {
         machine.connectionAdded(Self.cid, statSN: 1)
     }
 
-    mutating func received(_ decoded: PDUFrameDecoder.InboundOut) {
-        let cid = Self.cid
-        switch decoded {
-        case .failure(let error):
-            // As the connection does: a PDU it can keep framing after is rejected, anything else ends it.
-            guard let reason = error.rejectReason, let header = error.rejectedHeader else {
-                closing = true
-                isOpen = false
-                run([])
-                return
-            }
-            run(machine.protocolErrorReceived(reason, header: header, connection: cid))
-        case .success(let pdu):
-            switch pdu {
-            case .scsiCommand(let command):
-                // A command whose ITT is in use is rejected and changes nothing of the task that has it.
-                if machine.tasks[command.initiatorTaskTag] == nil {
-                    commandsSent[command.initiatorTaskTag, default: 0] += 1
-                    expectedLength[command.initiatorTaskTag] = Int(command.expectedDataTransferLength)
-                }
-                run(
-                    machine.commandReceived(
-                        command, header: Self.header(of: pdu), connection: cid, disposition: disposition(for: command),
-                        reservation: reserve(command)))
-            case .scsiDataOut(let dataOut):
-                run(machine.dataOutReceived(dataOut, header: Self.header(of: pdu), connection: cid))
-            case .taskManagementFunctionRequest(let request):
-                functionsSent[request.initiatorTaskTag, default: 0] += 1
-                let logicalUnit: FunctionLogicalUnit =
-                    request.lun == 0 ? .mapped(taskAbortedStatus: choices.next(2) == 0) : .notMapped
-                run(
-                    machine.taskManagementReceived(
-                        request, connection: cid, logicalUnit: logicalUnit, received: .uptimeNanoseconds(0)))
-            case .textRequest(let request):
-                run(machine.textReceived(request, connection: cid))
-            case .logoutRequest(let request):
-                run(machine.logoutReceived(request, connection: cid))
-            case .nopOut(let nop):
-                run(machine.nopOutReceived(nop, connection: cid))
-            case .snackRequest(let snack):
-                run(machine.snackReceived(header: Self.header(of: .snackRequest(snack)), connection: cid))
-            default:
-                break
-            }
+    /// A PDU the decoder skipped. As the connection does: a PDU it can keep framing after is rejected, anything else
+    /// ends it.
+    mutating func undecodable(_ error: ISCSIProtocolError) {
+        guard let reason = error.rejectReason, let header = error.rejectedHeader else {
+            closing = true
+            isOpen = false
+            run([])
+            return
         }
+        run(machine.protocolErrorReceived(reason, header: header, connection: Self.cid))
+        betweenPDUs()
+    }
+
+    mutating func received(_ inbound: InboundPDU) {
+        let cid = Self.cid
+        let header = inbound.basicHeaderSegment
+        switch inbound.pdu {
+        case .scsiCommand(let command):
+            // A command whose ITT is in use is rejected and changes nothing of the task that has it.
+            if machine.tasks[command.initiatorTaskTag] == nil {
+                commandsSent[command.initiatorTaskTag, default: 0] += 1
+                expectedLength[command.initiatorTaskTag] = Int(command.expectedDataTransferLength)
+            }
+            run(
+                machine.commandReceived(
+                    command, header: header, connection: cid, disposition: disposition(for: command),
+                    reservation: reserve(command)))
+        case .scsiDataOut(let dataOut):
+            run(machine.dataOutReceived(dataOut, header: header, connection: cid))
+        case .taskManagementFunctionRequest(let request):
+            functionsSent[request.initiatorTaskTag, default: 0] += 1
+            let logicalUnit: FunctionLogicalUnit =
+                request.lun == 0 ? .mapped(taskAbortedStatus: choices.next(2) == 0) : .notMapped
+            run(
+                machine.taskManagementReceived(
+                    request, connection: cid, logicalUnit: logicalUnit, received: .uptimeNanoseconds(0)))
+        case .textRequest(let request):
+            run(machine.textReceived(request, header: header, connection: cid))
+        case .logoutRequest(let request):
+            run(machine.logoutReceived(request, connection: cid))
+        case .nopOut(let nop):
+            run(machine.nopOutReceived(nop, connection: cid))
+        case .snackRequest:
+            run(machine.snackReceived(header: header, connection: cid))
+        default:
+            break
+        }
+        betweenPDUs()
+    }
+
+    private mutating func betweenPDUs() {
+        let cid = Self.cid
         // Between PDUs the backend finishes some of what it holds, and the socket drains or fills.
         for tag in held.keys.sorted(by: { $0.rawValue < $1.rawValue }) where choices.next(3) == 0 {
             complete(tag)
@@ -157,13 +166,6 @@ private struct SessionHarness {
             run(machine.terminateForForeignFunction(function, scope: scope, tas: choices.next(2) == 0 ? .silent : .taskAbortedStatus))
         }
         checkBounds()
-    }
-
-    /// The 48-byte BHS of a PDU, as the connection hands it over for a Reject.
-    private static func header(of pdu: PDU) -> ByteBuffer {
-        var buffer = ByteBuffer()
-        PDUEncoder().writeHeaderSegment(pdu, into: &buffer)
-        return buffer.getSlice(at: buffer.readerIndex, length: 48)!
     }
 
     /// As the shell does: a command takes its Expected Data Transfer Length from the budget if there is room.
@@ -277,7 +279,7 @@ private struct SessionHarness {
             return []
         case .applyToLogicalUnits, .functionAnswered:
             return []
-        case .handleText(let request, let cid):
+        case .handleText(let request, _, let cid):
             let response = TextResponse(
                 final: true, initiatorTaskTag: request.initiatorTaskTag, targetTransferTag: reservedTag,
                 sequence: StatusSequence(statSN: 0, expCmdSN: 0, maxCmdSN: 0), data: ByteBuffer())
