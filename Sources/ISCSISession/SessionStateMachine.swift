@@ -35,18 +35,18 @@ public struct SessionStateMachine {
     public private(set) var parameters: SessionParameters
     private(set) var window: CommandWindow
     private var pending: [UInt32: OrderedPDU] = [:]
-    public private(set) var tasks: [UInt32: TaskStateMachine] = [:]
+    public internal(set) var tasks: [UInt32: TaskStateMachine] = [:]
     var taskManagement: TaskManagement
-    private var connections: [UInt16: TransmitQueue] = [:]
+    var connections: [UInt16: TransmitQueue] = [:]
     let nexus: ITNexus
     /// This session's serial: no other session of the process ever had it. It scopes the backend task tags
     /// and names the session to the others.
     public let serial: UInt32
     private var nextTagSuffix: UInt64 = 0
     var targetTransferTags = TargetTransferTags()
-    private var actions: [Action] = []
+    var actions: [Action] = []
     /// Bytes of the data buffer budget let go of during the current event, given back in one action.
-    private var released = 0
+    var released = 0
 
     public init(nexus: ITNexus, parameters: SessionParameters, expCmdSN: UInt32, sessionSerial: UInt32) {
         self.nexus = nexus
@@ -339,7 +339,7 @@ public struct SessionStateMachine {
         if pending[cmdSN] == nil { pending[cmdSN] = .consumed }
     }
 
-    private mutating func refreshWindow() {
+    mutating func refreshWindow() {
         let width = max(1, parameters.commandWindow - tasks.count)
         let proposed = window.expCmdSN &+ UInt32(width) &- 1
         if SerialNumber(proposed) > SerialNumber(window.maxCmdSN) { window.maxCmdSN = proposed }
@@ -469,89 +469,5 @@ public struct SessionStateMachine {
             }
             return false
         }
-    }
-
-    // MARK: Transmit
-
-    /// A task's response is ready: it waits in its connection's transmit queue. When that connection is gone
-    /// (ErrorRecoveryLevel 0: nobody is left to hear it, and no task is reassigned) the task ends here.
-    private mutating func respond(_ itt: UInt32) {
-        guard let cid = tasks[itt]?.connection else { return }
-        guard connections[cid] != nil else {
-            if var task = tasks.removeValue(forKey: itt) { released += task.releaseReservation() }
-            return
-        }
-        queue(.taskResponse(itt), on: cid)
-    }
-
-    private mutating func queue(_ entry: TransmitQueue.Entry, on cid: UInt16) {
-        guard connections[cid] != nil else { return }
-        connections[cid]!.append(entry)
-        drain(cid)
-    }
-
-    /// Builds and emits the PDUs of every transmittable entry, in order.
-    /// The queue is changed in place (never copied out), so that its storage is not duplicated per PDU.
-    private mutating func drain(_ cid: UInt16) {
-        while let entry = connections[cid]?.next() {
-            switch entry {
-            case .message(let message):
-                actions.append(.send(connections[cid]!.build(message, window: window), connection: cid))
-            case .readyToTransfer(let itt, let ttt):
-                guard let (r2t, r2tSN) = tasks[itt]?.readyToTransfer(ttt), let lun = tasks[itt]?.lun else { continue }
-                actions.append(
-                    .send(
-                        connections[cid]!.readyToTransfer(r2t, r2tSN: r2tSN, lun: lun, initiatorTaskTag: itt, window: window),
-                        connection: cid))
-            case .taskResponse(let itt):
-                guard var task = tasks.removeValue(forKey: itt) else { continue }
-                guard case .completed(let outcome) = task.state else {
-                    tasks[itt] = task
-                    continue
-                }
-                released += task.releaseReservation()
-                refreshWindow()
-                var emitted = actions
-                actions = []
-                connections[cid]!.taskResponse(
-                    outcome, lun: task.lun, initiatorTaskTag: itt, window: window, parameters: parameters
-                ) { emitted.append(.send($0, connection: cid)) }
-                actions = emitted
-            }
-        }
-    }
-
-    mutating func queueMessage(_ message: TransmitQueue.Message, on cid: UInt16) {
-        queue(.message(message), on: cid)
-    }
-
-    // MARK: Actions
-
-    mutating func release(_ reservation: DataBufferReservation) {
-        if case .reserved(let bytes) = reservation, bytes > 0 { released += bytes }
-    }
-
-    mutating func append(_ action: Action) {
-        actions.append(action)
-    }
-
-    /// Hands the actions of an event to the shell. The buffer moves out whole (no copy), and
-    /// ``recycle(_:)`` brings its storage back, so that steady traffic allocates no action arrays.
-    mutating func takeActions() -> [Action] {
-        if released > 0 {
-            actions.append(.releaseDataBuffer(released))
-            released = 0
-        }
-        var taken: [Action] = []
-        swap(&taken, &actions)
-        return taken
-    }
-
-    /// Takes back an action buffer the shell has carried out, to reuse its storage for the next event.
-    public mutating func recycle(_ buffer: consuming [Action]) {
-        guard actions.isEmpty, buffer.capacity > actions.capacity else { return }
-        var buffer = buffer
-        buffer.removeAll(keepingCapacity: true)
-        actions = buffer
     }
 }
