@@ -67,6 +67,7 @@ let package = Package(
         .target(
             name: "FerryBackends",
             dependencies: [
+                "FerrySync",
                 "SCSI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
