@@ -139,6 +139,8 @@ final class TargetContext: Sendable {
     let admittedConnections = AdmittedConnections()
     /// Backends that left a LUN map, until they are shut down.
     let retirement = BackendRetirement()
+    /// Offline passthrough logical units whose disk came back, being opened again.
+    let diskReturns = DiskReturns()
     let threadPool: NIOThreadPool
     let logger: Logger
 
@@ -170,6 +172,7 @@ final class TargetContext: Sendable {
         } catch {
             try? threadPool.syncShutdownGracefully()
             retirement.shutdown()
+            diskReturns.shutdown()
             throw error
         }
         state.withLock { $0.nodes = nodes }
@@ -249,6 +252,8 @@ final class TargetContext: Sendable {
     /// Waits for the commands still at the backends, then flushes every logical unit, those retired and not yet shut
     /// down included.
     func shutdown() {
+        // No disk comes back from now on; a probe in progress finishes (what it opened is in a LUN map, shut down below).
+        diskReturns.shutdown()
         try? threadPool.syncShutdownGracefully()
         retirement.shutdown()
         for node in nodes.values {
