@@ -172,18 +172,17 @@ public struct LogicalUnitState: Sendable, Hashable {
 }
 
 extension ISCSITarget {
-    /// The kind and state of each LUN of `target`. A passthrough LUN whose disk is gone from
-    /// sysfs is taken offline first, so that the answer is true even when no udev event came.
+    /// The kind and state of each LUN of `target`, as the target serves them now. A query: it changes nothing. A
+    /// passthrough LUN whose disk went away without a udev event is online here until ``deviceRemoved(name:)``
+    /// looks (ferryctl's `luns` command asks for that first).
     public func logicalUnitStates(target: String) -> [UInt64: LogicalUnitState] {
-        _ = context.deviceRemoved(name: nil)
-        guard let node = context.nodes[target] else { return [:] }
-        return node.logicalUnits.mapValues { LogicalUnitState(kind: $0.kind, online: !($0 is OfflineLogicalUnit)) }
+        context.logicalUnitStates(target: target)
     }
 
-    /// A SCSI device went away (`name` is its kernel name, `sg3` or `sdc`; nil: check every disk):
-    /// the passthrough LUNs it backs go offline. Commands they hold complete as the kernel fails
-    /// them (NOT READY); new ones end with NOT READY, 04/03 (``OfflineLogicalUnit``). Returns
-    /// what went offline, in sentences.
+    /// A SCSI device went away (`name` is its kernel name, `sg3` or `sdc`; nil: check every disk in sysfs, its node
+    /// still there with the same `wwid`): the passthrough LUNs it backs go offline. Commands they hold complete as
+    /// the kernel fails them (NOT READY); new ones end with NOT READY, 04/03 (``OfflineLogicalUnit``). Returns what
+    /// went offline, in sentences.
     public func deviceRemoved(name: String?) -> [String] {
         context.deviceRemoved(name: name)
     }
@@ -198,6 +197,11 @@ extension ISCSITarget {
 }
 
 extension TargetContext {
+    func logicalUnitStates(target: String) -> [UInt64: LogicalUnitState] {
+        guard let node = nodes[target] else { return [:] }
+        return node.logicalUnits.mapValues { LogicalUnitState(kind: $0.kind, online: !($0 is OfflineLogicalUnit)) }
+    }
+
     func deviceRemoved(name: String?) -> [String] {
         var changes: [String] = []
         var retired: [any LogicalUnitBackend] = []

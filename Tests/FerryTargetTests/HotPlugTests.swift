@@ -170,7 +170,7 @@ struct FakeDisk {
     }
 }
 
-/// The target's side of hot-plug: LUNs go offline and are checked when a disk is added.
+/// ferryctl's LUN list is a query; taking LUNs offline is the explicit device check (`deviceRemoved`).
 @Suite struct LogicalUnitStateQueryTests {
     static let target = "iqn.2026-11.dev.ferry:hotplug"
 
@@ -182,6 +182,38 @@ struct FakeDisk {
             configuration: Target(name: target, luns: [FakeDisk.lun(2)]), portalGroupTag: 1, logicalUnits: [2: backend])
         context.state.withLock { $0.nodes[target] = node }
         return context
+    }
+
+    @Test func askingForTheStatesTakesNothingOfflineTheDeviceCheckDoes() async throws {
+        let disk = try FakeDisk()
+        defer { disk.cleanUp() }
+        let backend = disk.backend(lun: 2)
+        let context = try Self.context(serving: backend, directory: disk.topology.root)
+        defer { context.shutdown() }
+        #expect(context.logicalUnitStates(target: Self.target) == [2: LogicalUnitState(kind: "sg", online: true)])
+
+        try disk.remove()
+        // The disk is gone from sysfs and no event came: the query says what is served, and changes nothing.
+        #expect(context.logicalUnitStates(target: Self.target) == [2: LogicalUnitState(kind: "sg", online: true)])
+        #expect(context.logicalUnitStates(target: Self.target) == [2: LogicalUnitState(kind: "sg", online: true)])
+        #expect(context.nodes[Self.target]?.backend(lun: 0x0002_0000_0000_0000) === backend)
+
+        // The explicit check takes it offline.
+        #expect(context.deviceRemoved(name: nil) == ["LUN 2 of \(Self.target) is offline: its disk sg3 went away"])
+        #expect(context.logicalUnitStates(target: Self.target) == [2: LogicalUnitState(kind: "sg", online: false)])
+        #expect(context.deviceRemoved(name: nil).isEmpty, "an offline LUN is not taken offline twice")
+        await ReloadRetirementTests.settle(context.retirement)
+        #expect(context.retirement.waiting == 0, "the old backend was shut down")
+    }
+
+    @Test func anEventNamesTheNodeThatWentAway() throws {
+        let disk = try FakeDisk()
+        defer { disk.cleanUp() }
+        let context = try Self.context(serving: disk.backend(lun: 2), directory: disk.topology.root)
+        defer { context.shutdown() }
+        #expect(context.deviceRemoved(name: "sg4").isEmpty)
+        #expect(context.deviceRemoved(name: "sdc").count == 1, "either of the disk's nodes names it")
+        #expect(context.logicalUnitStates(target: Self.target)[2]?.online == false)
     }
 
     /// Wiring: a `device added` event checks every offline LUN, and each check completes.
@@ -200,7 +232,7 @@ struct FakeDisk {
             // names no disk: it stays offline.
             #expect(try await check.get() == .refused)
         }
-        #expect(context.nodes[Self.target]?.logicalUnits[2] is OfflineLogicalUnit)
+        #expect(context.logicalUnitStates(target: Self.target)[2]?.online == false)
     }
 }
 
