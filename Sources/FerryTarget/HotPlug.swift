@@ -1,10 +1,10 @@
 import FerryBackends
-public import FerryConfig
+import FerryConfig
 import FerryPassthrough
 import Foundation
 import Logging
-public import NIOCore
-public import SCSI
+import NIOCore
+import SCSI
 
 /// The disk behind a passthrough logical unit, as it was when the logical unit was opened: what
 /// hot-plug compares a returning disk with, and how it tells that the disk is still there.

@@ -1,4 +1,4 @@
-public import FerryBackends
+import FerryBackends
 public import FerryConfig
 import FerryPassthrough
 import FerrySync

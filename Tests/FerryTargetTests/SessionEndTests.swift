@@ -232,7 +232,7 @@ import Testing
         await Self.settle(context.retirement)
         #expect(context.retirement.waiting == 1, "shut down while a session of the target could still reach it")
 
-        try channel.close().wait()
+        try await channel.close().get()
         loop.run()
         await Self.settle(context.retirement)
         #expect(context.retirement.waiting == 0)
