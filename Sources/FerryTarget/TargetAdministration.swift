@@ -311,9 +311,16 @@ extension TargetContext {
         for register: (@escaping @Sendable () -> Void) -> Void
     ) async -> Bool {
         let promise = loop.makePromise(of: Bool.self)
-        let timeout = loop.scheduleTask(deadline: deadline) { promise.succeed(false) }
+        let calledBack = Locked(false)
+        register {
+            calledBack.withLock { $0 = true }
+            promise.succeed(true)
+        }
+        // Nothing to wait for (no session): no suspension. ThreadSanitizer also reports a continuation resumed before
+        // its task has suspended as a race (swiftlang/swift#57803), which awaiting a completed future invites.
+        if calledBack.withLock({ $0 }) { return true }
         // The first completion wins; the other is ignored.
-        register { promise.succeed(true) }
+        let timeout = loop.scheduleTask(deadline: deadline) { promise.succeed(false) }
         let result = (try? await promise.futureResult.get()) ?? false
         timeout.cancel()
         return result

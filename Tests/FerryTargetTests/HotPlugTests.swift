@@ -184,7 +184,7 @@ struct FakeDisk {
         return context
     }
 
-    @Test func askingForTheStatesTakesNothingOfflineTheDeviceCheckDoes() async throws {
+    @Test func askingForTheStatesTakesNothingOfflineTheDeviceCheckDoes() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let backend = disk.backend(lun: 2)
@@ -202,7 +202,7 @@ struct FakeDisk {
         #expect(context.deviceRemoved(name: nil) == ["LUN 2 of \(Self.target) is offline: its disk sg3 went away"])
         #expect(context.logicalUnitStates(target: Self.target) == [2: LogicalUnitState(kind: "sg", online: false)])
         #expect(context.deviceRemoved(name: nil).isEmpty, "an offline LUN is not taken offline twice")
-        await ReloadRetirementTests.settle(context.retirement)
+        ReloadRetirementTests.settle(context.retirement)
         #expect(context.retirement.waiting == 0, "the old backend was shut down")
     }
 
@@ -217,7 +217,7 @@ struct FakeDisk {
     }
 
     /// Wiring: a `device added` event checks every offline LUN, and each check completes.
-    @Test func anAddedEventChecksEveryOfflineLUNAndEachCheckCompletes() async throws {
+    @Test func anAddedEventChecksEveryOfflineLUNAndEachCheckCompletes() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let context = try Self.context(serving: disk.backend(lun: 2), directory: disk.topology.root)
@@ -230,7 +230,7 @@ struct FakeDisk {
         for check in checks {
             // The disk is in the fake sysfs tree, with sd; the target opens its path in the real one, where that WWN
             // names no disk: it stays offline.
-            #expect(try await check.get() == .refused)
+            #expect(Completion.value(of: check) == .refused)
         }
         #expect(context.logicalUnitStates(target: Self.target)[2]?.online == false)
     }
@@ -262,7 +262,7 @@ struct FakeDisk {
         return DiskReturns.Candidate(node: node, lun: lun, unit: unit)
     }
 
-    @Test func aDiskBackWithItsBlockDeviceIsOpenedAtOnce() async throws {
+    @Test func aDiskBackWithItsBlockDeviceIsOpenedAtOnce() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         try disk.bindBlockDevice()
@@ -270,15 +270,15 @@ struct FakeDisk {
         defer { returns.shutdown() }
         let openings = Openings()
         // LUN 3: the LUN number, not LUN 0's field, decides whether the unit is still offline.
-        let outcome = try await returns.check(
+        let outcome = Completion.value(of: returns.check(
             Self.candidate(disk.offlineUnit(lun: 3), lun: 3), trigger: "sg3", bringBack: openings.bringBack()
-        ).get()
+        ))
         #expect(outcome == .online)
         #expect(openings.all.map(\.blockDeviceName) == ["sdc"])
         #expect(returns.waitingForBlockDevice == 0)
     }
 
-    @Test func withoutItsBlockDeviceItWaitsForTheEventThatBringsIt() async throws {
+    @Test func withoutItsBlockDeviceItWaitsForTheEventThatBringsIt() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let returns = DiskReturns(blockDeviceWait: .seconds(600))
@@ -292,32 +292,32 @@ struct FakeDisk {
         let other = try FakeDisk()
         defer { other.cleanUp() }
         try other.bindBlockDevice()
-        _ = try await returns.check(
+        _ = Completion.value(of: returns.check(
             Self.candidate(other.offlineUnit(lun: 1), lun: 1), trigger: nil, bringBack: Openings().bringBack()
-        ).get()
+        ))
         #expect(returns.waitingForBlockDevice == 1)
         #expect(openings.all.isEmpty, "opened before sd came")
         // udev's event for sd.
         try disk.bindBlockDevice()
-        let third = try await returns.check(candidate, trigger: "sdc", bringBack: openings.bringBack()).get()
+        let third = Completion.value(of: returns.check(candidate, trigger: "sdc", bringBack: openings.bringBack()))
         #expect(third == .online)
-        #expect(try await first.get() == .online)
-        #expect(try await second.get() == .online)
+        #expect(Completion.value(of: first) == .online)
+        #expect(Completion.value(of: second) == .online)
         #expect(openings.all.count == 1, "opened once")
         #expect(openings.all.first?.blockDeviceName == "sdc")
         #expect(returns.waitingForBlockDevice == 0, "the deadline was cancelled")
     }
 
-    @Test func theDeadlineOpensItWithoutItsBlockDevice() async throws {
+    @Test func theDeadlineOpensItWithoutItsBlockDevice() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let returns = DiskReturns(blockDeviceWait: .milliseconds(50))
         defer { returns.shutdown() }
         let openings = Openings()
         let start = ContinuousClock.now
-        let outcome = try await returns.check(
+        let outcome = Completion.value(of: returns.check(
             Self.candidate(disk.offlineUnit(lun: 0), lun: 0), trigger: "sg3", bringBack: openings.bringBack()
-        ).get()
+        ))
         #expect(outcome == .online)
         #expect(ContinuousClock.now - start >= .milliseconds(50))
         #expect(openings.all.count == 1)
@@ -325,19 +325,19 @@ struct FakeDisk {
         #expect(openings.all.first?.genericName == "sg3")
     }
 
-    @Test func aDiskThatNeverHadABlockDeviceDoesNotWait() async throws {
+    @Test func aDiskThatNeverHadABlockDeviceDoesNotWait() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let returns = DiskReturns(blockDeviceWait: .seconds(600))
         defer { returns.shutdown() }
-        let outcome = try await returns.check(
+        let outcome = Completion.value(of: returns.check(
             Self.candidate(disk.offlineUnit(lun: 0, hadBlockDevice: false), lun: 0), trigger: nil,
             bringBack: Openings().bringBack()
-        ).get()
+        ))
         #expect(outcome == .online)
     }
 
-    @Test func shutdownEndsAWaitAtOnce() async throws {
+    @Test func shutdownEndsAWaitAtOnce() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let returns = DiskReturns(blockDeviceWait: .seconds(600))
@@ -348,29 +348,29 @@ struct FakeDisk {
         let other = try FakeDisk()
         defer { other.cleanUp() }
         try other.bindBlockDevice()
-        _ = try await returns.check(
+        _ = Completion.value(of: returns.check(
             Self.candidate(other.offlineUnit(lun: 1), lun: 1), trigger: nil, bringBack: Openings().bringBack()
-        ).get()
+        ))
         #expect(returns.waitingForBlockDevice == 1)
         let start = ContinuousClock.now
         returns.shutdown()
-        #expect(try await waiting.get() == .stopped)
+        #expect(Completion.value(of: waiting) == .stopped)
         #expect(ContinuousClock.now - start < .seconds(5), "the shutdown waited for the deadline")
         #expect(openings.all.isEmpty)
         // After the shutdown a check ends at once.
-        #expect(try await returns.check(candidate, trigger: nil, bringBack: openings.bringBack()).get() == .stopped)
+        #expect(Completion.value(of: returns.check(candidate, trigger: nil, bringBack: openings.bringBack())) == .stopped)
     }
 
-    @Test func aUnitNoLongerOfflineOrADiskNotThereEndsTheCheck() async throws {
+    @Test func aUnitNoLongerOfflineOrADiskNotThereEndsTheCheck() throws {
         let disk = try FakeDisk()
         defer { disk.cleanUp() }
         let returns = DiskReturns(blockDeviceWait: .seconds(600))
         defer { returns.shutdown() }
         let candidate = Self.candidate(disk.offlineUnit(lun: 0), lun: 0)
         #expect(candidate.node.replace(lun: 0, expected: candidate.unit, with: StubBackend()))
-        #expect(try await returns.check(candidate, trigger: nil, bringBack: Openings().bringBack()).get() == .superseded)
+        #expect(Completion.value(of: returns.check(candidate, trigger: nil, bringBack: Openings().bringBack())) == .superseded)
         try disk.remove()
         let gone = Self.candidate(disk.offlineUnit(lun: 0), lun: 0)
-        #expect(try await returns.check(gone, trigger: nil, bringBack: Openings().bringBack()).get() == .noDisk)
+        #expect(Completion.value(of: returns.check(gone, trigger: nil, bringBack: Openings().bringBack())) == .noDisk)
     }
 }

@@ -17,38 +17,36 @@ import Testing
 /// Completions instead of sleeps: retired backends are shut down when their sessions have ended, and a graceful
 /// shutdown waits for sessions through the same completion, bounded by its deadline.
 @Suite struct BackendRetirementTests {
-    @Test func aRetiredBackendIsShutDownOnceItsReleaseComesAndOnlyOnce() async {
+    @Test func aRetiredBackendIsShutDownOnceItsReleaseComesAndOnlyOnce() {
         let retirement = BackendRetirement()
         let backend = StubBackend()
         let release = retirement.retire([backend])
         #expect(backend.shutdownCount == 0)
         #expect(retirement.waiting == 1)
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            retirement.retire([], done: { done.resume() })()
+        #expect(Completion.callback { done in
             release()
-        }
-        // The retirement thread runs releases in order: the empty one above came first; wait for this one too.
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            retirement.retire([], done: { done.resume() })()
-        }
+            // The retirement thread runs releases in order: once this empty one is done, the one above is.
+            retirement.retire([], done: done)()
+        })
         #expect(backend.shutdownCount == 1)
         #expect(retirement.waiting == 0)
         retirement.shutdown()
         #expect(backend.shutdownCount == 1, "the target's shutdown does not shut it down again")
     }
 
-    @Test func theTargetsShutdownShutsDownWhatWasNeverReleased() async {
+    @Test func theTargetsShutdownShutsDownWhatWasNeverReleased() {
         let retirement = BackendRetirement()
         let backend = StubBackend()
         let release = retirement.retire([backend])
         retirement.shutdown()
         #expect(backend.shutdownCount == 1)
-        // A release after the target stopped shuts nothing down again, and still says it is done.
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            retirement.retire([backend], done: { done.resume() })()
-            release()
-        }
-        #expect(backend.shutdownCount == 2, "retired a second time, the backend is shut down by its own release")
+        // A release after the target stopped shuts nothing down again, and the retirement thread is gone: it runs
+        // at once.
+        let done = Locked(false)
+        release()
+        retirement.retire([], done: { done.withLock { $0 = true } })()
+        #expect(done.withLock { $0 })
+        #expect(backend.shutdownCount == 1)
     }
 
     @Test func backendShutdownsRunOffTheCallersThread() {
@@ -145,6 +143,15 @@ import Testing
         return try TargetContext(configuration: configuration, logger: Logger(label: "test"))
     }
 
+    /// A listening channel on the singleton loop group: a connection that nobody closes but the test.
+    static func openChannel() throws -> any Channel {
+        try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+    }
+
+    static func close(_ channel: any Channel) throws {
+        try channel.close().wait()
+    }
+
     static func directory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("drain-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -156,9 +163,8 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let context = try Self.context(directory: directory)
         defer { context.shutdown() }
-        let group = MultiThreadedEventLoopGroup.singleton
-        let loop = group.next()
-        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let channel = try Self.openChannel()
         context.admittedConnections.admitted(channel, node: context.discoveryNode, sessionLoop: loop)
         let start = ContinuousClock.now
         let drained = Locked(false)
@@ -167,7 +173,7 @@ import Testing
             drained.withLock { $0 = true }
         }
         #expect(!drained.withLock { $0 })
-        try await channel.close()
+        try Self.close(channel)
         await drain.value
         #expect(ContinuousClock.now - start < .seconds(30), "the drain waited for its deadline")
     }
@@ -177,15 +183,14 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let context = try Self.context(directory: directory)
         defer { context.shutdown() }
-        let group = MultiThreadedEventLoopGroup.singleton
-        let loop = group.next()
-        let channel = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let channel = try Self.openChannel()
         context.admittedConnections.admitted(channel, node: context.discoveryNode, sessionLoop: loop)
         let start = ContinuousClock.now
         await context.drain(within: .milliseconds(300), on: loop)
         #expect(ContinuousClock.now - start >= .milliseconds(300))
         #expect(channel.isActive, "the drain closes sessions, not connections that have none")
-        try await channel.close()
+        try Self.close(channel)
     }
 
     @Test func aDrainWithoutSessionsDoesNotWait() async throws {
@@ -210,13 +215,11 @@ import Testing
     }
 
     /// Waits until the retirement thread has run every release handed to it so far.
-    static func settle(_ retirement: BackendRetirement) async {
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            retirement.retire([], done: { done.resume() })()
-        }
+    static func settle(_ retirement: BackendRetirement) {
+        #expect(Completion.callback { retirement.retire([], done: $0)() }, "the retirement thread did not answer")
     }
 
-    @Test func theBackendsOfARemovedTargetWaitForItsSessionsToEnd() async throws {
+    @Test func theBackendsOfARemovedTargetWaitForItsSessionsToEnd() throws {
         let directory = try DrainTests.directory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let context = try TargetContext(
@@ -229,23 +232,23 @@ import Testing
 
         let report = try context.reload(Self.configuration(directory: directory, withTarget: false), logoutWithin: 5)
         #expect(report.changes.contains("removed target \(Self.target)"))
-        await Self.settle(context.retirement)
+        Self.settle(context.retirement)
         #expect(context.retirement.waiting == 1, "shut down while a session of the target could still reach it")
 
-        try await channel.close().get()
+        try channel.close().wait()
         loop.run()
-        await Self.settle(context.retirement)
+        Self.settle(context.retirement)
         #expect(context.retirement.waiting == 0)
     }
 
-    @Test func withoutSessionsTheyAreShutDownAtOnce() async throws {
+    @Test func withoutSessionsTheyAreShutDownAtOnce() throws {
         let directory = try DrainTests.directory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let context = try TargetContext(
             configuration: Self.configuration(directory: directory, withTarget: true), logger: Logger(label: "test"))
         defer { context.shutdown() }
         _ = try context.reload(Self.configuration(directory: directory, withTarget: false), logoutWithin: 5)
-        await Self.settle(context.retirement)
+        Self.settle(context.retirement)
         #expect(context.retirement.waiting == 0)
     }
 }
