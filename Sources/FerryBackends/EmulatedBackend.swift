@@ -1,4 +1,4 @@
-import NIOConcurrencyHelpers
+import FerrySync
 public import NIOCore
 public import NIOPosix
 public import SCSI
@@ -129,7 +129,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
     public let kind: String
     private let threadPool: NIOThreadPool
     private let concurrency: Int
-    private let queue = NIOLockedValueBox(Queue())
+    private let queue = Locked(Queue())
 
     /// - Parameter concurrency: the most tasks the device runs at once (threads it occupies).
     public init(
@@ -153,7 +153,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
         _ request: SCSIRequest, tag: BackendTaskTag,
         completion: @escaping @Sendable (BackendCompletion) -> Void
     ) {
-        let startWorker = queue.withLockedValue { queue in
+        let startWorker = queue.withLock { queue in
             let job = Job(tag: tag, request: request, completion: completion)
             if request.attribute == .headOfQueue {
                 queue.nexuses[request.nexus, default: NexusQueue()].waiting.prepend(job)
@@ -170,7 +170,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
     private func work() {
         var finished: Job? = nil
         while true {
-            let (next, another) = queue.withLockedValue { queue -> ((Job, Bool)?, Bool) in
+            let (next, another) = queue.withLock { queue -> ((Job, Bool)?, Bool) in
                 if let finished { queue.finished(finished) }
                 guard let job = queue.next() else {
                     queue.workers -= 1
@@ -187,13 +187,13 @@ public final class EmulatedBackend: LogicalUnitBackend {
             finished = job
             let result = device.execute(job.request)
             // A terminated SANITIZE task has completed already.
-            if isSanitize, queue.withLockedValue({ $0.sanitizing.removeValue(forKey: job.tag) }) == nil { continue }
+            if isSanitize, queue.withLock({ $0.sanitizing.removeValue(forKey: job.tag) }) == nil { continue }
             job.completion(.completed(result))
         }
     }
 
     public func terminate(_ tag: BackendTaskTag) {
-        let (completion, startWorker) = queue.withLockedValue {
+        let (completion, startWorker) = queue.withLock {
             queue -> ((@Sendable (BackendCompletion) -> Void)?, Bool) in
             for (nexus, entry) in queue.nexuses {
                 guard let index = entry.waiting.firstIndex(where: { $0.tag == tag }) else { continue }

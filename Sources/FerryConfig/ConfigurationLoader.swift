@@ -77,8 +77,9 @@ extension FerryConfiguration {
     }
 }
 
-/// Walks a parsed TOML document, builds the model and collects every problem on the way.
-private struct ConfigurationLoader {
+/// Walks a parsed TOML document, builds the model and collects every problem on the way. Its sections are here, CHAP in
+/// ConfigurationLoader+CHAP.swift, the typed reading of keys in ConfigurationLoader+TypedAccess.swift.
+struct ConfigurationLoader {
     let fileName: String
     let locator: SourceLocator
     let baseDirectory: String
@@ -86,8 +87,8 @@ private struct ConfigurationLoader {
     let inlineSecretExposure: String?
     private(set) var problems: [ConfigurationError.Problem] = []
     /// Every CHAP secret read so far, where it is and what it authenticates, in file order.
-    private var secretUses: [(secret: String, place: String, path: KeyPath)] = []
-    private var reportedInlineSecretExposure = false
+    var secretUses: [(secret: String, place: String, path: KeyPath)] = []
+    var reportedInlineSecretExposure = false
 
     init(fileName: String, locator: SourceLocator, baseDirectory: String, inlineSecretExposure: String?) {
         self.fileName = fileName
@@ -348,85 +349,6 @@ private struct ConfigurationLoader {
             abortDeadline: abortDeadline ?? defaults.abortDeadline, resetDevice: resetDevice ?? defaults.resetDevice)
     }
 
-    /// The smallest CHAP secret without IPsec: RFC 7143 §9.2.1 asks for IPsec below 96 random bits.
-    static let minimumSecretLength = 12
-
-    private mutating func chap(from node: Node) -> CHAPCredentials? {
-        checkKeys(node, allowed: ["user", "secret", "secret_file"])
-        let user = string(node, "user", required: true)
-        if let user, user.isEmpty {
-            report(node.path + [.key("user")], "\(node.context)user is empty")
-        }
-        let inline = string(node, "secret")
-        let file = string(node, "secret_file")
-        var secret: String?
-        switch (inline, file) {
-        case (nil, nil):
-            report(node.path, "\(node.context)give secret or secret_file")
-        case (.some, .some):
-            report(node.path + [.key("secret_file")], "\(node.context)give secret or secret_file, not both")
-        case (let inline?, nil):
-            secret = inline
-        case (nil, let file?):
-            secret = readSecretFile(absolute(file), node: node)
-        }
-        if inline != nil, let inlineSecretExposure, !reportedInlineSecretExposure {
-            // Reported once, at the first inline secret: the remedy is the same for all of them.
-            reportedInlineSecretExposure = true
-            report(
-                node.path + [.key("secret")],
-                "\(node.context)secret is inline in \(inlineSecretExposure), or move the secret to a secret_file")
-        }
-        if let secret, secret.utf8.count < Self.minimumSecretLength {
-            report(
-                node.path + [.key(file == nil ? "secret" : "secret_file")],
-                "\(node.context)the secret must be at least \(Self.minimumSecretLength) bytes (RFC 7143 §9.2.1)")
-            return nil
-        }
-        guard let user, let secret else { return nil }
-        let secretKey = node.path + [.key(file == nil ? "secret" : "secret_file")]
-        secretUses.append((secret, String(node.context.dropLast(2)), secretKey))
-        return CHAPCredentials(user: user, secret: secret, secretFile: file.map { absolute($0) })
-    }
-
-    /// Each CHAP secret may authenticate one party in one place: a secret shared by two places lets
-    /// a party that knows it for one of them pass the other, e.g. by reflecting a target's challenge
-    /// through a mutual CHAP exchange.
-    private mutating func checkSecretReuse() {
-        for (index, use) in secretUses.enumerated() {
-            guard let first = secretUses[..<index].first(where: { $0.secret == use.secret }) else { continue }
-            let firstLine = locator.line(of: first.path).map { " (line \($0))" } ?? ""
-            // > Any CHAP secret used for initiator authentication MUST NOT be configured for
-            // > authentication of any target, and any CHAP secret used for target authentication
-            // > MUST NOT be configured for authentication of any initiator. (RFC 7143 §9.2.1)
-            report(
-                use.path,
-                "\(use.place): the same secret as \(first.place)\(firstLine); give each its own secret."
-                    + " RFC 7143 §9.2.1: \"Any CHAP secret used for initiator authentication MUST NOT be configured"
-                    + " for authentication of any target\"")
-        }
-    }
-
-    private mutating func readSecretFile(_ path: String, node: Node) -> String? {
-        let keyPath = node.path + [.key("secret_file")]
-        var status = stat()
-        guard stat(path, &status) == 0 else {
-            report(keyPath, "\(node.context)cannot read secret_file \(path): \(String(cString: strerror(errno)))")
-            return nil
-        }
-        if let exposure = secretExposure(of: status) {
-            report(keyPath, "\(node.context)secret_file \(path) \(exposure)")
-            return nil
-        }
-        guard let contents = FileManager.default.contents(atPath: path) else {
-            report(keyPath, "\(node.context)cannot read secret_file \(path)")
-            return nil
-        }
-        var secret = String(decoding: contents, as: UTF8.self)
-        while secret.hasSuffix("\n") || secret.hasSuffix("\r") { secret.removeLast() }
-        return secret
-    }
-
     private mutating func limits(from node: Node) -> Limits {
         let fields = Limits.keys
         checkKeys(node, allowed: fields.map(\.key))
@@ -441,248 +363,10 @@ private struct ConfigurationLoader {
         return limits
     }
 
-    // MARK: - Typed access
+    // MARK: - Problems
 
-    private mutating func report(_ path: KeyPath, _ message: String) {
+    mutating func report(_ path: KeyPath, _ message: String) {
         problems.append(.init(file: fileName, line: locator.line(of: path), message: message))
-    }
-
-    private mutating func checkKeys(_ node: Node, allowed: [String]) {
-        for key in node.table.keys.sorted() where !allowed.contains(key) {
-            var message = "\(node.context)unknown key \"\(key)\""
-            if let suggestion = allowed.min(by: { editDistance($0, key) < editDistance($1, key) }),
-                editDistance(suggestion, key) <= 2
-            {
-                message += " (did you mean \"\(suggestion)\"?)"
-            }
-            report(node.path + [.key(key)], message)
-        }
-    }
-
-    private mutating func value(_ node: Node, _ key: String, required: Bool) -> (any TOMLValueConvertible)? {
-        guard let value = node.table[key] else {
-            if required { report(node.path, "\(node.context)\(key) is missing") }
-            return nil
-        }
-        return value
-    }
-
-    private mutating func string(_ node: Node, _ key: String, required: Bool = false) -> String? {
-        guard let value = value(node, key, required: required) else { return nil }
-        guard let string = value.string else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be a string")
-            return nil
-        }
-        return string
-    }
-
-    private mutating func bool(_ node: Node, _ key: String) -> Bool? {
-        guard let value = value(node, key, required: false) else { return nil }
-        guard let bool = value.bool else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be true or false")
-            return nil
-        }
-        return bool
-    }
-
-    private mutating func integer(
-        _ node: Node, _ key: String, in range: ClosedRange<Int>, required: Bool = false
-    ) -> Int? {
-        guard let value = value(node, key, required: required) else { return nil }
-        guard let integer = value.int else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be an integer")
-            return nil
-        }
-        guard range.contains(integer) else {
-            report(
-                node.path + [.key(key)], "\(node.context)\(key) must be in \(range.lowerBound)...\(range.upperBound)")
-            return nil
-        }
-        return integer
-    }
-
-    /// A size: an integer number of bytes, or a string with a binary unit K, M, G or T ("1G").
-    private mutating func byteCount(_ node: Node, _ key: String) -> UInt64? {
-        guard let value = value(node, key, required: false) else { return nil }
-        let keyPath = node.path + [.key(key)]
-        if let integer = value.int {
-            guard integer > 0 else {
-                report(keyPath, "\(node.context)\(key) must be positive")
-                return nil
-            }
-            return UInt64(integer)
-        }
-        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-        guard var text = value.string else {
-            report(keyPath, "\(node.context)\(key) must be a number of bytes or a string such as \"1G\"")
-            return nil
-        }
-        var multiplier: UInt64 = 1
-        if let last = text.last, let unit = units[Character(last.uppercased())] {
-            multiplier = unit
-            text.removeLast()
-        }
-        guard let number = UInt64(text), number > 0 else {
-            report(
-                keyPath,
-                "\(node.context)\(key) \"\(value.string ?? "")\" must be a positive number"
-                    + " with an optional unit K, M, G or T"
-            )
-            return nil
-        }
-        let (bytes, overflow) = number.multipliedReportingOverflow(by: multiplier)
-        guard !overflow, bytes <= UInt64(Int64.max) else {
-            report(keyPath, "\(node.context)\(key) is too large")
-            return nil
-        }
-        return bytes
-    }
-
-    /// A duration in milliseconds: an integer number of milliseconds, or a string with the unit
-    /// `ms` or `s` ("500ms", "20s").
-    private mutating func milliseconds(_ node: Node, _ key: String, in range: ClosedRange<Int>) -> Int? {
-        guard let value = value(node, key, required: false) else { return nil }
-        let keyPath = node.path + [.key(key)]
-        var milliseconds = value.int
-        if milliseconds == nil, let text = value.string {
-            if text.hasSuffix("ms") {
-                milliseconds = Int(text.dropLast(2))
-            } else if text.hasSuffix("s") {
-                milliseconds = Int(text.dropLast()).flatMap { $0 <= Int.max / 1000 ? $0 * 1000 : nil }
-            }
-        }
-        guard let milliseconds else {
-            report(keyPath, "\(node.context)\(key) must be milliseconds, or a string such as \"20s\" or \"500ms\"")
-            return nil
-        }
-        guard range.contains(milliseconds) else {
-            report(
-                keyPath,
-                "\(node.context)\(key) must be in \(range.lowerBound)...\(range.upperBound) milliseconds")
-            return nil
-        }
-        return milliseconds
-    }
-
-    /// INQUIRY identification text: printable ASCII (SPC-4 §4.3.1) of at most `maximumLength` bytes.
-    private mutating func identification(_ node: Node, _ key: String, maximumLength: Int) -> String? {
-        guard let text = string(node, key) else { return nil }
-        guard !text.isEmpty, text.utf8.count <= maximumLength, text.utf8.allSatisfy({ (0x20...0x7E).contains($0) })
-        else {
-            report(
-                node.path + [.key(key)],
-                "\(node.context)\(key) must be 1 to \(maximumLength) printable ASCII characters")
-            return nil
-        }
-        return text
-    }
-
-    private mutating func stringArray(_ node: Node, _ key: String) -> [String]? {
-        guard let value = value(node, key, required: false) else { return nil }
-        guard let array = value.array, let strings = Optional(array.compactMap(\.string)), strings.count == array.count
-        else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be an array of strings")
-            return nil
-        }
-        return strings
-    }
-
-    private mutating func table(_ node: Node, _ key: String, context: String) -> Node? {
-        guard let value = value(node, key, required: false) else { return nil }
-        guard let table = value.table else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be a table")
-            return nil
-        }
-        return Node(table: table, path: node.path + [.key(key)], context: context)
-    }
-
-    private mutating func arrayOfTables(_ node: Node, _ key: String, header: String) -> [Node] {
-        guard let value = value(node, key, required: false) else { return [] }
-        guard let array = value.array, array.allSatisfy({ $0.table != nil }) else {
-            report(node.path + [.key(key)], "\(node.context)\(key) must be an array of tables: write \(header)")
-            return []
-        }
-        return array.enumerated().map { index, element in
-            Node(table: element.table!, path: node.path + [.key(key), .index(index)], context: node.context)
-        }
-    }
-
-    private func isSymbolicLink(_ path: String) -> Bool {
-        var status = stat()
-        return lstat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFLNK
-    }
-
-    private func absolute(_ path: String) -> String {
-        path.hasPrefix("/") || path.isEmpty ? path : (baseDirectory as NSString).appendingPathComponent(path)
-    }
-}
-
-/// Why a file with `status` must not hold a secret: readable by group or others, or owned by
-/// someone else than root and the user running ferryd; nil when it may.
-private func secretExposure(of status: stat) -> String? {
-    if status.st_mode & 0o077 != 0 {
-        return "is accessible by group or others (mode \(String(status.st_mode & 0o777, radix: 8))); chmod 600 it"
-    }
-    if status.st_uid != 0 && status.st_uid != geteuid() {
-        return "must be owned by root or by the user running ferryd"
-    }
-    return nil
-}
-
-/// A portal address as written in the file: `127.0.0.1:3260`, `[::1]:3260`, `0.0.0.0` (port 3260).
-struct PortalAddress: Hashable {
-    var host: String
-    var port: Int
-
-    struct Problem: Error {
-        var message: String
-    }
-
-    /// The IANA-assigned iSCSI port (RFC 7143 §13.1).
-    static let wellKnownPort = 3260
-
-    static func parse(_ text: String) -> Result<PortalAddress, Problem> {
-        var host = Substring(text)
-        var portText: Substring?
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else {
-                return .failure(Problem(message: "has \"[\" without \"]\""))
-            }
-            let after = host[host.index(after: close)...]
-            host = host[host.index(after: host.startIndex)..<close]
-            if !after.isEmpty {
-                guard after.hasPrefix(":") else { return .failure(Problem(message: "has text after \"]\"")) }
-                portText = after.dropFirst()
-            }
-            guard isIPv6(host) else { return .failure(Problem(message: "is not an IPv6 address in brackets")) }
-        } else {
-            if host.filter({ $0 == ":" }).count > 1 {
-                return .failure(Problem(message: "is an IPv6 address without brackets: write [address]:port"))
-            }
-            if let colon = host.firstIndex(of: ":") {
-                portText = host[host.index(after: colon)...]
-                host = host[..<colon]
-            }
-            guard isIPv4(host) else { return .failure(Problem(message: "must be an IPv4 address or [IPv6]:port")) }
-        }
-        var port = wellKnownPort
-        if let portText {
-            guard let parsed = Int(portText), (1...65_535).contains(parsed) else {
-                return .failure(Problem(message: "has a port outside 1...65535"))
-            }
-            port = parsed
-        }
-        return .success(PortalAddress(host: String(host), port: port))
-    }
-
-    private static func isIPv4(_ text: Substring) -> Bool {
-        var address = in_addr()
-        return inet_pton(AF_INET, String(text), &address) == 1
-    }
-
-    private static func isIPv6(_ text: Substring) -> Bool {
-        var address = in6_addr()
-        return inet_pton(AF_INET6, String(text), &address) == 1
     }
 }
 
@@ -710,25 +394,4 @@ extension Limits {
             ("max_metrics_connections", 1...1024, \.maxMetricsConnections),
         ]
     }
-}
-
-extension Portal {
-    /// `host:port`, with IPv6 hosts in brackets: what `[[portal]] address` takes.
-    public var address: String {
-        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-    }
-}
-
-/// Levenshtein distance, for "did you mean" hints on unknown keys.
-private func editDistance(_ a: String, _ b: String) -> Int {
-    let b = Array(b)
-    var previous = Array(0...b.count)
-    for (i, character) in a.enumerated() {
-        var current = [i + 1]
-        for j in b.indices {
-            current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (character == b[j] ? 0 : 1)))
-        }
-        previous = current
-    }
-    return previous[b.count]
 }

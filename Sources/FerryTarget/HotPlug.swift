@@ -1,10 +1,10 @@
 import FerryBackends
-public import FerryConfig
+import FerryConfig
 import FerryPassthrough
 import Foundation
 import Logging
-public import NIOCore
-public import SCSI
+import NIOCore
+import SCSI
 
 /// The disk behind a passthrough logical unit, as it was when the logical unit was opened: what
 /// hot-plug compares a returning disk with, and how it tells that the disk is still there.
@@ -172,18 +172,17 @@ public struct LogicalUnitState: Sendable, Hashable {
 }
 
 extension ISCSITarget {
-    /// The kind and state of each LUN of `target`. A passthrough LUN whose disk is gone from
-    /// sysfs is taken offline first, so that the answer is true even when no udev event came.
+    /// The kind and state of each LUN of `target`, as the target serves them now. A query: it changes nothing. A
+    /// passthrough LUN whose disk went away without a udev event is online here until ``deviceRemoved(name:)``
+    /// looks (ferryctl's `luns` command asks for that first).
     public func logicalUnitStates(target: String) -> [UInt64: LogicalUnitState] {
-        _ = context.deviceRemoved(name: nil)
-        guard let node = context.nodes[target] else { return [:] }
-        return node.logicalUnits.mapValues { LogicalUnitState(kind: $0.kind, online: !($0 is OfflineLogicalUnit)) }
+        context.logicalUnitStates(target: target)
     }
 
-    /// A SCSI device went away (`name` is its kernel name, `sg3` or `sdc`; nil: check every disk):
-    /// the passthrough LUNs it backs go offline. Commands they hold complete as the kernel fails
-    /// them (NOT READY); new ones end with NOT READY, 04/03 (``OfflineLogicalUnit``). Returns
-    /// what went offline, in sentences.
+    /// A SCSI device went away (`name` is its kernel name, `sg3` or `sdc`; nil: check every disk in sysfs, its node
+    /// still there with the same `wwid`): the passthrough LUNs it backs go offline. Commands they hold complete as
+    /// the kernel fails them (NOT READY); new ones end with NOT READY, 04/03 (``OfflineLogicalUnit``). Returns what
+    /// went offline, in sentences.
     public func deviceRemoved(name: String?) -> [String] {
         context.deviceRemoved(name: name)
     }
@@ -193,15 +192,16 @@ extension ISCSITarget {
     /// unit attention, 29/00 POWER ON, RESET, OR BUS DEVICE RESET OCCURRED. Returns how many
     /// offline LUNs are being checked.
     public func deviceAdded(name: String?) -> Int {
-        let offline = context.offlineLogicalUnits()
-        guard !offline.isEmpty else { return 0 }
-        let context = self.context
-        Thread.detachNewThread { context.reopen(offline, trigger: name) }
-        return offline.count
+        context.deviceAdded(name: name).count
     }
 }
 
 extension TargetContext {
+    func logicalUnitStates(target: String) -> [UInt64: LogicalUnitState] {
+        guard let node = nodes[target] else { return [:] }
+        return node.logicalUnits.mapValues { LogicalUnitState(kind: $0.kind, online: !($0 is OfflineLogicalUnit)) }
+    }
+
     func deviceRemoved(name: String?) -> [String] {
         var changes: [String] = []
         var retired: [any LogicalUnitBackend] = []
@@ -228,83 +228,72 @@ extension TargetContext {
                 }
             }
         }
-        // The commands the old backend holds come back as the kernel fails them; its shutdown
-        // waits for them, off the caller's thread.
-        if !retired.isEmpty {
-            let backends = retired
-            Thread.detachNewThread { for backend in backends { backend.shutdown() } }
-        }
+        // The commands the old backend holds come back as the kernel fails them; its shutdown waits for them, on the
+        // retirement thread. Nothing reaches it any more: the LUN map holds the offline unit.
+        if !retired.isEmpty { retirement.retire(retired)() }
         return changes
     }
 
-    func offlineLogicalUnits() -> [(node: TargetNode, lun: UInt64, unit: OfflineLogicalUnit)] {
+    /// Checks every offline logical unit for its disk, in the background (``DiskReturns``).
+    func deviceAdded(name: String?) -> [EventLoopFuture<DiskReturns.Outcome>] {
+        offlineLogicalUnits().map { candidate in
+            diskReturns.check(candidate, trigger: name) { [self] in bringBack($0, found: $1, trigger: $2) }
+        }
+    }
+
+    func offlineLogicalUnits() -> [DiskReturns.Candidate] {
         nodes.values.flatMap { node in
             node.logicalUnits.compactMap { lun, backend in
-                (backend as? OfflineLogicalUnit).map { (node, lun, $0) }
+                (backend as? OfflineLogicalUnit).map { DiskReturns.Candidate(node: node, lun: lun, unit: $0) }
             }
         }
     }
 
-    /// Opens each offline logical unit whose disk is back; blocks (probes), run off the event loops.
-    func reopen(_ offline: [(node: TargetNode, lun: UInt64, unit: OfflineLogicalUnit)], trigger: String?) {
-        for (node, lun, unit) in offline {
-            let topology = unit.device.topology
-            guard let found = Self.waitForDisk(unit, topology: topology) else { continue }
-            reloadLock.withLock { _ in
-                guard node.backend(lun: lun) === unit else { return }
-                let backend: any LogicalUnitBackend
-                do {
-                    backend = try openBackend(unit.configuration, target: node.name, copyTargets: node.copyTargets)
-                } catch {
-                    logger.warning(
-                        "an offline logical unit's disk is back but cannot be opened; it stays offline",
-                        metadata: ["target": "\(node.name)", "lun": "\(lun)", "error": "\(error)"])
-                    return
-                }
-                let device = HotPlugDevice(backend)
-                if let wanted = unit.device.worldWideName, device?.worldWideName != wanted {
-                    logger.warning(
-                        "another disk answers to an offline logical unit's path; it stays offline",
-                        metadata: [
-                            "target": "\(node.name)", "lun": "\(lun)", "path": "\(unit.configuration.path)",
-                            "wanted": "\(wanted)", "found": "\(device?.worldWideName ?? "none")",
-                        ])
-                    backend.shutdown()
-                    return
-                }
-                // > SPC-4 §6.47 / SAM-5 §6.3.2: after a power on or hard reset the logical unit
-                // > establishes 29/00 for every I_T nexus. The disk came back reset, and Ferry's
-                // > reservations for it were dropped with the old backend.
-                if let passthrough = HotPlugDevice.passthrough(backend) {
-                    for session in registry.all where session.node === node {
-                        passthrough.unitAttentions.establish(.powerOnResetOrBusDeviceResetOccurred, for: session.nexus)
-                    }
-                }
-                guard node.replace(lun: lun, expected: unit, with: backend) else {
-                    backend.shutdown()
-                    return
-                }
-                logger.notice(
-                    "logical unit back online",
+    /// Opens the disk that an offline logical unit's path names again and puts it in the LUN map, if it is the disk
+    /// the logical unit had. Blocks (probes); on ``DiskReturns``' thread.
+    func bringBack(_ candidate: DiskReturns.Candidate, found: PassthroughDevice, trigger: String?) -> DiskReturns.Outcome {
+        let (node, lun, unit) = (candidate.node, candidate.lun, candidate.unit)
+        return reloadLock.withLock { _ -> DiskReturns.Outcome in
+            guard candidate.isStillOffline else { return .superseded }
+            let backend: any LogicalUnitBackend
+            do {
+                backend = try openBackend(unit.configuration, target: node.name, copyTargets: node.copyTargets)
+            } catch {
+                logger.warning(
+                    "an offline logical unit's disk is back but cannot be opened; it stays offline",
+                    metadata: ["target": "\(node.name)", "lun": "\(lun)", "error": "\(error)"])
+                return .refused
+            }
+            let device = HotPlugDevice(backend)
+            if let wanted = unit.device.worldWideName, device?.worldWideName != wanted {
+                logger.warning(
+                    "another disk answers to an offline logical unit's path; it stays offline",
                     metadata: [
-                        "target": "\(node.name)", "lun": "\(lun)", "node": "\(found.node)",
-                        "wwid": "\(device?.worldWideName ?? "none")", "udevName": "\(trigger ?? "-")",
+                        "target": "\(node.name)", "lun": "\(lun)", "path": "\(unit.configuration.path)",
+                        "wanted": "\(wanted)", "found": "\(device?.worldWideName ?? "none")",
                     ])
+                backend.shutdown()
+                return .refused
             }
-        }
-    }
-
-    /// The device the offline unit's path names now, once sd is bound to it too if the disk had
-    /// an sd node before (sg appears first; the transfer limit comes from sd's request queue; up
-    /// to 5 s). Nil when the path names no disk.
-    private static func waitForDisk(_ unit: OfflineLogicalUnit, topology: SysfsTopology) -> PassthroughDevice? {
-        let deadline = ContinuousClock.now + .seconds(5)
-        while true {
-            guard let found = try? topology.resolve(unit.configuration.path) else { return nil }
-            if found.blockDeviceName != nil || unit.device.blockDeviceName == nil || ContinuousClock.now >= deadline {
-                return found
+            // > SPC-4 §6.47 / SAM-5 §6.3.2: after a power on or hard reset the logical unit
+            // > establishes 29/00 for every I_T nexus. The disk came back reset, and Ferry's
+            // > reservations for it were dropped with the old backend.
+            if let passthrough = HotPlugDevice.passthrough(backend) {
+                for session in registry.all where session.node === node {
+                    passthrough.unitAttentions.establish(.powerOnResetOrBusDeviceResetOccurred, for: session.nexus)
+                }
             }
-            Thread.sleep(forTimeInterval: 0.1)
+            guard node.replace(lun: lun, expected: unit, with: backend) else {
+                backend.shutdown()
+                return .superseded
+            }
+            logger.notice(
+                "logical unit back online",
+                metadata: [
+                    "target": "\(node.name)", "lun": "\(lun)", "node": "\(found.node)",
+                    "wwid": "\(device?.worldWideName ?? "none")", "udevName": "\(trigger ?? "-")",
+                ])
+            return .online
         }
     }
 }

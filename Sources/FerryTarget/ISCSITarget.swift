@@ -78,7 +78,7 @@ public final class ISCSITarget: Service {
             context.refuseLogins()
             for channel in listeners { channel.close(promise: nil) }
         }
-        await context.drain(within: drainTime)
+        await context.drain(within: drainTime, on: group.next())
         heartbeat?.cancel()
         try? await group.shutdownGracefully()
         context.shutdown()
@@ -136,6 +136,12 @@ final class TargetContext: Sendable {
     let reloadLock = Locked(())
     /// The node discovery sessions are bound to: no LUNs.
     let discoveryNode: TargetNode
+    /// The connections of every session, to learn when sessions have ended.
+    let admittedConnections = AdmittedConnections()
+    /// Backends that left a LUN map, until they are shut down.
+    let retirement = BackendRetirement()
+    /// Offline passthrough logical units whose disk came back, being opened again.
+    let diskReturns = DiskReturns()
     let threadPool: NIOThreadPool
     let logger: Logger
 
@@ -166,6 +172,8 @@ final class TargetContext: Sendable {
             }
         } catch {
             try? threadPool.syncShutdownGracefully()
+            retirement.shutdown()
+            diskReturns.shutdown()
             throw error
         }
         state.withLock { $0.nodes = nodes }
@@ -240,9 +248,13 @@ final class TargetContext: Sendable {
         state.withLock { $0.refusingLogins = true }
     }
 
-    /// Waits for the commands still at the backends, then flushes every logical unit.
+    /// Waits for the commands still at the backends, then flushes every logical unit, those retired and not yet shut
+    /// down included.
     func shutdown() {
+        // No disk comes back from now on; a probe in progress finishes (what it opened is in a LUN map, shut down below).
+        diskReturns.shutdown()
         try? threadPool.syncShutdownGracefully()
+        retirement.shutdown()
         for node in nodes.values {
             for backend in node.allBackends { backend.shutdown() }
         }
@@ -312,8 +324,10 @@ extension TargetContext: LoginPolicy {
                     AdmissionError(status: .sessionDoesNotExist, reason: "TSIH \(summary.tsih) names no session of this initiator"))
             }
             let cid = summary.cid
+            let connections = admittedConnections
             return session.eventLoop.submit { () throws -> Admission in
                 try session.prepareConnection(cid)
+                connections.admitted(channel, node: node, sessionLoop: session.eventLoop)
                 let window = session.sequenceNumbers
                 return Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN)
             }.hop(to: loop)
@@ -356,6 +370,7 @@ extension TargetContext: LoginPolicy {
             // > RFC 7143 §11.13.5: 0x0302 Out of resources.
             return loop.makeFailedFuture(AdmissionError(status: .outOfResources, reason: "\(refusal)"))
         }
+        admittedConnections.admitted(channel, node: node, sessionLoop: loop)
         if summary.sessionType == .normal { LoginMetrics.succeeded(target: node.name) }
         let window = session.sequenceNumbers
         return loop.makeSucceededFuture(Admission(session: session, expCmdSN: window.expCmdSN, maxCmdSN: window.maxCmdSN))

@@ -1,8 +1,8 @@
 import FerryBackends
+import FerrySync
 import ISCSIProtocol
 import ISCSISession
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import SCSI
 
@@ -21,6 +21,9 @@ final class Session: @unchecked Sendable {
     let sessionType: SessionType
     private(set) var logger: Logger
     private var machine: SessionStateMachine
+    /// The target's LUN map as this session last saw it: refreshed (one atomic load while it is unchanged) for each
+    /// command, so that a command takes no lock to find its logical unit.
+    private var lunMap: TargetNode.LUNMap
     private var connections: [UInt16: any Channel] = [:]
     /// The transmit end of each connection on this loop: PDUs are handed to it directly, without a
     /// trip through the pipeline (which boxes every PDU in an `NIOAny`).
@@ -31,7 +34,7 @@ final class Session: @unchecked Sendable {
     private var runDepth = 0
     /// Backend completions waiting for the loop. Backend threads append; one loop task drains a
     /// whole batch, so that a burst of completions costs one wakeup and one flush.
-    private let completions = NIOLockedValueBox(CompletionInbox())
+    private let completions = Locked(CompletionInbox())
     /// The batch being drained, kept to reuse its storage.
     private var drainingCompletions: [CompletedTask] = []
     /// Full Feature Phase text negotiation, per connection (RFC 7143 §6.2).
@@ -58,6 +61,7 @@ final class Session: @unchecked Sendable {
     ) {
         self.eventLoop = eventLoop
         self.tsih = tsih
+        self.lunMap = node.lunMap
         self.serial = serial
         self.isid = isid
         self.initiatorName = initiatorName
@@ -255,7 +259,8 @@ final class Session: @unchecked Sendable {
     }
 
     private func disposition(for command: SCSICommand) -> LogicalUnitDisposition {
-        guard let backend = node.backend(lun: command.lun), !TargetNode.answersItself(command.cdb) else {
+        node.refresh(&lunMap)
+        guard let backend = lunMap.backend(lun: command.lun), !TargetNode.answersItself(command.cdb) else {
             return .answeredByTarget
         }
         return .mapped(dataOutLength: command.write ? backend.dataOutLength(for: command.cdb) : 0)
@@ -319,7 +324,9 @@ final class Session: @unchecked Sendable {
             }
             if !unflushed.contains(cid) { unflushed.append(cid) }
         case .submit(let request, let itt, let tag):
-            guard let backend = node.backend(lun: request.lun) else {
+            // Refreshed again: a write's data may have arrived after a reconfiguration.
+            node.refresh(&lunMap)
+            guard let backend = lunMap.backend(lun: request.lun) else {
                 complete(itt: itt, tag: tag, .completed(.checkCondition(.logicalUnitNotSupported)))
                 return
             }
@@ -415,11 +422,11 @@ final class Session: @unchecked Sendable {
             }
             for group in byDeviceTarget.values { resets.append((group[0], .target, Array(group.dropFirst()))) }
         }
-        let remaining = NIOLockedValueBox(resets.count)
+        let remaining = Locked(resets.count)
         guard !resets.isEmpty else { return done() }
         for reset in resets {
             reset.backend.resetDevice(reset.reset, siblings: reset.siblings) {
-                if remaining.withLockedValue({ $0 -= 1; return $0 == 0 }) { done() }
+                if remaining.withLock({ $0 -= 1; return $0 == 0 }) { done() }
             }
         }
     }
@@ -447,7 +454,7 @@ final class Session: @unchecked Sendable {
     /// Called on a backend thread: queues the completion and wakes the loop unless a wakeup is
     /// already pending.
     private func backendCompleted(_ task: CompletedTask) {
-        let wake = completions.withLockedValue { inbox in
+        let wake = completions.withLock { inbox in
             inbox.tasks.append(task)
             defer { inbox.drainScheduled = true }
             return !inbox.drainScheduled
@@ -457,7 +464,7 @@ final class Session: @unchecked Sendable {
 
     /// Feeds every queued completion to the machine, then flushes each connection once.
     private func drainCompletions() {
-        completions.withLockedValue { inbox in
+        completions.withLock { inbox in
             swap(&inbox.tasks, &drainingCompletions)
             inbox.drainScheduled = false
         }

@@ -1,4 +1,4 @@
-public import FerryBackends
+import FerryBackends
 public import FerryConfig
 import FerryPassthrough
 import FerrySync
@@ -208,6 +208,8 @@ extension TargetContext {
         // Commit, and collect what must go.
         var leaving: [TargetNode] = []
         var retired: [any LogicalUnitBackend] = []
+        /// The nodes whose sessions could reach what was retired.
+        var retiring: [TargetNode] = []
         var affected: [(node: TargetNode, initiatorStays: (String) -> Bool)] = []
         var inventoryChanged: [TargetNode] = []
         state.withLock { state in
@@ -223,6 +225,7 @@ extension TargetContext {
                 let running = node.logicalUnits
                 let gone = running.filter { number, backend in units[number] !== backend }
                 retired += gone.values
+                if !gone.isEmpty { retiring.append(node) }
                 for number in gone.keys.sorted() {
                     let verb = units[number] == nil ? "removed" : "replaced"
                     report.changes.append("\(verb) LUN \(number) of \(target.name)")
@@ -251,6 +254,7 @@ extension TargetContext {
                 // Its sessions are asked to log out; until they go, EXTENDED COPY reaches none of its logical units.
                 node.copyTargets.replaceAll(with: [])
                 retired += node.allBackends
+                retiring.append(node)
                 report.changes.append("removed target \(name)")
             }
             state.nodes = nodes
@@ -274,30 +278,25 @@ extension TargetContext {
             report.sessionsLoggedOut += 1
             session.execute { $0.requestLogout(within: seconds) }
         }
-        // Flush what went away once its sessions had the time to log out and be closed.
+        // Flush what went away once the sessions that could reach it have ended: every session of those nodes was
+        // asked to log out above, and is closed when its time is up.
         if !retired.isEmpty {
-            let backends = retired
-            Task {
-                try? await Task.sleep(for: .seconds(Int(seconds) + 1))
-                for backend in backends { backend.shutdown() }
-            }
+            admittedConnections.whenClosed(of: retiring, retirement.retire(retired))
         }
         return report
     }
 
     /// Asks every initiator to log out, waits up to `time` for the sessions to end, closes those
-    /// that remain and waits for the commands still at the backends.
-    func drain(within time: Duration) async {
-        let deadline = ContinuousClock.now + time
+    /// that remain and waits for the commands still at the backends. `loop` keeps the time.
+    func drain(within time: Duration, on loop: any EventLoop) async {
+        let deadline = NIODeadline.now() + TimeAmount(time)
         let sessions = registry.all
         if !sessions.isEmpty {
             let seconds = UInt16(clamping: max(1, time.components.seconds - 1))
             logger.info("asking initiators to log out", metadata: ["sessions": "\(sessions.count)"])
             for session in sessions { session.execute { $0.requestLogout(within: seconds) } }
         }
-        while registry.count > 0 && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
+        _ = await Self.wait(until: deadline, on: loop) { admittedConnections.whenClosed($0) }
         let remaining = registry.all
         if !remaining.isEmpty {
             logger.warning("closing sessions that did not log out", metadata: ["sessions": "\(remaining.count)"])
@@ -305,5 +304,26 @@ extension TargetContext {
         }
         // Commands still at a backend finish before the thread pool stops.
         try? await threadPool.shutdownGracefully()
+    }
+
+    /// Waits until `register` calls back or `deadline` passes; true when the callback came first.
+    static func wait(
+        until deadline: NIODeadline, on loop: any EventLoop,
+        for register: (@escaping @Sendable () -> Void) -> Void
+    ) async -> Bool {
+        let promise = loop.makePromise(of: Bool.self)
+        let calledBack = Locked(false)
+        register {
+            calledBack.withLock { $0 = true }
+            promise.succeed(true)
+        }
+        // Nothing to wait for (no session): no suspension. ThreadSanitizer also reports a continuation resumed before
+        // its task has suspended as a race (swiftlang/swift#57803), which awaiting a completed future invites.
+        if calledBack.withLock({ $0 }) { return true }
+        // The first completion wins; the other is ignored.
+        let timeout = loop.scheduleTask(deadline: deadline) { promise.succeed(false) }
+        let result = (try? await promise.futureResult.get()) ?? false
+        timeout.cancel()
+        return result
     }
 }

@@ -4,21 +4,35 @@ import FerrySync
 import ISCSIProtocol
 import NIOCore
 import SCSI
+import Synchronization
 
 /// One iSCSI target node as the engine serves it: its name, its LUN map and its ACL. A reload
 /// changes the LUN map and the ACL in place, so that the node's sessions carry on.
 final class TargetNode: Sendable {
+    /// The LUN map as one immutable value, what commands are routed by. Every change replaces it whole, with the
+    /// next generation, so a map once read stays consistent without the lock.
+    struct LUNMap: Sendable {
+        /// Counts the changes of the node's map: equal generations are the same map.
+        let generation: UInt64
+        let logicalUnits: [UInt64: any LogicalUnitBackend]
+
+        /// The backend of a LUN field (SAM-5 addressing, see ``TargetNode/normalize(_:)``); nil when it is not mapped.
+        func backend(lun: UInt64) -> (any LogicalUnitBackend)? {
+            logicalUnits[TargetNode.normalize(lun)]
+        }
+    }
+
     private struct State {
         var configuration: Target
-        var logicalUnits: [UInt64: any LogicalUnitBackend]
+        var map: LUNMap
         /// The disk of each online passthrough LUN as it was opened, for hot-plug.
         var devices: [UInt64: HotPlugDevice] = [:]
 
         init(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend], previous: State? = nil) {
             self.configuration = configuration
-            self.logicalUnits = logicalUnits
+            self.map = LUNMap(generation: previous.map { $0.map.generation &+ 1 } ?? 0, logicalUnits: logicalUnits)
             for (lun, backend) in logicalUnits {
-                if let previous, previous.logicalUnits[lun] === backend {
+                if let previous, previous.map.logicalUnits[lun] === backend {
                     devices[lun] = previous.devices[lun]
                 } else {
                     devices[lun] = HotPlugDevice(backend)
@@ -30,6 +44,9 @@ final class TargetNode: Sendable {
     let name: String
     let portalGroupTag: UInt16
     private let state: Locked<State>
+    /// The generation of ``State/map``, stored under the lock with it and readable without it: a session whose map
+    /// is of this generation has the current one (``refresh(_:)``).
+    private let generation = Atomic<UInt64>(0)
     /// The copy targets EXTENDED COPY may name from a session of this node: the logical units of its LUN map, and
     /// no other. Kept equal to the map, so that a LUN removed by a reload or `ferryctl` is no longer reachable.
     let copyTargets: CopyTargetDirectory
@@ -51,19 +68,29 @@ final class TargetNode: Sendable {
 
     var alias: String? { configuration.alias }
 
-    func backend(lun: UInt64) -> (any LogicalUnitBackend)? {
-        let lun = Self.normalize(lun)
-        return state.withLock { $0.logicalUnits[lun] }
+    /// The LUN map now: one lock acquisition.
+    var lunMap: LUNMap { state.withLock { $0.map } }
+
+    /// Brings `map` up to date: an atomic load when it is current, which is nearly always, and one lock acquisition
+    /// when the map changed since `map` was read. What a session calls for each command, on its own copy.
+    func refresh(_ map: inout LUNMap) {
+        guard generation.load(ordering: .acquiring) != map.generation else { return }
+        map = lunMap
     }
 
-    var allBackends: [any LogicalUnitBackend] { state.withLock { Array($0.logicalUnits.values) } }
+    func backend(lun: UInt64) -> (any LogicalUnitBackend)? {
+        lunMap.backend(lun: lun)
+    }
 
-    var lunNumbers: [UInt64] { state.withLock { $0.logicalUnits.keys.sorted() } }
+    var allBackends: [any LogicalUnitBackend] { Array(lunMap.logicalUnits.values) }
+
+    var lunNumbers: [UInt64] { lunMap.logicalUnits.keys.sorted() }
 
     /// Serves `configuration` from now on, with `logicalUnits` as the LUN map.
     func update(configuration: Target, logicalUnits: [UInt64: any LogicalUnitBackend]) {
         state.withLock { state in
             state = State(configuration: configuration, logicalUnits: logicalUnits, previous: state)
+            generation.store(state.map.generation, ordering: .releasing)
             copyTargets.replaceAll(with: logicalUnits.values.compactMap(\.copyEndpoint))
         }
     }
@@ -77,16 +104,19 @@ final class TargetNode: Sendable {
     /// nothing, when the map no longer holds `expected` there.
     func replace(lun: UInt64, expected: any LogicalUnitBackend, with replacement: any LogicalUnitBackend) -> Bool {
         state.withLock { state in
-            guard state.logicalUnits[lun] === expected else { return false }
-            state.logicalUnits[lun] = replacement
+            guard state.map.logicalUnits[lun] === expected else { return false }
+            var logicalUnits = state.map.logicalUnits
+            logicalUnits[lun] = replacement
+            state.map = LUNMap(generation: state.map.generation &+ 1, logicalUnits: logicalUnits)
+            generation.store(state.map.generation, ordering: .releasing)
             state.devices[lun] = HotPlugDevice(replacement)
-            copyTargets.replaceAll(with: state.logicalUnits.values.compactMap(\.copyEndpoint))
+            copyTargets.replaceAll(with: logicalUnits.values.compactMap(\.copyEndpoint))
             return true
         }
     }
 
     /// The LUN map, for a reload to build the next one from.
-    var logicalUnits: [UInt64: any LogicalUnitBackend] { state.withLock { $0.logicalUnits } }
+    var logicalUnits: [UInt64: any LogicalUnitBackend] { lunMap.logicalUnits }
 
     /// Whether `initiatorName` may log in to this target and see it in SendTargets.
     func admits(initiatorName: String) -> Bool {

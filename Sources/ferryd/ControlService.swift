@@ -37,6 +37,9 @@ struct ControlResponder: Sendable {
             if let name, !configuration.targets.contains(where: { $0.name == name }) {
                 return .failure("no target \(name)", hint: "ferryctl targets lists them")
             }
+            // Without the udev rules, or when an event was missed, a passthrough LUN whose disk is gone from sysfs is
+            // still online: it is taken offline first, so that the state shown is the truth (docs/udev.md).
+            _ = target.deviceRemoved(name: nil)
             return ControlResponse(luns: luns(of: configuration.targets.filter { name == nil || $0.name == name }))
         case .sessions:
             return ControlResponse(sessions: await target.sessions().map(Self.info))
