@@ -128,7 +128,9 @@ final class CompletionRelay: @unchecked Sendable {
                 }
             }
             defer { arrived.removeAll() }
-            return arrived.compactMap { arrival in waiting.removeValue(forKey: arrival.id).map { ($0, arrival.completion) } }
+            return arrived.compactMap { arrival in
+                waiting.removeValue(forKey: arrival.id).map { ($0, arrival.completion) }
+            }
         }
         for (session, completion) in deliveries { session(completion) }
         return complete
@@ -210,7 +212,8 @@ final class EmbeddedInitiator {
     /// digests. Returns the Login Response, whatever its status.
     func logIn(discovery: Bool = false) throws -> LoginResponse? {
         var keys = ["InitiatorName=\(initiatorName)", "HeaderDigest=None", "DataDigest=None"]
-        keys += discovery ? ["SessionType=Discovery"] : ["SessionType=Normal", "TargetName=\(EmbeddedTarget.targetName)"]
+        keys +=
+            discovery ? ["SessionType=Discovery"] : ["SessionType=Normal", "TargetName=\(EmbeddedTarget.targetName)"]
         let request = LoginRequest(
             transit: true, continue: false, currentStage: .loginOperationalNegotiation, nextStage: .fullFeaturePhase,
             isid: ISID(rawValue: isid), tsih: 0, initiatorTaskTag: 0, cid: 0, cmdSN: cmdSN, expStatSN: 0,

@@ -15,8 +15,9 @@ import Testing
         #expect(try initiator.logIn()?.statusClass == 0)
         #expect(try initiator.run(initiator.command(testUnitReady))?.status == good)
 
+        let luns = [target.logicalUnit(0), target.logicalUnit(1)]
         let report = try target.target.reload(
-            target.configuration(targets: [Target(name: EmbeddedTarget.targetName, luns: [target.logicalUnit(0), target.logicalUnit(1)])]))
+            target.configuration(targets: [Target(name: EmbeddedTarget.targetName, luns: luns)]))
         #expect(report.changes == ["added LUN 1 to \(EmbeddedTarget.targetName)"])
         #expect(report.sessionsLoggedOut == 0)
         target.relayBackends()
@@ -27,8 +28,8 @@ import Testing
         #expect(changed.senseCode == [0x06, 0x3f, 0x0e])
         // Reported by LUN 0, the condition is gone from LUN 1 too.
         #expect(try initiator.run(initiator.command(testUnitReady, lun: 1))?.status == good)
-        let luns = try #require(try initiator.run(initiator.command(reportLUNs, length: 256)))
-        #expect(reportedLUNs(luns.dataIn) == [0, 1])
+        let reported = try #require(try initiator.run(initiator.command(reportLUNs, length: 256)))
+        #expect(reportedLUNs(reported.dataIn) == [0, 1])
         #expect(initiator.channel.isActive)
     }
 

@@ -4,9 +4,9 @@ import Testing
 @testable import FerryTarget
 @testable import ISCSIProtocol
 
-/// Task-set functions reach the other sessions of the target through the registry (``SessionRegistry/otherSessions(of:)``,
-/// ``SessionRegistry/session(serial:)``): the function is answered once every other session has terminated its
-/// tasks, and the other I_T nexus is told what happened by a unit attention.
+/// Task-set functions reach the other sessions of the target through the registry
+/// (``SessionRegistry/otherSessions(of:)``, ``SessionRegistry/session(serial:)``): the function is answered once
+/// every other session has terminated its tasks, and the other I_T nexus is told what happened by a unit attention.
 @Suite struct TaskSetAcrossSessionsTests {
     struct Case: CustomTestStringConvertible, Sendable {
         var function: TaskManagementFunctionRequest.Function
