@@ -197,7 +197,7 @@ let package = Package(
         .testTarget(
             name: "FerryTargetTests",
             dependencies: [
-                "FerryTarget", "FerrySync", "ISCSIProtocol", "SCSI", "FerryConfig",
+                "FerryTarget", "FerrySync", "ISCSIProtocol", "SCSI", "FerryConfig", "FerryBackends",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
