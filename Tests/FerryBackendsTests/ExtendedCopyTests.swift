@@ -308,10 +308,10 @@ struct CopyFixture {
         #expect(sense?.senseKeySpecific == .fieldPointer(inCDB: false, byte: 8, bit: nil))
     }
 
-    @Test func operatingParameters() {
+    @Test func operatingParameters() throws {
         let f = CopyFixture()
         let data = Array(f.receiveCopyResults(0x03).dataIn.readableBytesView)
-        #expect(data.count == 46)
+        try #require(data.count == 46)
         #expect(Int(data[3]) == data.count - 4)
         #expect(Int(data[8]) << 8 | Int(data[9]) == CopyManager.Limits.maximumTargetDescriptors)
         #expect(Int(data[10]) << 8 | Int(data[11]) == CopyManager.Limits.maximumSegmentDescriptors)
@@ -319,22 +319,25 @@ struct CopyFixture {
         #expect(f.receiveCopyResults(0x05).sense?.code == .invalidFieldInCDB)
     }
 
-    @Test func thirdPartyCopyPage() {
+    @Test func thirdPartyCopyPage() throws {
         let page = CopyManager.thirdPartyCopyVPDPage()
+        try #require(page.count >= 4)
         #expect(page[1] == 0x8f)
         #expect(Int(page[2]) << 8 | Int(page[3]) == page.count - 4)
         var descriptors: [UInt16: [UInt8]] = [:]
         var offset = 4
         while offset < page.count {
+            try #require(offset + 4 <= page.count, "a descriptor header at \(offset)")
             let type = UInt16(page[offset]) << 8 | UInt16(page[offset + 1])
             let length = Int(page[offset + 2]) << 8 | Int(page[offset + 3])
             #expect(length % 4 == 0)
+            try #require(offset + 4 + length <= page.count, "a descriptor of \(length) bytes at \(offset)")
             descriptors[type] = Array(page[offset + 4..<offset + 4 + length])
             offset += 4 + length
         }
         #expect(offset == page.count)
         #expect(descriptors[0x0001] == [7, 0x83, 1, 0x00, 0x84, 2, 0x00, 0x03])
-        #expect(descriptors[0x0008]?.count == 0x1c)
+        try #require(descriptors[0x0008]?.count == 0x1c)
         let maximumTargets = descriptors[0x0008].map { Int($0[4]) << 8 | Int($0[5]) }
         #expect(maximumTargets == CopyManager.Limits.maximumTargetDescriptors)
         #expect(descriptors[0x0009] == [2, 0x02, 0xe4, 0])

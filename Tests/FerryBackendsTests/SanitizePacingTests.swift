@@ -82,7 +82,7 @@ private final class VirtualClock: ErasureClock {
         #expect(clock.sleeps.isEmpty)
     }
 
-    @Test func commandsDuringPacedOverwriteReportProgress() {
+    @Test func commandsDuringPacedOverwriteReportProgress() throws {
         let clock = VirtualClock()
         let device = device(rate: 4 << 20, clock: clock)
         let seen = Locked<[(requestSense: [UInt8], testUnitReady: SCSIResult)]>([])
@@ -99,12 +99,15 @@ private final class VirtualClock: ErasureClock {
         for (chunk, reading) in readings.enumerated() {
             // NOT READY, SANITIZE IN PROGRESS; SKSV with PROGRESS INDICATION = done / 65536.
             let progress = UInt16((chunk + 1) * 65536 / 8 - (chunk == 7 ? 1 : 0))
+            try #require(reading.requestSense.count >= 18, "REQUEST SENSE during chunk \(chunk)")
             #expect(reading.requestSense[2] & 0x0f == 0x02)
             #expect(Array(reading.requestSense[12...13]) == [0x04, 0x1b])
             #expect(Array(reading.requestSense[15...17]) == [0x80, UInt8(progress >> 8), UInt8(progress & 0xff)])
             reading.testUnitReady.expectSense(.notReady, .logicalUnitNotReadySanitizeInProgress)
         }
         #expect(run(device, [0x00, 0, 0, 0, 0, 0]).status == .good)
-        #expect(run(device, [0x03, 0, 0, 0, 18, 0]).bytes[2] & 0x0f == 0x00)
+        let sense = run(device, [0x03, 0, 0, 0, 18, 0]).bytes
+        try #require(sense.count >= 3)
+        #expect(sense[2] & 0x0f == 0x00)
     }
 }

@@ -39,11 +39,11 @@ import Testing
         #expect(result.sense?.code == AdditionalSenseCode(0x04, 0x03))
     }
 
-    @Test func inquirySaysPeripheralQualifierOneWithTheDisksIdentity() {
+    @Test func inquirySaysPeripheralQualifierOneWithTheDisksIdentity() throws {
         let result = Self.unit().answer(Self.cdb([0x12, 0, 0, 0, 96, 0]))
         #expect(result.status == .good)
         let data = Array(result.dataIn.readableBytesView)
-        #expect(data.count == 36)
+        try #require(data.count == 36)
         #expect(data[0] == 0x20, "PERIPHERAL QUALIFIER 001b, PERIPHERAL DEVICE TYPE 00h")
         #expect(data[4] == 31)
         #expect(String(decoding: data[8..<16], as: UTF8.self) == "SEAGATE ")
@@ -52,8 +52,9 @@ import Testing
         #expect(Self.unit().answer(Self.cdb([0x12, 0, 0, 0, 5, 0])).dataIn.readableBytes == 5)
     }
 
-    @Test func requestSenseReturnsTheNotReadySenseAsData() {
+    @Test func requestSenseReturnsTheNotReadySenseAsData() throws {
         let fixed = Array(Self.unit().answer(Self.cdb([0x03, 0, 0, 0, 252, 0])).dataIn.readableBytesView)
+        try #require(fixed.count >= 14)
         #expect(fixed[0] == 0x70)
         #expect(fixed[2] & 0x0f == 0x02)
         #expect(fixed[12] == 0x04 && fixed[13] == 0x03)

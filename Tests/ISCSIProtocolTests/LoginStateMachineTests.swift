@@ -479,7 +479,8 @@ extension LoginAction {
     @Test func continuedLoginText() throws {
         var machine = makeMachine()
         var whole = textBuffer(identity + [("AuthMethod", "None")])
-        let head = whole.readSlice(length: 20)!
+        let headSlice = whole.readSlice(length: 20)
+        let head = try #require(headSlice)
         var first = request(.securityNegotiation, .loginOperationalNegotiation, transit: false, continue: true, [])
         first.data = head
         let ack = machine.loginRequestReceived(first)

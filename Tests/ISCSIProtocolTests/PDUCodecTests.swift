@@ -162,19 +162,20 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         }
     }
 
-    @Test func wireLengthIsPaddedAndDigested() {
+    @Test func wireLengthIsPaddedAndDigested() throws {
         let pdu = samplePDUs[0]  // NOP-Out with 5 bytes of ping data.
         #expect(encoded(pdu).readableBytes == 48 + 8)
         #expect(encoded(pdu, encoder: PDUEncoder(headerDigest: true, dataDigest: true)).readableBytes == 48 + 4 + 8 + 4)
         // No DataDigest without a data segment.
-        let logout = samplePDUs.first { $0.opcode == .logoutRequest }!
+        let logout = try #require(samplePDUs.first { $0.opcode == .logoutRequest })
         #expect(encoded(logout, encoder: PDUEncoder(headerDigest: false, dataDigest: true)).readableBytes == 48)
     }
 
     /// Field offsets checked byte by byte against RFC 7143 §11.
-    @Test func scsiResponseLayout() {
-        let pdu = samplePDUs.first { if case .scsiResponse = $0 { true } else { false } }!
+    @Test func scsiResponseLayout() throws {
+        let pdu = try #require(samplePDUs.first { if case .scsiResponse = $0 { true } else { false } })
         let bytes = Array(encoded(pdu).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[0] == 0x21)
         #expect(bytes[1] == 0x80 | 0x10 | 0x02)  // F, o (bidirectional overflow), U (underflow).
         #expect(bytes[2] == 0 && bytes[3] == 0x02)
@@ -185,9 +186,10 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         #expect(Array(bytes[44..<48]) == [0, 0, 2, 0])
     }
 
-    @Test func dataInLayout() {
-        let pdu = samplePDUs.last { if case .scsiDataIn = $0 { true } else { false } }!
+    @Test func dataInLayout() throws {
+        let pdu = try #require(samplePDUs.last { if case .scsiDataIn = $0 { true } else { false } })
         let bytes = Array(encoded(pdu).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[0] == 0x25)
         #expect(bytes[1] == 0x80 | 0x02 | 0x01)  // F, U, S.
         #expect(bytes[3] == 0)
@@ -197,40 +199,47 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         #expect(Array(bytes[44..<48]) == [0, 0, 0x03, 0xff])
     }
 
-    @Test func loginAndTaskManagementLayout() {
-        let login = samplePDUs.first { $0.opcode == .loginRequest }!
+    @Test func loginAndTaskManagementLayout() throws {
+        let login = try #require(samplePDUs.first { $0.opcode == .loginRequest })
         var bytes = Array(encoded(login).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[0] == 0x43)  // I bit and opcode 0x03.
         #expect(bytes[1] == 0x81)  // T, CSG 0, NSG 1.
         #expect(Array(bytes[8..<14]) == [0x80, 0x00, 0x12, 0x34, 0x56, 0x78])
         #expect(Array(bytes[20..<22]) == [0, 1])
 
-        let response = samplePDUs.first { $0.opcode == .loginResponse }!
+        let response = try #require(samplePDUs.first { $0.opcode == .loginResponse })
         bytes = Array(encoded(response).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[1] == 0x87)  // T, CSG 1, NSG 3.
 
-        let tmf = samplePDUs.first { $0.opcode == .taskManagementFunctionRequest }!
+        let tmf = try #require(samplePDUs.first { $0.opcode == .taskManagementFunctionRequest })
         bytes = Array(encoded(tmf).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[0] == 0x42 && bytes[1] == 0x81)
 
-        let reject = samplePDUs.first { $0.opcode == .reject }!
+        let reject = try #require(samplePDUs.first { $0.opcode == .reject })
         bytes = Array(encoded(reject).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(bytes[1] == 0x80 && bytes[2] == 0x02)
         #expect(Array(bytes[16..<20]) == [0xff, 0xff, 0xff, 0xff])
         #expect(Array(bytes[36..<40]) == [0, 0, 0, 0x99])
 
-        let logout = samplePDUs.first { $0.opcode == .logoutResponse }!
+        let logout = try #require(samplePDUs.first { $0.opcode == .logoutResponse })
         bytes = Array(encoded(logout).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(Array(bytes[40..<44]) == [0, 2, 0, 20])
 
-        let async = samplePDUs.first { $0.opcode == .asynchronousMessage }!
+        let async = try #require(samplePDUs.first { $0.opcode == .asynchronousMessage })
         bytes = Array(encoded(async).readableBytesView)
+        try #require(bytes.count >= 48)
         #expect(Array(bytes[36..<44]) == [1, 0x42, 0, 1, 0, 2, 0, 3])
     }
 
     @Test func extendedCDBAndBidirectionalAHS() throws {
         let pdu = samplePDUs[2]
         let bytes = Array(encoded(pdu).readableBytesView)
+        try #require(bytes.count >= 76)
         #expect(bytes[0] == 0x41)
         #expect(bytes[1] == 0x60 | 0x03)  // R, W, head of queue; F clear.
         #expect(bytes[4] == 7)  // Extended CDB AHS (20 bytes) + bidirectional AHS (8 bytes).
@@ -272,7 +281,7 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
     }
 
     @Test func dataSegmentIsASliceOfTheReceivedBytes() throws {
-        let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
+        let pdu = try #require(samplePDUs.first { $0.opcode == .scsiDataOut })
         let bytes = encoded(pdu)
         let storage = bytes.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         let (pdus, _) = try process(bytes, with: PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16))
@@ -286,7 +295,7 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         let whole = encoded(samplePDUs[2], encoder: encoder)
         var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 1 << 16, headerDigest: true, dataDigest: true)
         for cut in [0, 1, 47, 48, 75, 80, 81, whole.readableBytes - 1] {
-            var prefix = whole.getSlice(at: 0, length: cut)!
+            var prefix = try #require(whole.getSlice(at: 0, length: cut))
             var fresh = decoder
             #expect(try fresh.decode(buffer: &prefix) == nil)
             #expect(prefix.readableBytes == cut)
@@ -309,12 +318,13 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         #expect(processor.unprocessedBytes == 0)
     }
 
-    @Test func oversizedDataSegmentIsFatal() {
-        let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
+    @Test func oversizedDataSegmentIsFatal() throws {
+        let pdu = try #require(samplePDUs.first { $0.opcode == .scsiDataOut })
         var bytes = encoded(pdu)
         var decoder = PDUFrameDecoder(maxRecvDataSegmentLength: 8189)
         // Only the BHS is needed to detect it: the data is never buffered.
-        var header = bytes.readSlice(length: 48)!
+        let headerSlice = bytes.readSlice(length: 48)
+        var header = try #require(headerSlice)
         #expect {
             _ = try decoder.decode(buffer: &header)
         } throws: { error in
@@ -325,7 +335,7 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
     }
 
     @Test func raisingTheLimitAfterLogin() throws {
-        let pdu = samplePDUs.first { $0.opcode == .scsiDataOut }!
+        let pdu = try #require(samplePDUs.first { $0.opcode == .scsiDataOut })
         var bytes = encoded(pdu)
         var decoder = PDUFrameDecoder()
         #expect(decoder.maxRecvDataSegmentLength == 8192)
@@ -347,7 +357,7 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
 
     @Test func badDataDigestConsumesThePDUAndParsingGoesOn() throws {
         let encoder = PDUEncoder(headerDigest: true, dataDigest: true)
-        let dataOut = samplePDUs.first { $0.opcode == .scsiDataOut }!
+        let dataOut = try #require(samplePDUs.first { $0.opcode == .scsiDataOut })
         var bytes = encoded(dataOut, encoder: encoder)
         bytes.setInteger(UInt8(0), at: 48 + 4 + 100)  // Corrupt the payload.
         encoder.encode(samplePDUs[0], into: &bytes)
@@ -386,12 +396,12 @@ func encoded(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> ByteBuffer {
         #expect(try decoder.decode(buffer: &bytes)?.pdu == samplePDUs[1])
     }
 
-    @Test func invalidFieldsAreRejected() {
-        var residuals = encoded(samplePDUs.first { $0.opcode == .scsiResponse }!)
+    @Test func invalidFieldsAreRejected() throws {
+        var residuals = encoded(try #require(samplePDUs.first { $0.opcode == .scsiResponse }))
         residuals.setInteger(UInt8(0x80 | 0x04 | 0x02), at: 1)
         var attribute = encoded(samplePDUs[1])
         attribute.setInteger(UInt8(0x80 | 0x07), at: 1)
-        var stage = encoded(samplePDUs.first { $0.opcode == .loginRequest }!)
+        var stage = encoded(try #require(samplePDUs.first { $0.opcode == .loginRequest }))
         stage.setInteger(UInt8(0x80 | 0x08 | 0x03), at: 1)  // CSG 2 is reserved.
         for var bytes in [residuals, attribute, stage] {
             var decoder = PDUFrameDecoder()
@@ -509,7 +519,7 @@ func inbound(_ pdu: PDU, encoder: PDUEncoder = PDUEncoder()) -> InboundPDU {
         var bytes = encoded(samplePDUs[0])
         bytes.setInteger(UInt8(0x80 | 0x40), at: 0)  // Reserved bit 7 of byte 0, plus I.
         bytes.setInteger(UInt8(0xff), at: 2)
-        let received = bytes.getSlice(at: 0, length: 48)!
+        let received = try #require(bytes.getSlice(at: 0, length: 48))
         let storage = bytes.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         var decoder = PDUFrameDecoder()
         let decoded = try #require(try decoder.decode(buffer: &bytes))

@@ -6,15 +6,16 @@ import Testing
 @testable import ISCSISession
 
 @Suite struct CommandOrderingTests {
-    @Test func inOrderCommandIsSubmittedAndAnsweredWithPhaseCollapse() {
+    @Test func inOrderCommandIsSubmittedAndAnsweredWithPhaseCollapse() throws {
         var m = machine()
         let actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(actions.submitted.map(\.itt) == [1])
         #expect(m.sequenceNumbers.expCmdSN == 2)
-        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, good(bytes: 4096))
+        let done = m.backendCompleted(itt: 1, tag: try #require(actions.submitted.first).tag, good(bytes: 4096))
         #expect(done.dataIns.count == 1)
-        #expect(done.dataIns[0].status == SCSIStatus.good.rawValue)
-        #expect(done.dataIns[0].sequence.statSN == 100)
+        let dataIn = try #require(done.dataIns.first)
+        #expect(dataIn.status == SCSIStatus.good.rawValue)
+        #expect(dataIn.sequence.statSN == 100)
         #expect(done.scsiResponses.isEmpty)
         #expect(m.tasks.isEmpty)
     }
@@ -47,38 +48,40 @@ import Testing
         #expect(m.sequenceNumbers.expCmdSN == 1)
     }
 
-    @Test func readIsSplitByMaxRecvDataSegmentLengthWithResidualOverflow() {
+    @Test func readIsSplitByMaxRecvDataSegmentLengthWithResidualOverflow() throws {
         var m = machine { $0.initiatorMaxRecvDataSegmentLength = 1024 }
         let actions = m.commandReceived(read(itt: 1, cmdSN: 1, length: 3000), connection: 0, disposition: .mapped(dataOutLength: 0))
-        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, good(bytes: 4096))
+        let done = m.backendCompleted(itt: 1, tag: try #require(actions.submitted.first).tag, good(bytes: 4096))
         #expect(done.dataIns.map { $0.data.readableBytes } == [1024, 1024, 952])
         #expect(done.dataIns.map(\.dataSN) == [0, 1, 2])
         #expect(done.dataIns.last?.residual == .overflow(1096))
     }
 
-    @Test func checkConditionCarriesSenseInAResponse() {
+    @Test func checkConditionCarriesSenseInAResponse() throws {
         var m = machine()
         let actions = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0))
         let done = m.backendCompleted(
-            itt: 1, tag: actions.submitted[0].tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
+            itt: 1, tag: try #require(actions.submitted.first).tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
         #expect(done.dataIns.isEmpty)
         #expect(done.scsiResponses.count == 1)
-        #expect(done.scsiResponses[0].status == SCSIStatus.checkCondition.rawValue)
-        #expect(done.scsiResponses[0].data.getInteger(at: 0, as: UInt16.self) == 18)
+        let response = try #require(done.scsiResponses.first)
+        #expect(response.status == SCSIStatus.checkCondition.rawValue)
+        #expect(response.data.getInteger(at: 0, as: UInt16.self) == 18)
     }
 }
 
 @Suite struct DataOutTests {
-    @Test func immediateDataAloneIsSubmittedWithoutCopy() {
+    @Test func immediateDataAloneIsSubmittedWithoutCopy() throws {
         var m = machine()
         let actions = m.commandReceived(
             write(itt: 1, cmdSN: 1, length: 1024, immediateData: 1024), connection: 0,
             disposition: .mapped(dataOutLength: 1024))
         #expect(actions.submitted.count == 1)
-        #expect(actions.submitted[0].request.dataOut.readableBytes == 1024)
+        let submitted = try #require(actions.submitted.first)
+        #expect(submitted.request.dataOut.readableBytes == 1024)
     }
 
-    @Test func remainingDataIsSolicitedWithR2TsAndGathered() {
+    @Test func remainingDataIsSolicitedWithR2TsAndGathered() throws {
         var m = machine {
             $0.maxBurstLength = 1024
             $0.maxOutstandingR2T = 1
@@ -88,30 +91,30 @@ import Testing
             disposition: .mapped(dataOutLength: 3072))
         #expect(actions.r2ts.map(\.bufferOffset) == [1024])
         #expect(actions.r2ts.map(\.r2tSN) == [0])
-        let first = actions.r2ts[0]
+        let first = try #require(actions.r2ts.first)
         actions = m.dataOutReceived(
             SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: first.targetTransferTag,
                 expStatSN: 100, dataSN: 0, bufferOffset: 1024, data: ByteBuffer(repeating: 1, count: 1024)),
             connection: 0)
         #expect(actions.r2ts.map(\.bufferOffset) == [2048])
         #expect(actions.r2ts.map(\.r2tSN) == [1])
-        let second = actions.r2ts[0]
+        let second = try #require(actions.r2ts.first)
         actions = m.dataOutReceived(
             SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: second.targetTransferTag,
                 expStatSN: 100, dataSN: 0, bufferOffset: 2048, data: ByteBuffer(repeating: 2, count: 1024)),
             connection: 0)
         #expect(actions.submitted.count == 1)
-        let data = actions.submitted[0].request.dataOut
+        let data = try #require(actions.submitted.first).request.dataOut
         #expect(data.readableBytes == 3072)
         #expect(data.getInteger(at: data.readerIndex + 1024, as: UInt8.self) == 1)
         #expect(data.getInteger(at: data.readerIndex + 2048, as: UInt8.self) == 2)
     }
 
-    @Test func wrongDataSNIsRejected() {
+    @Test func wrongDataSNIsRejected() throws {
         var m = machine()
         var actions = m.commandReceived(
             write(itt: 1, cmdSN: 1, length: 1024), connection: 0, disposition: .mapped(dataOutLength: 1024))
-        let r2t = actions.r2ts[0]
+        let r2t = try #require(actions.r2ts.first)
         actions = m.dataOutReceived(
             SCSIDataOut(final: true, lun: lun1, initiatorTaskTag: 1, targetTransferTag: r2t.targetTransferTag,
                 expStatSN: 100, dataSN: 5, bufferOffset: 0, data: ByteBuffer(repeating: 1, count: 1024)),
@@ -120,20 +123,22 @@ import Testing
         #expect(actions.sent.contains { if case .reject = $0 { true } else { false } })
     }
 
-    @Test func writeWithShorterCDBReportsUnderflow() {
+    @Test func writeWithShorterCDBReportsUnderflow() throws {
         var m = machine()
         let actions = m.commandReceived(
             write(itt: 1, cmdSN: 1, length: 2048, immediateData: 2048), connection: 0,
             disposition: .mapped(dataOutLength: 1024))
-        #expect(actions.submitted[0].request.dataOut.readableBytes == 1024)
-        let done = m.backendCompleted(itt: 1, tag: actions.submitted[0].tag, .completed(.good))
-        #expect(done.scsiResponses[0].residual == .underflow(1024))
+        let submitted = try #require(actions.submitted.first)
+        #expect(submitted.request.dataOut.readableBytes == 1024)
+        let done = m.backendCompleted(itt: 1, tag: submitted.tag, .completed(.good))
+        let response = try #require(done.scsiResponses.first)
+        #expect(response.residual == .underflow(1024))
     }
 
     /// A WRITE(16) of 0xFFFFFFFF blocks with an Expected Data Transfer Length of 0 asks for 2 TiB: more than the
     /// 32-bit Residual Count holds. Before, the conversion trapped and took ferryd down with every session.
     @Test(arguments: [UInt32.max, 0x0080_0001])
-    func overflowBeyondTheResidualCountIsClamped(_ blocks: UInt32) {
+    func overflowBeyondTheResidualCountIsClamped(_ blocks: UInt32) throws {
         var m = machine()
         var cdb = ByteBuffer(bytes: [0x8a, 0, 0, 0, 0, 0, 0, 0, 0, 0])
         cdb.writeInteger(blocks)
@@ -144,14 +149,15 @@ import Testing
         let asked = Int(blocks) * 512
         let actions = m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: asked))
         let done = m.backendCompleted(
-            itt: 1, tag: actions.submitted[0].tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
-        #expect(done.scsiResponses[0].residual == .overflow(UInt32(clamping: asked)))
+            itt: 1, tag: try #require(actions.submitted.first).tag, .completed(.checkCondition(.logicalBlockAddressOutOfRange)))
+        let response = try #require(done.scsiResponses.first)
+        #expect(response.residual == .overflow(UInt32(clamping: asked)))
     }
 
     /// A command with only the W bit whose CDB produces Data-In (an INQUIRY the target answers itself, sent with
     /// W=1 and an Expected Data Transfer Length of 0) gets no Data-In: the initiator asked for none. Found by the
     /// SessionCore fuzz target: before, the 36 bytes went out as Data-In beyond the EDTL.
-    @Test func dataInForACommandWithoutTheReadBitIsNeverSent() {
+    @Test func dataInForACommandWithoutTheReadBitIsNeverSent() throws {
         var m = machine()
         let command = SCSICommand(
             final: true, read: false, write: true, lun: lun1, initiatorTaskTag: 1, expectedDataTransferLength: 0,
@@ -160,7 +166,7 @@ import Testing
         var inquiry = ByteBuffer()
         inquiry.writeRepeatingByte(0x20, count: 36)
         let done = m.backendCompleted(
-            itt: 1, tag: actions.submitted[0].tag, .completed(SCSIResult(status: .good, dataIn: inquiry)))
+            itt: 1, tag: try #require(actions.submitted.first).tag, .completed(SCSIResult(status: .good, dataIn: inquiry)))
         #expect(done.dataIns.isEmpty)
         #expect(done.scsiResponses.map(\.data.readableBytes) == [0])
     }
@@ -200,7 +206,7 @@ import Testing
         #expect(m.sequenceNumbers.expCmdSN == 201, "a command answered TASK SET FULL consumes its CmdSN")
     }
 
-    @Test func aFullSessionTakesCommandsAgainOnceATaskEnds() {
+    @Test func aFullSessionTakesCommandsAgainOnceATaskEnds() throws {
         var m = machine()
         var tags: [BackendTaskTag] = []
         var itt: UInt32 = 1
@@ -212,7 +218,7 @@ import Testing
             tags.append(submitted.tag)
             if tags.count > 1000 { break }
         }
-        _ = m.backendCompleted(itt: 1, tag: tags[0], good(bytes: 4096))
+        _ = m.backendCompleted(itt: 1, tag: try #require(tags.first, "the session took no command"), good(bytes: 4096))
         let again = m.commandReceived(
             read(itt: itt, cmdSN: 1, immediate: true), connection: 0, disposition: .mapped(dataOutLength: 0))
         #expect(again.submitted.count == 1)
@@ -222,10 +228,12 @@ import Testing
     /// stay alive with the task. Before, forty READ(10) of 16384 blocks with EDTL 0 held 320 MiB while their
     /// responses waited for a socket that was not read.
     @Test(arguments: [(edtl: UInt32(0), status: SCSIStatus.good), (512, .good), (1 << 20, .checkCondition)])
-    func theBackendBufferIsNotKeptBeyondWhatIsSent(edtl: UInt32, status: SCSIStatus) {
+    func theBackendBufferIsNotKeptBeyondWhatIsSent(edtl: UInt32, status: SCSIStatus) throws {
         var m = machine()
-        let tag = m.commandReceived(read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0))
-            .submitted[0].tag
+        let tag = try #require(
+            m.commandReceived(read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0))
+                .submitted.first
+        ).tag
         _ = m.writabilityChanged(0, writable: false)
         var backendBuffer = ByteBuffer(repeating: 0x5a, count: 1 << 20)
         let storage = backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
@@ -246,11 +254,11 @@ import Testing
     /// The emulated device reads only the blocks that cover the EDTL and says how much the CDB asked for: the
     /// overflow residual still counts from what the CDB asked for (RFC 7143 §11.4.5.2), with or without the R bit.
     @Test(arguments: [(edtl: UInt32(0), held: 0, read: true), (4096, 4096, true), (1000, 1024, true), (0, 0, false)])
-    func theResidualCountsWhatTheCDBAskedForNotWhatTheDeviceRead(edtl: UInt32, held: Int, read readBit: Bool) {
+    func theResidualCountsWhatTheCDBAskedForNotWhatTheDeviceRead(edtl: UInt32, held: Int, read readBit: Bool) throws {
         var m = machine()
         var command = read(itt: 1, cmdSN: 1, length: edtl)
         command.read = readBit
-        let tag = m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        let tag = try #require(m.commandReceived(command, connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first).tag
         var result = SCSIResult(status: .good, dataIn: ByteBuffer(repeating: 0x5a, count: held))
         result.requestedDataInLength = 8 << 20
         let done = m.backendCompleted(itt: 1, tag: tag, .completed(result))
@@ -264,11 +272,12 @@ import Testing
     /// and the residual still tells what the device produced. Before, READs of 8 MiB with EDTL 0 queued for a busy
     /// loop took ferryd to gigabytes.
     @Test(arguments: [UInt32(0), 512, 1 << 20, 2 << 20])
-    func aCompletionWaitingForTheLoopHoldsAtMostTheExpectedLength(edtl: UInt32) {
+    func aCompletionWaitingForTheLoopHoldsAtMostTheExpectedLength(edtl: UInt32) throws {
         var m = machine()
-        let request = m.commandReceived(
-            read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0)
-        ).submitted[0]
+        let request = try #require(
+            m.commandReceived(
+                read(itt: 1, cmdSN: 1, length: edtl), connection: 0, disposition: .mapped(dataOutLength: 0)
+            ).submitted.first)
         var backendBuffer = ByteBuffer(repeating: 0x5a, count: 1 << 20)
         let storage = backendBuffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
         let (bounded, produced) = SessionStateMachine.boundedForTransit(

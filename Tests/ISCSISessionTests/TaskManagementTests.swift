@@ -12,7 +12,7 @@ import Testing
     enum Held: CaseIterable, Sendable { case waitingForCmdSN, waitingForDataOut, atBackend, completedNotResponded, responded }
 
     /// Puts task 1 in the given state; returns its backend tag when it reached the backend.
-    private func place(_ state: Held, in m: inout SessionStateMachine) -> BackendTaskTag? {
+    private func place(_ state: Held, in m: inout SessionStateMachine) throws -> BackendTaskTag? {
         switch state {
         case .waitingForCmdSN:
             _ = m.commandReceived(read(itt: 1, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0))
@@ -21,29 +21,36 @@ import Testing
             _ = m.commandReceived(write(itt: 1, cmdSN: 1, length: 1024), connection: 0, disposition: .mapped(dataOutLength: 1024))
             return nil
         case .atBackend:
-            return m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+            return try #require(
+                m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+            ).tag
         case .completedNotResponded:
-            let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+            let tag = try #require(
+                m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+            ).tag
             _ = m.writabilityChanged(0, writable: false)
             let done = m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096))
             #expect(done.sent.isEmpty)
             return nil
         case .responded:
-            let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+            let tag = try #require(
+                m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+            ).tag
             #expect(!m.backendCompleted(itt: 1, tag: tag, good(bytes: 4096)).forTask(1).isEmpty)
             return nil
         }
     }
 
     @Test(arguments: Held.allCases)
-    func abortTaskNeverLetsTheTaskAnswerAndRespondsAfterTheBackend(_ state: Held) {
+    func abortTaskNeverLetsTheTaskAnswerAndRespondsAfterTheBackend(_ state: Held) throws {
         var m = machine()
-        let tag = place(state, in: &m)
+        let tag = try place(state, in: &m)
         var actions = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 3, refCmdSN: 1), connection: 0)
         if state == .atBackend {
-            #expect(actions.terminated == [tag!])
+            let backendTag = try #require(tag, "the task reached the backend")
+            #expect(actions.terminated == [backendTag])
             #expect(actions.tmfResponses.isEmpty, "the response waits for the backend")
-            actions = m.backendCompleted(itt: 1, tag: tag!, good(bytes: 4096))
+            actions = m.backendCompleted(itt: 1, tag: backendTag, good(bytes: 4096))
         }
         if state == .completedNotResponded { actions += m.writabilityChanged(0, writable: true) }
         // > RFC 7143 §11.6.1: a task whose response went out does not exist any more.
@@ -63,9 +70,11 @@ import Testing
         #expect(actions.tmfResponses.map(\.response) == [.taskDoesNotExist])
     }
 
-    @Test func abortTaskForAResponseAlreadySent() {
+    @Test func abortTaskForAResponseAlreadySent() throws {
         var m = machine()
-        let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        let tag = try #require(
+            m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+        ).tag
         _ = m.backendCompleted(itt: 1, tag: tag, good(bytes: 512))
         let actions = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 2, refCmdSN: 1), connection: 0)
         #expect(actions.tmfResponses.map(\.response) == [.taskDoesNotExist])
@@ -180,10 +189,10 @@ import Testing
     }
 
     @Test(arguments: table)
-    func functionMeetsTask(_ row: Row) {
+    func functionMeetsTask(_ row: Row) throws {
         let (function, state) = (row.function, row.state)
         var m = machine()
-        let tag = place(state, in: &m)
+        let tag = try place(state, in: &m)
         var actions = m.taskManagementReceived(tmf(function, itt: 50, ref: 1, cmdSN: 3, refCmdSN: 1), connection: 0)
         var observed = Outcome(response: .functionRejected)
         observed.terminates = tag.map { actions.terminated.contains($0) } ?? false
@@ -244,9 +253,11 @@ import Testing
         #expect(budget.inUse == 0)
     }
 
-    @Test func logicalUnitResetWaitsForTheDeviceResetAfterEveryTaskLeft() {
+    @Test func logicalUnitResetWaitsForTheDeviceResetAfterEveryTaskLeft() throws {
         var m = machine()
-        let tag = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        let tag = try #require(
+            m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+        ).tag
         var actions = m.taskManagementReceived(tmf(.logicalUnitReset, itt: 50, cmdSN: 2), connection: 0)
         actions += m.otherSessionsMarked(functionTag: 50)
         #expect(actions.terminated == [tag])
@@ -356,9 +367,9 @@ import Testing
                 == [.taskAllegianceReassignmentNotSupported])
     }
 
-    @Test func taskAbortedByAnotherNexusWithTASGetsTaskAbortedStatus() {
+    @Test func taskAbortedByAnotherNexusWithTASGetsTaskAbortedStatus() throws {
         var m = machine()
-        let tag = place(.atBackend, in: &m)!
+        let tag = try #require(try place(.atBackend, in: &m))
         let function = ForeignFunction(session: 9, functionTag: 50)
         let actions = m.terminateForForeignFunction(function, scope: .logicalUnit(lun1), tas: .taskAbortedStatus)
         #expect(actions.reports == [ForeignFunctionReport.marked], "marked now, terminated once the backend gives the task back")
@@ -369,10 +380,14 @@ import Testing
         #expect(done.dataIns.isEmpty)
     }
 
-    @Test func responseFenceOrdersTheFunctionAfterEarlierResponses() {
+    @Test func responseFenceOrdersTheFunctionAfterEarlierResponses() throws {
         var m = machine()
-        let t1 = m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
-        let t2 = m.commandReceived(read(itt: 2, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted[0].tag
+        let t1 = try #require(
+            m.commandReceived(read(itt: 1, cmdSN: 1), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+        ).tag
+        let t2 = try #require(
+            m.commandReceived(read(itt: 2, cmdSN: 2), connection: 0, disposition: .mapped(dataOutLength: 0)).submitted.first
+        ).tag
         _ = m.writabilityChanged(0, writable: false)
         _ = m.backendCompleted(itt: 2, tag: t2, good(bytes: 512))
         _ = m.taskManagementReceived(tmf(.abortTask, itt: 50, ref: 1, cmdSN: 3, refCmdSN: 1), connection: 0)
@@ -380,7 +395,7 @@ import Testing
         let flushed = m.writabilityChanged(0, writable: true)
         // Task 2's response was queued before the function's; StatSN follows that order.
         #expect(flushed.sent.count == 2)
-        if case .scsiDataIn(let d) = flushed.sent[0] { #expect(d.initiatorTaskTag == 2 && d.sequence.statSN == 100) } else { Issue.record("expected Data-In first") }
+        if case .scsiDataIn(let d) = try #require(flushed.sent.first) { #expect(d.initiatorTaskTag == 2 && d.sequence.statSN == 100) } else { Issue.record("expected Data-In first") }
         #expect(flushed.tmfResponses.first?.sequence.statSN == 101)
     }
 }
