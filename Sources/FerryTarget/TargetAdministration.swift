@@ -286,9 +286,18 @@ extension TargetContext {
         return report
     }
 
+    /// How a drain ended.
+    enum DrainOutcome: Equatable, Sendable {
+        /// Every connection closed before the deadline (at once when there was none).
+        case allClosed
+        /// The deadline came first; `sessions` were still there and were closed.
+        case deadlinePassed(sessions: Int)
+    }
+
     /// Asks every initiator to log out, waits up to `time` for the sessions to end, closes those
     /// that remain and waits for the commands still at the backends. `loop` keeps the time.
-    func drain(within time: Duration, on loop: any EventLoop) async {
+    @discardableResult
+    func drain(within time: Duration, on loop: any EventLoop) async -> DrainOutcome {
         let deadline = NIODeadline.now() + TimeAmount(time)
         let sessions = registry.all
         if !sessions.isEmpty {
@@ -296,7 +305,7 @@ extension TargetContext {
             logger.info("asking initiators to log out", metadata: ["sessions": "\(sessions.count)"])
             for session in sessions { session.execute { $0.requestLogout(within: seconds) } }
         }
-        _ = await Self.wait(until: deadline, on: loop) { admittedConnections.whenClosed($0) }
+        let closed = await Self.wait(until: deadline, on: loop) { admittedConnections.whenClosed($0) }
         let remaining = registry.all
         if !remaining.isEmpty {
             logger.warning("closing sessions that did not log out", metadata: ["sessions": "\(remaining.count)"])
@@ -304,6 +313,7 @@ extension TargetContext {
         }
         // Commands still at a backend finish before the thread pool stops.
         try? await threadPool.shutdownGracefully()
+        return closed ? .allClosed : .deadlinePassed(sessions: remaining.count)
     }
 
     /// Waits until `register` calls back or `deadline` passes; true when the callback came first.
