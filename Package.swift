@@ -38,6 +38,10 @@ let package = Package(
             name: "CSGUtils",
             providers: [.apt(["libsgutils2-dev"])]
         ),
+        // preadv2 with RWF_NOWAIT: page-cache reads that never wait for a device.
+        .systemLibrary(
+            name: "CLinuxIO"
+        ),
         // RFC 7143: PDUs, codec, digests, text negotiation, login, serial numbers. No I/O.
         .target(
             name: "ISCSIProtocol",
@@ -70,6 +74,7 @@ let package = Package(
         .target(
             name: "FerryBackends",
             dependencies: [
+                "CLinuxIO",
                 "FerrySync",
                 "SCSI",
                 .product(name: "NIOCore", package: "swift-nio"),

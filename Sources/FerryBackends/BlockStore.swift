@@ -16,6 +16,10 @@ public protocol BlockStore: AnyObject, Sendable {
 
     /// Reads `buffer.count` bytes at `offset`. Short reads past the end are an error.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError)
+    /// Reads `buffer.count` bytes at `offset` only if that needs no wait for the device (the bytes are in the
+    /// page cache); false, with `buffer` undefined, when it would wait or the store cannot tell. Called on event
+    /// loops, so it never blocks; the caller reads with ``read(into:at:)`` on an I/O thread after a false.
+    func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool
     /// Writes all of `buffer` at `offset`; with `forceUnitAccess` the data is durable on return.
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError)
     /// Makes every completed write durable (fdatasync).
@@ -29,6 +33,12 @@ public protocol BlockStore: AnyObject, Sendable {
 
 extension BlockStore {
     public var physicalBlockSize: Int { 0 }
+
+    public func readWithoutWaiting(
+        into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64
+    ) throws(BlockStoreError) -> Bool {
+        false
+    }
 }
 
 /// An I/O failure of a block store, with the errno that caused it.

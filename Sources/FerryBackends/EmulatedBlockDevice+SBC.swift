@@ -127,12 +127,37 @@ extension EmulatedBlockDevice {
         try checkRange(transfer)
         // > FUA: the device server shall read the logical blocks from the medium.
         if transfer.forceUnitAccess { try synchronize() }
-        let room = max(0, expectedDataTransferLength)
-        let covering = UInt64(room / blockSize + (room % blockSize == 0 ? 0 : 1))
-        let blocks = min(transfer.blocks, covering)
+        let blocks = Self.blocksRead(transfer, expectedDataTransferLength: expectedDataTransferLength, blockSize: blockSize)
         let buffer = try ordering.shared { () throws(SenseData) -> ByteBuffer in
             try readBuffer(lba: transfer.lba, blocks: blocks)
         }
+        return readResult(buffer, blocks: blocks, of: transfer)
+    }
+
+    /// The largest READ that ``readWithoutWaiting(_:expectedDataTransferLength:)`` copies on an event loop.
+    static let readWithoutWaitingLimit = 256 * 1024
+
+    /// ``read(_:expectedDataTransferLength:)`` when the blocks can be had without waiting; nil otherwise (FUA, a
+    /// command holding the write-ordering lock, a block not in the page cache, a read over 256 KiB).
+    func readWithoutWaiting(_ transfer: Transfer, expectedDataTransferLength: Int) throws(SenseData) -> SCSIResult? {
+        try checkRange(transfer)
+        guard !transfer.forceUnitAccess else { return nil }
+        let blocks = Self.blocksRead(transfer, expectedDataTransferLength: expectedDataTransferLength, blockSize: blockSize)
+        guard Int(blocks) * blockSize <= Self.readWithoutWaitingLimit else { return nil }
+        let buffer = try ordering.sharedIfFree { () throws(SenseData) -> ByteBuffer? in
+            try readBuffer(lba: transfer.lba, blocks: blocks, waiting: false)
+        }
+        return (buffer ?? nil).map { readResult($0, blocks: blocks, of: transfer) }
+    }
+
+    /// The blocks a READ reads: those that cover the Expected Data Transfer Length.
+    private static func blocksRead(_ transfer: Transfer, expectedDataTransferLength: Int, blockSize: Int) -> UInt64 {
+        let room = max(0, expectedDataTransferLength)
+        let covering = UInt64(room / blockSize + (room % blockSize == 0 ? 0 : 1))
+        return min(transfer.blocks, covering)
+    }
+
+    private func readResult(_ buffer: ByteBuffer, blocks: UInt64, of transfer: Transfer) -> SCSIResult {
         var result = SCSIResult(status: .good, dataIn: buffer)
         // checkRange bounds the blocks by MAXIMUM TRANSFER LENGTH: the byte count fits.
         if blocks < transfer.blocks { result.requestedDataInLength = Int(transfer.blocks) * blockSize }
@@ -141,19 +166,31 @@ extension EmulatedBlockDevice {
 
     /// Reads `blocks` blocks at `lba` straight into one new buffer.
     func readBuffer(lba: UInt64, blocks: UInt64) throws(SenseData) -> ByteBuffer {
+        // Waiting, the store reads every byte or throws.
+        try readBuffer(lba: lba, blocks: blocks, waiting: true)!
+    }
+
+    /// Reads `blocks` blocks at `lba` into one new buffer; without `waiting`, nil when the store would wait.
+    private func readBuffer(lba: UInt64, blocks: UInt64, waiting: Bool) throws(SenseData) -> ByteBuffer? {
         let length = Int(blocks) * blockSize
         var buffer = allocator.buffer(capacity: length)
         var failure: BlockStoreError?
+        var complete = true
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { pointer in
+            let destination = UnsafeMutableRawBufferPointer(rebasing: pointer[..<length])
             do throws(BlockStoreError) {
-                try store.read(into: UnsafeMutableRawBufferPointer(rebasing: pointer[..<length]), at: offset(lba))
+                if waiting {
+                    try store.read(into: destination, at: offset(lba))
+                } else {
+                    complete = try store.readWithoutWaiting(into: destination, at: offset(lba))
+                }
             } catch {
                 failure = error
             }
             return length
         }
         if let failure { throw Self.readSense(failure) }
-        return buffer
+        return complete ? buffer : nil
     }
 
     /// The Data-Out bytes a command needs, or INVALID FIELD IN COMMAND INFORMATION UNIT when the

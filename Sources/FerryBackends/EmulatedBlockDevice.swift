@@ -198,6 +198,17 @@ public final class EmulatedBlockDevice: Sendable {
     /// CHECK CONDITION with sense data in the format the control mode page asks for.
     public func execute(_ request: SCSIRequest) -> SCSIResult {
         let cdb = CDB(request.cdb)
+        if let answer = admit(request, cdb) { return answer }
+        do throws(SenseData) {
+            return try dispatch(request, cdb)
+        } catch {
+            return checkCondition(error)
+        }
+    }
+
+    /// What every command meets before its own work (SAM-5 §5.14, SPC-4 §5.9 and §5.14, SBC-4 §4.11): the unit
+    /// attention condition, a reservation conflict, a SANITIZE in progress. Nil when the command may go on.
+    private func admit(_ request: SCSIRequest, _ cdb: CDB) -> SCSIResult? {
         let nexus = request.nexus
         unitAttentions.noteNexus(nexus)
         switch cdb.operationCode {
@@ -227,8 +238,24 @@ public final class EmulatedBlockDevice: Sendable {
             // > PROGRESS.
             if let sense = sanitizeInProgressSense() { return checkCondition(sense) }
         }
+        return nil
+    }
+
+    /// Runs a READ at once, on the caller's thread, when that needs no wait: no FUA, the write-ordering lock
+    /// free, and every byte in the page cache (``BlockStore/readWithoutWaiting(into:at:)``). A READ that fails
+    /// its checks also ends here, with its CHECK CONDITION. Nil when the command must run with ``execute(_:)``
+    /// on an I/O thread; nothing has changed then but the nexus being noted. Never blocks: event loops call it.
+    public func executeWithoutWaiting(_ request: SCSIRequest) -> SCSIResult? {
+        let cdb = CDB(request.cdb)
+        switch cdb.operationCode {
+        case OperationCode.read6, OperationCode.read10, OperationCode.read12, OperationCode.read16: break
+        default: return nil
+        }
+        if let answer = admit(request, cdb) { return answer }
         do throws(SenseData) {
-            return try dispatch(request, cdb)
+            _ = try supportedCommand(cdb)
+            try checkMediumAccess()
+            return try readWithoutWaiting(Transfer(cdb), expectedDataTransferLength: request.expectedDataTransferLength)
         } catch {
             return checkCondition(error)
         }
@@ -255,7 +282,8 @@ public final class EmulatedBlockDevice: Sendable {
         return commandIndex[UInt16(cdb.operationCode)].map { supportedCommands[$0] }
     }
 
-    private func dispatch(_ request: SCSIRequest, _ cdb: CDB) throws(SenseData) -> SCSIResult {
+    /// The supported command entry for `cdb`, whose reserved bits are all zero.
+    private func supportedCommand(_ cdb: CDB) throws(SenseData) -> SupportedCommand {
         guard let command = lookUp(cdb) else {
             if operationCodesWithServiceActions.contains(cdb.operationCode) {
                 throw .invalidFieldInCDB(byte: 1, bit: 4)
@@ -272,6 +300,11 @@ public final class EmulatedBlockDevice: Sendable {
                 throw .invalidFieldInCDB(byte: byte, bit: bit)
             }
         }
+        return command
+    }
+
+    private func dispatch(_ request: SCSIRequest, _ cdb: CDB) throws(SenseData) -> SCSIResult {
+        _ = try supportedCommand(cdb)
         switch cdb.operationCode {
         case OperationCode.testUnitReady: return try testUnitReady()
         case OperationCode.requestSense: return requestSense(cdb, nexus: request.nexus)
@@ -383,6 +416,13 @@ final class WriteOrderingLock: @unchecked Sendable {
 
     func shared<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    /// Runs `body` sharing the lock if no exclusive holder has it; nil, without running it, otherwise.
+    func sharedIfFree<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T? {
+        guard pthread_rwlock_tryrdlock(lock) == 0 else { return nil }
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }

@@ -1,3 +1,6 @@
+import CLinuxIO
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -39,6 +42,8 @@ public final class FileBlockStore: BlockStore {
     public let physicalBlockSize: Int
     public let isBlockDevice: Bool
     private let descriptor: Int32
+    /// Whether `preadv2(RWF_NOWAIT)` works here; cleared the first time the file system says it does not.
+    private let readsWithoutWaiting = Atomic(true)
 
     /// Opens `path`: a block device, or a regular file that is created sparse with
     /// `createWithSize` bytes if it does not exist.
@@ -143,6 +148,33 @@ public final class FileBlockStore: BlockStore {
             if count == 0 { throw error("pread", EIO) }
             done += count
         }
+    }
+
+    /// `preadv2` with `RWF_NOWAIT`: page-cache hits only. A range partly in the cache reads in several calls, and
+    /// gives up at the first part that is not.
+    public func readWithoutWaiting(
+        into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64
+    ) throws(BlockStoreError) -> Bool {
+        guard readsWithoutWaiting.load(ordering: .relaxed) else { return false }
+        var done = 0
+        while done < buffer.count {
+            let count = ferry_preadv2_nowait(
+                descriptor, buffer.baseAddress! + done, buffer.count - done, offset &+ UInt64(done))
+            if count < 0 {
+                switch errno {
+                case EINTR: continue
+                case EAGAIN: return false
+                case EOPNOTSUPP, ENOSYS, EINVAL:
+                    // The file system (or kernel) cannot tell: every read goes to the I/O threads from now on.
+                    readsWithoutWaiting.store(false, ordering: .relaxed)
+                    return false
+                case let code: throw error("preadv2", code)
+                }
+            }
+            if count == 0 { throw error("preadv2", EIO) }
+            done += count
+        }
+        return true
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {

@@ -57,6 +57,16 @@ final class MemoryBlockStore: BlockStore {
         }
     }
 
+    /// Whether ``readWithoutWaiting(into:at:)`` reads, as from a page cache that holds every block; false at first,
+    /// so that every read goes the waiting way.
+    let cached = Locked(false)
+
+    func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        guard cached.withLock({ $0 }) else { return false }
+        try read(into: buffer, at: offset)
+        return true
+    }
+
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError) {
         guard offset + UInt64(buffer.count) <= byteCount else { throw BlockStoreError(operation: "write", errno: 5) }
         contents.withLock { contents in
