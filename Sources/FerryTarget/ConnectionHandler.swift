@@ -130,7 +130,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             phase = .closed
             context.close(promise: nil)
         case .fullFeature(let session, let cid):
-            session.execute { $0.received(inbound, on: cid) }
+            session.receive(inbound, on: cid)
         case .closed:
             break
         }

@@ -133,7 +133,17 @@ final class Session: @unchecked Sendable {
 
     // MARK: Events from connections
 
-    func received(_ inbound: InboundPDU, on cid: UInt16) {
+    /// A PDU from connection `cid`: handled at once when the connection runs on the session's loop, as the
+    /// leading connection does (no closure allocated per PDU), otherwise on the session's loop.
+    func receive(_ inbound: InboundPDU, on cid: UInt16) {
+        if eventLoop.inEventLoop {
+            received(inbound, on: cid)
+        } else {
+            eventLoop.execute { self.received(inbound, on: cid) }
+        }
+    }
+
+    private func received(_ inbound: InboundPDU, on cid: UInt16) {
         let pdu = inbound.pdu
         eventLoop.preconditionInEventLoop()
         if sessionType == .discovery, !SessionStateMachine.isAllowedInDiscoverySession(pdu) {
