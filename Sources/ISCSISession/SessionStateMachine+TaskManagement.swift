@@ -162,7 +162,7 @@ extension SessionStateMachine {
                 function.response = .functionSucceeded
             }
         case .queryTaskSet:
-            let any = tasks.values.contains { $0.lun == request.lun && !$0.isTerminating && $0.initiatorTaskTag != tag }
+            let any = tasks.contains { $0.value.lun == request.lun && !$0.value.isTerminating && $0.value.initiatorTaskTag != tag }
             function.response = any ? .functionSucceeded : .functionComplete
         case .queryAsynchronousEvent:
             function.awaiting.insert(.unitAttention)

@@ -16,37 +16,42 @@ extension SessionStateMachine {
     }
 
     mutating func queue(_ entry: TransmitQueue.Entry, on cid: UInt16) {
-        guard connections[cid] != nil else { return }
-        connections[cid]!.append(entry)
+        guard connections.update(cid, { $0.append(entry) }) != nil else { return }
         drain(cid)
     }
 
     /// Builds and emits the PDUs of every transmittable entry, in order.
     /// The queue is changed in place (never copied out), so that its storage is not duplicated per PDU.
     mutating func drain(_ cid: UInt16) {
-        while let entry = connections[cid]?.next() {
+        while let entry = connections.update(cid, { $0.next() }) ?? nil {
+            let window = window
             switch entry {
             case .message(let message):
-                actions.append(.send(connections[cid]!.build(message, window: window), connection: cid))
+                guard let pdu = connections.update(cid, { $0.build(message, window: window) }) else { return }
+                actions.append(.send(pdu, connection: cid))
             case .readyToTransfer(let itt, let ttt):
-                guard let (r2t, r2tSN) = tasks[itt]?.readyToTransfer(ttt), let lun = tasks[itt]?.lun else { continue }
-                actions.append(
-                    .send(
-                        connections[cid]!.readyToTransfer(r2t, r2tSN: r2tSN, lun: lun, initiatorTaskTag: itt, window: window),
-                        connection: cid))
+                guard let (r2t, r2tSN) = tasks.update(itt, { $0.readyToTransfer(ttt) }) ?? nil, let lun = tasks[itt]?.lun,
+                    let pdu = connections.update(cid, {
+                        $0.readyToTransfer(r2t, r2tSN: r2tSN, lun: lun, initiatorTaskTag: itt, window: window)
+                    })
+                else { continue }
+                actions.append(.send(pdu, connection: cid))
             case .taskResponse(let itt):
                 guard var task = tasks.removeValue(forKey: itt) else { continue }
                 guard case .completed(let outcome) = task.state else {
-                    tasks[itt] = task
+                    tasks.insert(task, for: itt)
                     continue
                 }
                 released += task.releaseReservation()
                 refreshWindow()
                 var emitted = actions
                 actions = []
-                connections[cid]!.taskResponse(
-                    outcome, lun: task.lun, initiatorTaskTag: itt, window: window, parameters: parameters
-                ) { emitted.append(.send($0, connection: cid)) }
+                let (window, parameters) = (self.window, self.parameters)
+                connections.update(cid) {
+                    $0.taskResponse(outcome, lun: task.lun, initiatorTaskTag: itt, window: window, parameters: parameters) {
+                        emitted.append(.send($0, connection: cid))
+                    }
+                }
                 actions = emitted
             }
         }

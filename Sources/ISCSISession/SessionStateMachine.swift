@@ -35,9 +35,9 @@ public struct SessionStateMachine {
     public private(set) var parameters: SessionParameters
     private(set) var window: CommandWindow
     private var pending: [UInt32: OrderedPDU] = [:]
-    public internal(set) var tasks: [UInt32: TaskStateMachine] = [:]
+    public internal(set) var tasks = SlotTable<UInt32, TaskStateMachine>()
     var taskManagement: TaskManagement
-    var connections: [UInt16: TransmitQueue] = [:]
+    var connections = SlotTable<UInt16, TransmitQueue>()
     let nexus: ITNexus
     /// This session's serial: no other session of the process ever had it. It scopes the backend task tags
     /// and names the session to the others.
@@ -61,7 +61,7 @@ public struct SessionStateMachine {
     // MARK: Connections
 
     public mutating func connectionAdded(_ cid: UInt16, statSN: UInt32) {
-        connections[cid] = TransmitQueue(statSN: statSN)
+        connections.insert(TransmitQueue(statSN: statSN), for: cid)
     }
 
     /// Connection closed: its tasks lose their allegiance and, at ERL 0, are aborted.
@@ -77,7 +77,7 @@ public struct SessionStateMachine {
     }
 
     public mutating func writabilityChanged(_ cid: UInt16, writable: Bool) -> [Action] {
-        connections[cid]?.writable = writable
+        connections.update(cid) { $0.writable = writable }
         if writable { drain(cid) }
         return takeActions()
     }
@@ -162,7 +162,10 @@ public struct SessionStateMachine {
         let itt = dataOut.initiatorTaskTag
         // Data for a task that is gone (aborted, or never existed) is dropped without a word: after an abort the
         // initiator may still be sending, and the session cannot tell that data from data for a task that never was.
-        guard let verdict = tasks[itt]?.dataOutReceived(dataOut, parameters: parameters) else { return takeActions() }
+        let parameters = parameters
+        guard let verdict = tasks.update(itt, { $0.dataOutReceived(dataOut, parameters: parameters) }) else {
+            return takeActions()
+        }
         switch verdict {
         case .taken:
             if case .waitingForDataOut = tasks[itt]?.state { advanceDataOut(itt) }
@@ -233,7 +236,7 @@ public struct SessionStateMachine {
     public mutating func backendCompleted(
         itt: UInt32, tag: BackendTaskTag, _ completion: BackendCompletion, produced: Int? = nil
     ) -> [Action] {
-        guard let verdict = tasks[itt]?.backendCompleted(tag: tag, completion, produced: produced) else {
+        guard let verdict = tasks.update(itt, { $0.backendCompleted(tag: tag, completion, produced: produced) }) else {
             return takeActions()
         }
         switch verdict {
@@ -247,7 +250,7 @@ public struct SessionStateMachine {
             if mark.reportTaskAborted {
                 respond(itt)
             } else {
-                tasks[itt] = nil
+                tasks.removeValue(forKey: itt)
             }
             taskLeft(itt, waiter: mark.waiter)
         }
@@ -275,7 +278,7 @@ public struct SessionStateMachine {
     /// The session ends: every task and every waiting command gives its bytes back.
     public mutating func releaseDataBuffers() -> [Action] {
         for itt in Array(tasks.keys) {
-            released += tasks[itt]?.releaseReservation() ?? 0
+            released += tasks.update(itt) { $0.releaseReservation() } ?? 0
         }
         for cmdSN in Array(pending.keys) {
             if case .scsiCommand(_, _, _, let reservation) = pending[cmdSN] {
@@ -311,8 +314,9 @@ public struct SessionStateMachine {
             {
                 // Keep its task (and any immediate data) so that Data-Out and ABORT TASK find it; the task holds
                 // the reservation from now on. Without room, it ends with TASK SET FULL at its turn.
-                tasks[command.initiatorTaskTag] = TaskStateMachine(
-                    command: command, connection: cid, disposition: disposition, reservation: reservation)
+                tasks.insert(
+                    TaskStateMachine(command: command, connection: cid, disposition: disposition, reservation: reservation),
+                    for: command.initiatorTaskTag)
                 pending[cmdSN] = .scsiCommand(command, connection: cid, disposition, .reserved(0))
             } else {
                 pending[cmdSN] = pdu
@@ -359,7 +363,9 @@ public struct SessionStateMachine {
                     queue(.message(.status(.taskSetFull, initiatorTaskTag: itt)), on: cid)
                     return
                 }
-                tasks[itt] = TaskStateMachine(command: command, connection: cid, disposition: disposition, reservation: reservation)
+                tasks.insert(
+                    TaskStateMachine(command: command, connection: cid, disposition: disposition, reservation: reservation),
+                    for: itt)
             }
             reachedTurn(itt)
         case .consumed:
@@ -402,12 +408,18 @@ public struct SessionStateMachine {
 
     /// The task reached its CmdSN turn (or is immediate).
     private mutating func reachedTurn(_ itt: UInt32) {
-        guard let next = tasks[itt]?.reachedTurn(parameters: parameters, tags: &targetTransferTags) else { return }
+        let parameters = parameters
+        var tags = targetTransferTags
+        defer { targetTransferTags = tags }
+        guard let next = tasks.update(itt, { $0.reachedTurn(parameters: parameters, tags: &tags) }) else { return }
         carryOut(next, itt)
     }
 
     private mutating func advanceDataOut(_ itt: UInt32) {
-        guard let next = tasks[itt]?.advanceDataOut(parameters: parameters, tags: &targetTransferTags) else { return }
+        let parameters = parameters
+        var tags = targetTransferTags
+        defer { targetTransferTags = tags }
+        guard let next = tasks.update(itt, { $0.advanceDataOut(parameters: parameters, tags: &tags) }) else { return }
         carryOut(next, itt)
     }
 
@@ -428,7 +440,7 @@ public struct SessionStateMachine {
     private mutating func submit(_ itt: UInt32) {
         let tag = BackendTaskTag(UInt64(serial) << 32 | nextTagSuffix)
         nextTagSuffix = (nextTagSuffix + 1) & 0xffff_ffff
-        guard let dataOut = tasks[itt]?.submit(tag: tag), let task = tasks[itt] else { return }
+        guard let dataOut = tasks.update(itt, { $0.submit(tag: tag) }), let task = tasks[itt] else { return }
         let request = SCSIRequest(
             cdb: task.command.cdb, lun: task.lun, nexus: nexus, attribute: Self.attribute(task.command.attribute),
             expectedDataTransferLength: Int(task.command.expectedDataTransferLength), dataOut: dataOut)
@@ -452,7 +464,7 @@ public struct SessionStateMachine {
     /// wait for it to leave.
     @discardableResult
     mutating func abort(_ itt: UInt32, _ mark: TaskStateMachine.AbortMark) -> Bool {
-        guard let awaitedTurn = tasks[itt]?.awaitsTurn, let verdict = tasks[itt]?.abort(mark) else { return false }
+        guard let awaitedTurn = tasks[itt]?.awaitsTurn, let verdict = tasks.update(itt, { $0.abort(mark) }) else { return false }
         switch verdict {
         case .terminate(let tag):
             actions.append(.terminate(lun: tasks[itt]!.lun, tag: tag))
@@ -465,7 +477,7 @@ public struct SessionStateMachine {
             if case .endsWithTaskAborted = verdict {
                 respond(itt)
             } else {
-                tasks[itt] = nil
+                tasks.removeValue(forKey: itt)
             }
             return false
         }
