@@ -74,19 +74,16 @@ package struct SupportedCommand: Sendable {
     /// > All other bytes of the CDB USAGE DATA field shall contain a usage map for bits in the CDB.
     package var usageData: [UInt8]
 
-    /// The bits a CDB of this command may have set: the usage map, with the operation code and
-    /// service action bytes not checked.
-    var permittedBits: [UInt8] {
-        var bits = usageData
-        bits[0] = 0xff
-        if serviceAction != nil { bits[1] |= 0x1f }
-        return bits
-    }
-
     /// The first bit set in `cdb` outside the usage map, as (byte, bit), for the field pointer
-    /// of INVALID FIELD IN CDB.
+    /// of INVALID FIELD IN CDB. The operation code and service action bits are not checked.
     package func firstReservedBitSet(in cdb: CDB) -> (byte: Int, bit: Int)? {
-        for (index, permitted) in permittedBits.enumerated() {
+        for (index, usage) in usageData.enumerated() {
+            let permitted =
+                switch index {
+                case 0: UInt8(0xff)
+                case 1 where serviceAction != nil: usage | 0x1f
+                default: usage
+                }
             let stray = cdb[index] & ~permitted
             if stray != 0 { return (index, 7 - stray.leadingZeroBitCount) }
         }
