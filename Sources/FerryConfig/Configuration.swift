@@ -82,6 +82,11 @@ public struct LogicalUnit: Sendable, Hashable {
         /// SCSI passthrough: the initiators' commands go to a real SCSI disk through the Linux SCSI
         /// generic driver (/dev/sgN, or SG_IO on /dev/sdX). docs/passthrough.md describes it.
         case sg
+        /// For benchmarking only: the emulated SBC disk over no storage at all. Reads return zeroes and
+        /// every write is discarded, so that a benchmark measures the protocol path rather than a disk
+        /// (as tgt's bs_null, LIO's nullio and SPDK's null bdev do). It has no ``LogicalUnit/path``
+        /// and needs a ``LogicalUnit/size``.
+        case null
     }
 
     /// The default ``commandTimeout``: below the 30 s that Linux initiators wait for a command.
@@ -90,9 +95,11 @@ public struct LogicalUnit: Sendable, Hashable {
     public static let defaultAbortDeadline = 5_000
 
     public var lun: UInt64
+    /// The file, device or WWN behind the LUN; empty for ``Backend/null``, which has none.
     public var path: String
     public var backend: Backend
     /// Size in bytes, used to create a missing backing file (sparse). Ignored for block devices.
+    /// The capacity of a ``Backend/null`` LUN, which requires it.
     public var size: UInt64?
     public var blockSize: Int
     public var readOnly: Bool

@@ -246,6 +246,8 @@ struct ConfigurationLoader {
             guard let lun = logicalUnit(from: lunNode, targetContext: node.context) else { continue }
             if luns.contains(where: { $0.lun == lun.lun }) {
                 report(lunNode.path + [.key("lun")], "\(node.context)lun \(lun.lun) is defined twice")
+            } else if lun.backend == .null {
+                // No storage, so no path that another LUN could share.
             } else if let other = seenPaths[lun.path] {
                 report(
                     lunNode.path + [.key("path")], "\(node.context)lun \(lun.lun): \(lun.path) already backs \(other)")
@@ -262,6 +264,24 @@ struct ConfigurationLoader {
 
     /// The highest LUN with SAM-5 flat space addressing (14 bits).
     static let maximumLUN = 16_383
+
+    /// The keys of `[[target.lun]]` that only some backends take, and the backends that take each; with any other
+    /// backend the key is an error. `lun` and `backend` apply to every LUN.
+    static let backendKeys: [(key: String, backends: [LogicalUnit.Backend])] = [
+        ("path", [.emulated, .sg]),
+        ("size", [.emulated, .null]),
+        ("block_size", [.emulated, .null]),
+        ("read_only", [.emulated, .null]),
+        ("vendor", [.emulated, .null]),
+        ("product", [.emulated, .null]),
+        ("serial", [.emulated, .null]),
+        ("write_cache", [.emulated, .null]),
+        // SANITIZE OVERWRITE of a null LUN writes nothing: there is no bandwidth to leave to the others.
+        ("sanitize_rate", [.emulated]),
+        ("command_timeout", [.sg]),
+        ("abort_deadline", [.sg]),
+        ("reset_device", [.sg]),
+    ]
 
     private mutating func logicalUnit(from node: Node, targetContext: String) -> LogicalUnit? {
         var node = node
@@ -282,28 +302,30 @@ struct ConfigurationLoader {
             if named == nil {
                 report(
                     node.path + [.key("backend")],
-                    "\(node.context)backend \"\(name)\" is unknown; use \"sg\" or \"emulated\"")
+                    "\(node.context)backend \"\(name)\" is unknown; use \"emulated\", \"sg\" or \"null\"")
             }
         }
-        let configuredPath = string(node, "path", required: true)
+        // A null LUN has no storage: it needs no path, and one given is an error below.
+        let configuredPath = named == .null ? nil : string(node, "path", required: true)
         let isWorldWideName = configuredPath.map(LogicalUnit.Backend.isWorldWideName) ?? false
         let path = isWorldWideName ? configuredPath : configuredPath.map { absolute($0) }
         let backend = named ?? path.map { .automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
         let commandTimeout = milliseconds(node, "command_timeout", in: 1_000...600_000)
         let abortDeadline = milliseconds(node, "abort_deadline", in: 100...600_000)
         let resetDevice = bool(node, "reset_device")
-        let (otherBackend, otherKeys): (LogicalUnit.Backend, [String]) =
-            backend == .sg
-            ? (
-                .emulated,
-                ["size", "block_size", "read_only", "vendor", "product", "serial", "write_cache", "sanitize_rate"]
-            )
-            : (.sg, ["command_timeout", "abort_deadline", "reset_device"])
-        for key in otherKeys where node.table[key] != nil {
+        for (key, backends) in Self.backendKeys where !backends.contains(backend) && node.table[key] != nil {
+            if key == "path" {
+                report(
+                    node.path + [.key(key)],
+                    "\(node.context)path does not apply to backend \"\(backend.rawValue)\", which stores nothing"
+                        + " (reads return zeroes, writes are discarded); remove it")
+                continue
+            }
+            let names = backends.map { "\"\($0.rawValue)\"" }
+            let accepting = names.count == 1 ? "backend \(names[0])" : "backends \(names.joined(separator: " and "))"
             report(
                 node.path + [.key(key)],
-                "\(node.context)\(key) applies only to backend \"\(otherBackend.rawValue)\""
-                    + " (this LUN's is \"\(backend.rawValue)\")")
+                "\(node.context)\(key) applies only to \(accepting) (this LUN's is \"\(backend.rawValue)\")")
         }
 
         let blockSize = integer(node, "block_size", in: 0...Int.max) ?? defaults.blockSize
@@ -315,6 +337,12 @@ struct ConfigurationLoader {
         if let size, blockSize > 0, size % UInt64(blockSize) != 0 {
             report(
                 node.path + [.key("size")], "\(node.context)size \(size) is not a multiple of block_size \(blockSize)")
+        }
+        // A size of its own that is wrong (0, not a number) was reported above.
+        if backend == .null, node.table["size"] == nil {
+            report(
+                node.path,
+                "\(node.context)size is missing: backend \"null\" needs the LUN's capacity, e.g. size = \"16G\"")
         }
 
         if let path, path.isEmpty {
@@ -341,7 +369,7 @@ struct ConfigurationLoader {
         let writeCache = bool(node, "write_cache") ?? defaults.writeCache
         let sanitizeRate = byteCount(node, "sanitize_rate")
 
-        guard let number, let path else { return nil }
+        guard let number, let path = path ?? (backend == .null ? "" : nil) else { return nil }
         return LogicalUnit(
             lun: UInt64(number), path: path, backend: backend, size: size, blockSize: blockSize, readOnly: readOnly,
             vendor: vendor, product: product, serial: serial, writeCache: writeCache,

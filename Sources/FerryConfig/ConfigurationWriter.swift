@@ -155,14 +155,15 @@ private struct TOMLWriter {
         let defaults = LogicalUnit(lun: 0, path: "")
         header("[[target.lun]]")
         key("lun", lun.lun)
-        key("path", lun.path)
+        // A null LUN has no path (the loader refuses one).
+        if lun.backend != .null { key("path", lun.path) }
         key("backend", lun.backend.rawValue)
         switch lun.backend {
         case .sg:
             if lun.commandTimeout != defaults.commandTimeout { key("command_timeout", lun.commandTimeout) }
             if lun.abortDeadline != defaults.abortDeadline { key("abort_deadline", lun.abortDeadline) }
             if !lun.resetDevice { key("reset_device", false) }
-        case .emulated:
+        case .emulated, .null:
             if let size = lun.size { key("size", size) }
             if lun.blockSize != defaults.blockSize { key("block_size", lun.blockSize) }
             if lun.readOnly { key("read_only", true) }
@@ -170,7 +171,8 @@ private struct TOMLWriter {
             if lun.product != defaults.product { key("product", lun.product) }
             if let serial = lun.serial { key("serial", serial) }
             if !lun.writeCache { key("write_cache", false) }
-            if let rate = lun.sanitizeRate { key("sanitize_rate", rate) }
+            // The loader takes sanitize_rate for the emulated disk only.
+            if lun.backend == .emulated, let rate = lun.sanitizeRate { key("sanitize_rate", rate) }
         }
     }
 

@@ -160,8 +160,9 @@ public struct LUNInfo: Codable, Sendable, Hashable {
     public var lun: UInt64
     /// The configured backend ("emulated", ...).
     public var backend: String
-    /// What backs it: "file", "block device", ...
+    /// What backs it: "file", "block", "sg", "null".
     public var device: String
+    /// The file, device or WWN behind it; empty for a null LUN, which has none.
     public var path: String
     public var sizeBytes: UInt64?
     public var blockSize: Int

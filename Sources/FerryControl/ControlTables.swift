@@ -51,7 +51,8 @@ extension ControlTable {
             rows: luns.map { lun in
                 [
                     lun.target, "\(lun.lun)", lun.backend, lun.device, lun.state,
-                    lun.sizeBytes.map(Self.byteCount) ?? "-", "\(lun.blockSize)", lun.readOnly ? "ro" : "rw", lun.path,
+                    lun.sizeBytes.map(Self.byteCount) ?? "-", "\(lun.blockSize)", lun.readOnly ? "ro" : "rw",
+                    lun.path.isEmpty ? "-" : lun.path,
                 ]
             })
     }

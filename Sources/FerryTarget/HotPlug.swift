@@ -165,7 +165,7 @@ final class OfflineLogicalUnit: LogicalUnitBackend {
 
 /// Whether a logical unit serves commands, for ferryctl.
 public struct LogicalUnitState: Sendable, Hashable {
-    /// "file", "block device", "sg".
+    /// "file", "block", "sg", "null".
     public var kind: String
     /// False while a passthrough logical unit's disk is away.
     public var online: Bool

@@ -188,21 +188,33 @@ final class TargetContext: Sendable {
     func openBackend(
         _ lun: LogicalUnit, target: String, copyTargets: CopyTargetDirectory
     ) throws -> any LogicalUnitBackend {
-        let backend = try openUnmeteredBackend(lun, copyTargets: copyTargets)
+        let backend = try openUnmeteredBackend(lun, target: target, copyTargets: copyTargets)
         guard configuration.metricsAddress != nil else { return backend }
         return MeteredBackend(backend, metrics: LogicalUnitMetrics(target: target, lun: lun.lun))
     }
 
     private func openUnmeteredBackend(
-        _ lun: LogicalUnit, copyTargets: CopyTargetDirectory
+        _ lun: LogicalUnit, target: String, copyTargets: CopyTargetDirectory
     ) throws -> any LogicalUnitBackend {
-        if lun.backend == .sg {
+        let store: any BlockStore
+        let kind: String
+        switch lun.backend {
+        case .sg:
             let configuration = PassthroughBackend.Configuration(
                 path: lun.path, commandTimeoutMilliseconds: UInt32(lun.commandTimeout),
                 abortDeadline: .milliseconds(Int64(lun.abortDeadline)), resetsDevice: lun.resetDevice)
             return try PassthroughBackend(configuration: configuration, logger: logger)
+        case .emulated:
+            let file = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)
+            (store, kind) = (file, file.kind)
+        case .null:
+            // The loader requires a size for a null LUN; a configuration built otherwise gets an empty one.
+            let nullStore = NullBlockStore(byteCount: lun.size ?? 0, target: target, lun: lun.lun)
+            (store, kind) = (nullStore, nullStore.kind)
+            logger.warning(
+                "null backend: reads return zeroes, every write is discarded (for benchmarking only)",
+                metadata: ["target": "\(target)", "lun": "\(lun.lun)", "bytes": "\(nullStore.byteCount)"])
         }
-        let store = try FileBlockStore(path: lun.path, createWithSize: lun.size, readOnly: lun.readOnly)
         var configuration = EmulatedBlockDevice.Configuration(blockSize: lun.blockSize)
         configuration.readOnly = lun.readOnly
         configuration.vendor = lun.vendor
@@ -214,7 +226,7 @@ final class TargetContext: Sendable {
         configuration.unitAttentionNexusLimit = max(
             UnitAttentionConditions.defaultNexusLimit, 2 * self.configuration.limits.maxSessions)
         let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
-        return EmulatedBackend(device: device, store: store, kind: store.kind, threadPool: threadPool)
+        return EmulatedBackend(device: device, store: store, kind: kind, threadPool: threadPool)
     }
 
     /// Builds a new connection's pipeline.

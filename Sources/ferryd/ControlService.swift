@@ -121,8 +121,13 @@ struct ControlResponder: Sendable {
             let states = target.logicalUnitStates(target: configured.name)
             let geometry = target.passthroughGeometry(target: configured.name)
             return configured.luns.map { lun in
-                let size =
-                    lun.backend == .sg ? geometry[lun.lun]?.bytes : Self.byteCount(of: lun.path) ?? lun.size
+                let size: UInt64? =
+                    switch lun.backend {
+                    case .sg: geometry[lun.lun]?.bytes
+                    case .emulated: Self.byteCount(of: lun.path) ?? lun.size
+                    // No file behind it: the configured capacity.
+                    case .null: lun.size
+                    }
                 return LUNInfo(
                     target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,
                     device: states[lun.lun]?.kind ?? "-", path: lun.path, sizeBytes: size,

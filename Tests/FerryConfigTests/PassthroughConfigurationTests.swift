@@ -72,8 +72,8 @@ import Testing
     @Test func keysOfTheOtherBackendAreErrors() {
         #expect(
             problems("path = \"/dev/null\"\nbackend = \"sg\"\nsize = \"1G\"\nvendor = \"ACME\"\n") == [
-                prefix + #"size applies only to backend "emulated" (this LUN's is "sg")"#,
-                prefix + #"vendor applies only to backend "emulated" (this LUN's is "sg")"#,
+                prefix + #"size applies only to backends "emulated" and "null" (this LUN's is "sg")"#,
+                prefix + #"vendor applies only to backends "emulated" and "null" (this LUN's is "sg")"#,
             ])
         #expect(
             problems("path = \"/dev/null\"\nbackend = \"emulated\"\ncommand_timeout = \"10s\"\n") == [
