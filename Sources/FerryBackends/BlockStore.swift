@@ -20,6 +20,10 @@ public protocol BlockStore: AnyObject, Sendable {
     /// page cache); false, with `buffer` undefined, when it would wait or the store cannot tell. Called on event
     /// loops, so it never blocks; the caller reads with ``read(into:at:)`` on an I/O thread after a false.
     func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool
+    /// Writes all of `buffer` at `offset` only if that needs no wait; false, having written nothing or part of it,
+    /// when it would wait or the store cannot tell. Called on event loops, so it never blocks; the caller writes with
+    /// ``write(_:at:forceUnitAccess:)`` on an I/O thread after a false.
+    func writeWithoutWaiting(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool
     /// Writes all of `buffer` at `offset`; with `forceUnitAccess` the data is durable on return.
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool) throws(BlockStoreError)
     /// Makes every completed write durable (fdatasync).
@@ -37,6 +41,10 @@ extension BlockStore {
     public func readWithoutWaiting(
         into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64
     ) throws(BlockStoreError) -> Bool {
+        false
+    }
+
+    public func writeWithoutWaiting(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
         false
     }
 }

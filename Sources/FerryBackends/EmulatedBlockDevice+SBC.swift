@@ -134,8 +134,9 @@ extension EmulatedBlockDevice {
         return readResult(buffer, blocks: blocks, of: transfer)
     }
 
-    /// The largest READ that ``readWithoutWaiting(_:expectedDataTransferLength:)`` copies on an event loop.
-    static let readWithoutWaitingLimit = 256 * 1024
+    /// The largest READ or WRITE that ``readWithoutWaiting(_:expectedDataTransferLength:)`` and
+    /// ``writeWithoutWaiting(_:_:)`` carry out on an event loop.
+    static let withoutWaitingLimit = 256 * 1024
 
     /// ``read(_:expectedDataTransferLength:)`` when the blocks can be had without waiting; nil otherwise (FUA, a
     /// command holding the write-ordering lock, a block not in the page cache, a read over 256 KiB).
@@ -143,7 +144,7 @@ extension EmulatedBlockDevice {
         try checkRange(transfer)
         guard !transfer.forceUnitAccess else { return nil }
         let blocks = Self.blocksRead(transfer, expectedDataTransferLength: expectedDataTransferLength, blockSize: blockSize)
-        guard Int(blocks) * blockSize <= Self.readWithoutWaitingLimit else { return nil }
+        guard Int(blocks) * blockSize <= Self.withoutWaitingLimit else { return nil }
         let buffer = try ordering.sharedIfFree { () throws(SenseData) -> ByteBuffer? in
             try readBuffer(lba: transfer.lba, blocks: blocks, waiting: false)
         }
@@ -213,6 +214,31 @@ extension EmulatedBlockDevice {
         try ordering.shared { () throws(SenseData) in
             try storeWrite(data, lba: transfer.lba, forceUnitAccess: forceUnitAccess)
         }
+    }
+
+    /// ``write(_:_:forceUnitAccess:)`` when the store takes the blocks without waiting; false otherwise (FUA or the
+    /// write cache disabled, a command holding the write-ordering lock, a store that would wait, over 256 KiB).
+    func writeWithoutWaiting(_ transfer: Transfer, _ dataOut: ByteBuffer) throws(SenseData) -> Bool {
+        try checkRange(transfer)
+        try checkWritable()
+        guard !transfer.forceUnitAccess, state.withLock({ $0.modePages.writeCacheEnabled }) else { return false }
+        let wholeBlocks = min(Int(transfer.blocks) * blockSize, dataOut.readableBytes / blockSize * blockSize)
+        guard wholeBlocks <= Self.withoutWaitingLimit else { return false }
+        let data = dataOut.getSlice(at: dataOut.readerIndex, length: wholeBlocks)!
+        let written = try ordering.sharedIfFree { () throws(SenseData) -> Bool in
+            var failure: BlockStoreError?
+            let written = data.withUnsafeReadableBytes { pointer in
+                do throws(BlockStoreError) {
+                    return try store.writeWithoutWaiting(pointer, at: offset(transfer.lba))
+                } catch {
+                    failure = error
+                    return false
+                }
+            }
+            if let failure { throw Self.writeSense(failure) }
+            return written
+        }
+        return written ?? false
     }
 
     /// Writes all of `data` at `lba`, durably when FUA is set or the write cache is disabled.

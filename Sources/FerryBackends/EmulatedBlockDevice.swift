@@ -241,21 +241,27 @@ public final class EmulatedBlockDevice: Sendable {
         return nil
     }
 
-    /// Runs a READ at once, on the caller's thread, when that needs no wait: no FUA, the write-ordering lock
-    /// free, and every byte in the page cache (``BlockStore/readWithoutWaiting(into:at:)``). A READ that fails
-    /// its checks also ends here, with its CHECK CONDITION. Nil when the command must run with ``execute(_:)``
-    /// on an I/O thread; nothing has changed then but the nexus being noted. Never blocks: event loops call it.
+    /// Runs a READ or a WRITE at once, on the caller's thread, when that needs no wait: no FUA, the write-ordering
+    /// lock free, and a store that can serve it so (``BlockStore/readWithoutWaiting(into:at:)``: the bytes are in
+    /// the page cache; ``BlockStore/writeWithoutWaiting(_:at:)``). A command that fails its checks also ends here,
+    /// with its CHECK CONDITION. Nil when the command must run with ``execute(_:)`` on an I/O thread; nothing has
+    /// changed then but the nexus being noted. Never blocks: event loops call it.
     public func executeWithoutWaiting(_ request: SCSIRequest) -> SCSIResult? {
         let cdb = CDB(request.cdb)
+        let isRead: Bool
         switch cdb.operationCode {
-        case OperationCode.read6, OperationCode.read10, OperationCode.read12, OperationCode.read16: break
+        case OperationCode.read6, OperationCode.read10, OperationCode.read12, OperationCode.read16: isRead = true
+        case OperationCode.write6, OperationCode.write10, OperationCode.write12, OperationCode.write16: isRead = false
         default: return nil
         }
         if let answer = admit(request, cdb) { return answer }
         do throws(SenseData) {
             _ = try supportedCommand(cdb)
             try checkMediumAccess()
-            return try readWithoutWaiting(Transfer(cdb), expectedDataTransferLength: request.expectedDataTransferLength)
+            if isRead {
+                return try readWithoutWaiting(Transfer(cdb), expectedDataTransferLength: request.expectedDataTransferLength)
+            }
+            return try writeWithoutWaiting(Transfer(cdb), request.dataOut) ? .good : nil
         } catch {
             return checkCondition(error)
         }

@@ -11,7 +11,7 @@ import Darwin
 ///
 /// Every block is deallocated and deallocated blocks read as zeroes (LBPRZ), so GET LBA STATUS, reads and the
 /// provisioning VPD page agree: whatever was written, each block reads back as zeroes and is reported deallocated.
-/// Nothing blocks, and nothing is created on disk.
+/// Nothing blocks, so READs and WRITEs complete on the event loop, and nothing is created on disk.
 public final class NullBlockStore: BlockStore {
     /// What ferryctl shows as the LUN's device.
     public let kind = "null"
@@ -38,6 +38,20 @@ public final class NullBlockStore: BlockStore {
         _ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool
     ) throws(BlockStoreError) {
         try checkRange(offset: offset, length: UInt64(buffer.count), operation: "write")
+    }
+
+    /// Nothing to wait for: reads are served on the event loop.
+    public func readWithoutWaiting(
+        into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64
+    ) throws(BlockStoreError) -> Bool {
+        try read(into: buffer, at: offset)
+        return true
+    }
+
+    /// Nothing to wait for: writes are dropped on the event loop.
+    public func writeWithoutWaiting(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        try write(buffer, at: offset, forceUnitAccess: false)
+        return true
     }
 
     public func synchronize() throws(BlockStoreError) {}

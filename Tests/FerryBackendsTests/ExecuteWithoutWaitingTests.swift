@@ -44,7 +44,7 @@ import Testing
         #expect(h.device.executeWithoutWaiting(Self.request(cdb10(0x28, lba: 0, blocks: 1, flags: 0x08), h)) == nil)
         #expect(h.device.executeWithoutWaiting(Self.request(cdb16(0x88, lba: 0, blocks: 1024), h, edtl: 1 << 19)) == nil)
         // The largest read that is served here.
-        let limit = EmulatedBlockDevice.readWithoutWaitingLimit
+        let limit = EmulatedBlockDevice.withoutWaitingLimit
         let largest = Self.request(cdb16(0x88, lba: 0, blocks: UInt32(limit / 512)), h, edtl: limit)
         #expect(h.device.executeWithoutWaiting(largest)?.dataIn.readableBytes == limit)
     }
@@ -161,5 +161,48 @@ import Testing
             done.wait()
             #expect(order.withLock { $0 } == [0, 1])
         }
+    }
+}
+
+/// A null store waits for nothing: its WRITEs complete on the caller's thread too, within the same rules.
+@Suite struct NullStoreWithoutWaitingTests {
+    private let nexus = ITNexus(
+        initiatorPortName: "iqn.2026-12.test:initiator,i,0x000000000001",
+        targetPortName: "iqn.2026-12.test:target,t,0x1", relativeTargetPortIdentifier: 1)
+
+    private func device(readOnly: Bool = false) -> EmulatedBlockDevice {
+        EmulatedBlockDevice(
+            store: NullBlockStore(byteCount: 1 << 20, target: "iqn.2026-12.test:target", lun: 0),
+            configuration: .init(readOnly: readOnly), copyTargets: CopyTargetDirectory())
+    }
+
+    private func write10(lba: UInt32, blocks: UInt16, flags: UInt8 = 0, data: Int) -> SCSIRequest {
+        SCSIRequest(
+            cdb: ByteBuffer(bytes: cdb10(0x2a, lba: lba, blocks: blocks, flags: flags) + [UInt8](repeating: 0, count: 6)),
+            lun: 0, nexus: nexus, expectedDataTransferLength: data,
+            dataOut: ByteBuffer(repeating: 0xee, count: data))
+    }
+
+    @Test func writesAndReadsCompleteHere() throws {
+        let device = device()
+        #expect(device.executeWithoutWaiting(write10(lba: 0, blocks: 8, data: 4096))?.status == .good)
+        let read = SCSIRequest(
+            cdb: ByteBuffer(bytes: cdb10(0x28, lba: 0, blocks: 8) + [UInt8](repeating: 0, count: 6)), lun: 0,
+            nexus: nexus, expectedDataTransferLength: 4096)
+        let answer = try #require(device.executeWithoutWaiting(read))
+        #expect(answer.bytes == [UInt8](repeating: 0, count: 4096))
+    }
+
+    @Test func aWriteThatMustBeDurableOrIsTooLargeWaits() {
+        let device = device()
+        #expect(device.executeWithoutWaiting(write10(lba: 0, blocks: 1, flags: 0x08, data: 512)) == nil)
+        #expect(device.executeWithoutWaiting(write10(lba: 0, blocks: 1024, data: 1 << 19)) == nil)
+        let exclusive = device.ordering.exclusive { device.executeWithoutWaiting(write10(lba: 0, blocks: 1, data: 512)) }
+        #expect(exclusive == nil)
+    }
+
+    @Test func aWriteToAWriteProtectedUnitEndsHereWithItsSense() throws {
+        try #require(device(readOnly: true).executeWithoutWaiting(write10(lba: 0, blocks: 1, data: 512)))
+            .expectSense(.dataProtect, .writeProtected)
     }
 }
