@@ -38,7 +38,7 @@ let package = Package(
             name: "CSGUtils",
             providers: [.apt(["libsgutils2-dev"])]
         ),
-        // preadv2 with RWF_NOWAIT: page-cache reads that never wait for a device.
+        // preadv2/pwritev2 with RWF_NOWAIT: page-cache reads and writes that never wait.
         .systemLibrary(
             name: "CLinuxIO"
         ),
@@ -240,7 +240,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["ConformanceReporting", "RawISCSI"],
+            dependencies: ["ConformanceReporting", "RawISCSI", "FerryBackends"],
             exclude: ["conformance-known-failures.txt"]
         ),
         // Real SCSI devices: boots Debian's kernel with scsi_debug under qemu (TCG) and runs

@@ -20,7 +20,8 @@ public import SCSI
 ///
 /// A SIMPLE READ whose blocks are all in the page cache does not queue: `submit` reads it with
 /// `preadv2(RWF_NOWAIT)` and completes it on the caller's thread (``EmulatedBlockDevice/executeWithoutWaiting(_:)``);
-/// so do the READs and WRITEs of a null store.
+/// so does a SIMPLE WRITE that the file system takes with `pwritev2(RWF_NOWAIT)` (XFS, btrfs; not ext4), and every
+/// READ and WRITE of a null store.
 ///
 /// Termination follows SAM-5's "cancel if not started, otherwise wait": a task still queued
 /// for an I/O thread completes at once with ``BackendCompletion/terminated``; a task whose
@@ -157,8 +158,8 @@ public final class EmulatedBackend: LogicalUnitBackend {
         _ request: SCSIRequest, tag: BackendTaskTag,
         completion: @escaping @Sendable (BackendCompletion) -> Void
     ) {
-        // A SIMPLE READ whose blocks are in the page cache (or a WRITE a null store drops) completes here, on the
-        // caller's event loop, without either thread hop. It may start now if no task of its nexus waits or runs ORDERED (SAM-5 §8.6), and the
+        // A SIMPLE READ whose blocks are in the page cache, or a WRITE the store takes without waiting (XFS, btrfs,
+        // a null store), completes here, on the caller's event loop, without either thread hop. It may start now if no task of its nexus waits or runs ORDERED (SAM-5 §8.6), and the
         // session submits each nexus's tasks from one thread, so none can come in meanwhile.
         if request.attribute == .simple,
             queue.withLock({ $0.nexuses[request.nexus].map { $0.waiting.isEmpty && !$0.orderedRunning } ?? true }),

@@ -44,6 +44,8 @@ public final class FileBlockStore: BlockStore {
     private let descriptor: Int32
     /// Whether `preadv2(RWF_NOWAIT)` works here; cleared the first time the file system says it does not.
     private let readsWithoutWaiting = Atomic(true)
+    /// Whether `pwritev2(RWF_NOWAIT)` works here; cleared the first time the file system says it does not.
+    private let writesWithoutWaiting = Atomic(true)
 
     /// Opens `path`: a block device, or a regular file that is created sparse with
     /// `createWithSize` bytes if it does not exist.
@@ -172,6 +174,31 @@ public final class FileBlockStore: BlockStore {
                 }
             }
             if count == 0 { throw error("preadv2", EIO) }
+            done += count
+        }
+        return true
+    }
+
+    /// `pwritev2` with `RWF_NOWAIT`: a buffered write that the file system takes without waiting (XFS and btrfs
+    /// can; ext4 and tmpfs say EOPNOTSUPP, and from then on every write goes to the I/O threads). A write cut short
+    /// by EAGAIN is written again whole by ``write(_:at:forceUnitAccess:)``.
+    public func writeWithoutWaiting(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        guard writesWithoutWaiting.load(ordering: .relaxed) else { return false }
+        var done = 0
+        while done < buffer.count {
+            let count = ferry_pwritev2_nowait(
+                descriptor, buffer.baseAddress! + done, buffer.count - done, offset &+ UInt64(done))
+            if count < 0 {
+                switch errno {
+                case EINTR: continue
+                case EAGAIN: return false
+                case EOPNOTSUPP, ENOSYS, EINVAL:
+                    writesWithoutWaiting.store(false, ordering: .relaxed)
+                    return false
+                case let code: throw error("pwritev2", code)
+                }
+            }
+            if count == 0 { throw error("pwritev2", EIO) }
             done += count
         }
         return true

@@ -38,13 +38,14 @@ import Testing
     @Test func whatMayWaitIsLeftToTheIOThreads() {
         let h = Harness()
         h.store.cached.withLock { $0 = true }
-        // WRITE(10), SYNCHRONIZE CACHE(10), a READ(10) with FUA, a READ(16) of 512 KiB.
+        // WRITE(10), SYNCHRONIZE CACHE(10), a READ(10) with FUA, a READ(16) one block over the limit.
+        let limit = EmulatedBlockDevice.withoutWaitingLimit
         #expect(h.device.executeWithoutWaiting(Self.request(cdb10(0x2a, lba: 0, blocks: 1), h)) == nil)
         #expect(h.device.executeWithoutWaiting(Self.request(cdb10(0x35, lba: 0, blocks: 0), h)) == nil)
         #expect(h.device.executeWithoutWaiting(Self.request(cdb10(0x28, lba: 0, blocks: 1, flags: 0x08), h)) == nil)
-        #expect(h.device.executeWithoutWaiting(Self.request(cdb16(0x88, lba: 0, blocks: 1024), h, edtl: 1 << 19)) == nil)
+        let over = Self.request(cdb16(0x88, lba: 0, blocks: UInt32(limit / 512 + 1)), h, edtl: limit + 512)
+        #expect(h.device.executeWithoutWaiting(over) == nil)
         // The largest read that is served here.
-        let limit = EmulatedBlockDevice.withoutWaitingLimit
         let largest = Self.request(cdb16(0x88, lba: 0, blocks: UInt32(limit / 512)), h, edtl: limit)
         #expect(h.device.executeWithoutWaiting(largest)?.dataIn.readableBytes == limit)
     }
