@@ -180,8 +180,10 @@ public final class FileBlockStore: BlockStore {
     }
 
     /// `pwritev2` with `RWF_NOWAIT`: a buffered write that the file system takes without waiting (XFS and btrfs
-    /// can; ext4 and tmpfs say EOPNOTSUPP, and from then on every write goes to the I/O threads). A write cut short
-    /// by EAGAIN is written again whole by ``write(_:at:forceUnitAccess:)``.
+    /// can; ext4 and tmpfs say EOPNOTSUPP, and from then on every write goes to the I/O threads). XFS says EAGAIN
+    /// when the write would wait: for a page to be read, or to update the file's mtime, which the first write of
+    /// each clock tick must do. A write cut short by EAGAIN is written again whole by
+    /// ``write(_:at:forceUnitAccess:)``, which brings the mtime up to date for the writes that follow.
     public func writeWithoutWaiting(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
         guard writesWithoutWaiting.load(ordering: .relaxed) else { return false }
         var done = 0
