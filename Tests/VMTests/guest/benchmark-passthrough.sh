@@ -9,7 +9,8 @@ shift
 
 load_scsi_debug "${scsi_debug_options[@]}"
 disk=${scsi_debug_disk#/dev/}
-echo "guest: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 / 1024 " MiB"}' /proc/meminfo)"
+echo "guest: $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print $2 / 1024 " MiB"}' /proc/meminfo)," \
+    "clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 queue=/sys/class/block/$disk/queue
 echo "$disk: $(cat "/sys/class/block/$disk/size") sectors of $(cat "$queue/logical_block_size") bytes," \
     "max_sectors_kb $(cat "$queue/max_sectors_kb")"
