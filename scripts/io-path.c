@@ -46,6 +46,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock-random.h"
+
 #define BLOCK 4096
 #define MAX_ROUNDS 32
 enum { POOL, URING, NOWAIT, MECHANISMS };
@@ -80,18 +82,7 @@ static void die(const char *what) {
     exit(1);
 }
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t next_random(void) { /* xorshift64* */
-    s.rng ^= s.rng >> 12;
-    s.rng ^= s.rng << 25;
-    s.rng ^= s.rng >> 27;
-    return s.rng * 2685821657736338717ull;
-}
+static uint64_t next_random(void) { return xorshift64star(&s.rng); }
 
 static void *worker(void *unused) {
     (void)unused;

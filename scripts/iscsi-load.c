@@ -42,6 +42,8 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 
+#include "clock-random.h"
+
 #define SUB_BUCKET_BITS 6
 #define SUB_BUCKETS (1 << SUB_BUCKET_BITS)
 #define BUCKETS (SUB_BUCKETS * 64)
@@ -93,18 +95,7 @@ static struct {
     .initiator = "iqn.2026-11.dev.ferry:benchmark",
 };
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t next_random(void) { /* xorshift64* */
-    run.rng ^= run.rng >> 12;
-    run.rng ^= run.rng << 25;
-    run.rng ^= run.rng >> 27;
-    return run.rng * 2685821657736338717ull;
-}
+static uint64_t next_random(void) { return xorshift64star(&run.rng); }
 
 static void fail(struct session *session, const char *format, const char *detail) {
     fprintf(stderr, "iscsi-load: session %d (%s): ", session->index, session->url);
