@@ -45,6 +45,16 @@ systemctl --version | head -1
 systemd-analyze time
 systemctl --failed --no-legend --no-pager
 
+step "only the test bed's units are active (systemd-init.sh masks the rest of the host's)"
+# The allow-list, the job itself, and the two mounts that come before systemd (the root and the results share).
+allowed=" $(cat /etc/ferry-vm-allowed-units) ferry-vm-job.service -.mount ferry\\x2dresults.mount "
+systemctl list-units --no-legend --no-pager --plain --state=active,activating,reloading \
+    --type=service,socket,path,timer,mount,automount,swap >/tmp/active-units
+strays=$(awk '{print $1}' /tmp/active-units | while read -r unit; do
+    case "$allowed" in *" $unit "*) ;; *) echo "$unit" ;; esac
+done)
+[ -z "$strays" ] || fail "units outside the test bed's allow-list are active: $(echo $strays)"
+
 step "install ferryd, ferryd.service and the ferry user"
 { [ -n "${FERRYD:-}" ] && [ -x "$FERRYD" ]; } || fail "FERRYD is not set to an executable ferryd"
 for file in ferryd.service ferry.sysusers.conf; do
