@@ -19,19 +19,11 @@ import Testing
     private static let prefix = #"target "iqn.2026-11.dev.ferry:bench" lun 4: "#
 
     private func load(_ lines: String) throws(ConfigurationError) -> FerryConfiguration {
-        try FerryConfiguration(
-            toml: Self.header + lines, fileName: "ferry.toml", baseDirectory: "/nonexistent",
-            defaultStateDirectory: "/var/lib/ferry")
+        try ConfigurationText.load(Self.header + lines, baseDirectory: "/nonexistent")
     }
 
-    /// The problems loading `lines` reports; none when it loads.
     private func problems(_ lines: String) -> [String] {
-        do throws(ConfigurationError) {
-            _ = try load(lines)
-            return []
-        } catch {
-            return error.problems.map(\.message)
-        }
+        ConfigurationText.problems(Self.header + lines, baseDirectory: "/nonexistent")
     }
 
     @Test func nullWithASizeLoadsWithoutAPath() throws {
@@ -80,7 +72,7 @@ import Testing
         #expect(
             problems("backend = \"null\"\nsize = \"1G\"\ncommand_timeout = \"10s\"\nsanitize_rate = \"64M\"\n") == [
                 Self.prefix + #"command_timeout applies only to backend "sg" (this LUN's is "null")"#,
-                Self.prefix + #"sanitize_rate applies only to backend "emulated" (this LUN's is "null")"#,
+                Self.prefix + #"sanitize_rate applies only to backends "emulated" and "rbd" (this LUN's is "null")"#,
             ])
     }
 
@@ -94,7 +86,7 @@ import Testing
     @Test func unknownBackendNamesNull() {
         #expect(
             problems("backend = \"nul\"\npath = \"/srv/ferry/x.img\"\nsize = \"1M\"\n") == [
-                Self.prefix + #"backend "nul" is unknown; use "emulated", "sg" or "null""#
+                Self.prefix + #"backend "nul" is unknown; use "emulated", "sg", "rbd" or "null""#
             ])
     }
 
@@ -125,11 +117,8 @@ import Testing
     /// `ferryctl save-config` writes a null LUN without a path, and it reads back the same.
     @Test func savedConfigurationReadsBack() throws {
         let configuration = try load("backend = \"null\"\nsize = \"1G\"\nblock_size = 4096\nvendor = \"BENCH\"\n")
-        let text = configuration.toml(defaultStateDirectory: "/var/lib/ferry")
+        let text = try ConfigurationText.savedReadingBack(configuration)
         #expect(!text.contains("path"), "\(text)")
         #expect(text.contains("backend = \"null\""), "\(text)")
-        let loaded = try FerryConfiguration(
-            toml: text, fileName: "saved.toml", baseDirectory: "/nonexistent", defaultStateDirectory: "/var/lib/ferry")
-        #expect(loaded == configuration, "\(text)")
     }
 }
