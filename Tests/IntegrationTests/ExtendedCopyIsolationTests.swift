@@ -76,41 +76,6 @@ extension AgainstFerryd {
 }
 
 extension RawISCSIClient {
-    /// Sends a SCSI command to LUN 0 with `write` as immediate data (the whole Data-Out buffer) and waits for its
-    /// end: the status, Data-In and sense data.
-    fileprivate func command(_ cdb: [UInt8], write: [UInt8]) throws -> RawSCSIOutcome {
-        let sent = try sendCommand(cdb, write: write)
-        var data: [UInt8] = []
-        while true {
-            let pdu = try expectPDU()
-            guard pdu.initiatorTaskTag == sent.initiatorTaskTag else { continue }
-            switch pdu.opcode {
-            case RawOpcode.dataIn:
-                data += pdu.data
-                if let status = pdu.scsiStatus { return RawSCSIOutcome(status: status, data: data, sense: []) }
-            case RawOpcode.scsiResponse:
-                return RawSCSIOutcome(status: pdu.header[3], data: data, sense: pdu.senseData)
-            default:
-                throw IntegrationFailure("a SCSI command answered with opcode 0x\(String(pdu.opcode, radix: 16))")
-            }
-        }
-    }
-
-    /// The NAA designator of LUN 0 (Device Identification VPD page, designator type 3 associated with the logical
-    /// unit).
-    fileprivate func logicalUnitDesignator() throws -> [UInt8] {
-        let page = try scsi(lun: 0, cdb: [0x12, 0x01, 0x83, 0, 255, 0]).data
-        var offset = 4
-        while offset + 4 <= page.count {
-            let length = Int(page[offset + 3])
-            if page[offset + 1] & 0x0f == 0x03, page[offset + 1] & 0x30 == 0, offset + 4 + length <= page.count {
-                return Array(page[(offset + 4)..<(offset + 4 + length)])
-            }
-            offset += 4 + length
-        }
-        throw IntegrationFailure("no NAA designator of the logical unit in VPD page 83h: \(page)")
-    }
-
     /// EXTENDED COPY (LID1) to LUN 0: one block from `sourceLBA` of the logical unit designated `from` to
     /// `destinationLBA` of the one designated `to`, both named by identification descriptor CSCD descriptors.
     fileprivate func extendedCopy(

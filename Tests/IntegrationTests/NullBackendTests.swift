@@ -55,9 +55,9 @@ extension AgainstFerryd {
                 defer { client.shutdown() }
                 let login = try client.login(initiatorName: Self.initiator, targetName: Self.target)
                 try #require(login.succeeded, "\(login.response.loginStatus)")
-                let written = try client.writeImmediately(
-                    RawISCSIClient.write10(lba: 100, blocks: 2), data: [UInt8](repeating: 0xa5, count: 8192))
-                #expect(written == 0, "WRITE(10) status 0x\(String(written, radix: 16))")
+                let written = try client.command(
+                    RawISCSIClient.write10(lba: 100, blocks: 2), write: [UInt8](repeating: 0xa5, count: 8192))
+                #expect(written.status == 0, "\(written)")
                 let read = try client.scsi(lun: 0, cdb: RawISCSIClient.read10(lba: 100, blocks: 2), expectedLength: 8192)
                 #expect(read.status == 0, "\(read)")
                 #expect(read.data.count == 8192, "\(read)")
@@ -95,17 +95,6 @@ extension AgainstFerryd {
                 }
             }
             return fields
-        }
-    }
-}
-
-extension RawISCSIClient {
-    /// Sends `cdb` to LUN 0 with `data` as immediate data (the whole Data-Out buffer) and returns its SCSI status.
-    fileprivate func writeImmediately(_ cdb: [UInt8], data: [UInt8]) throws -> UInt8 {
-        let sent = try sendCommand(cdb, write: data)
-        while true {
-            let pdu = try expectPDU()
-            if pdu.initiatorTaskTag == sent.initiatorTaskTag, let status = pdu.scsiStatus { return status }
         }
     }
 }
