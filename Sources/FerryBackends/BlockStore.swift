@@ -33,10 +33,15 @@ public protocol BlockStore: AnyObject, Sendable {
     /// Whether the byte at `offset` is mapped, and how far (in bytes) that state extends,
     /// for GET LBA STATUS. Stores that do not know report everything mapped.
     func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64)
+    /// Lets go of what the store holds beyond this process (an RBD image's exclusive lock and watch), once no call
+    /// is running or will come; later calls fail. Stores that hold nothing outside do nothing.
+    func release()
 }
 
 extension BlockStore {
     public var physicalBlockSize: Int { 0 }
+
+    public func release() {}
 
     public func readWithoutWaiting(
         into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64

@@ -134,18 +134,23 @@ public final class EmulatedBackend: LogicalUnitBackend {
     public let kind: String
     private let threadPool: NIOThreadPool
     private let concurrency: Int
+    private let ownsThreadPool: Bool
     private let queue = Locked(Queue())
 
-    /// - Parameter concurrency: the most tasks the device runs at once (threads it occupies).
+    /// - Parameters:
+    ///   - concurrency: the most tasks the device runs at once (threads it occupies).
+    ///   - ownsThreadPool: ``shutdown()`` shuts `threadPool` down: it is the backend's own (a store whose every call
+    ///     waits on the network keeps more tasks in flight than the target's shared pool has threads).
     public init(
         device: EmulatedBlockDevice, store: any BlockStore, kind: String, threadPool: NIOThreadPool,
-        concurrency: Int = max(2, System.coreCount * 2)
+        concurrency: Int = max(2, System.coreCount * 2), ownsThreadPool: Bool = false
     ) {
         self.store = store
         self.device = device
         self.kind = kind
         self.threadPool = threadPool
         self.concurrency = max(1, concurrency)
+        self.ownsThreadPool = ownsThreadPool
     }
 
     public var taskAbortedStatus: Bool { device.taskAbortedStatus }
@@ -233,5 +238,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
 
     public func shutdown() {
         try? store.synchronize()
+        if ownsThreadPool { try? threadPool.syncShutdownGracefully() }
+        store.release()
     }
 }

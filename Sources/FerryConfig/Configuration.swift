@@ -87,6 +87,40 @@ public struct LogicalUnit: Sendable, Hashable {
         /// (as tgt's bs_null, LIO's nullio and SPDK's null bdev do). It has no ``LogicalUnit/path``
         /// and needs a ``LogicalUnit/size``.
         case null
+        /// The emulated SBC disk over a Ceph RBD image (``LogicalUnit/rbd``), for gateways in front of Ceph
+        /// (docs/ceph.md). Its ``LogicalUnit/path`` is the image spec, `pool/image` or `pool/namespace/image`.
+        case rbd
+    }
+
+    /// The Ceph RBD image behind a LUN of backend ``Backend/rbd``, and the client that opens it.
+    public struct RBDImage: Sendable, Hashable {
+        public static let defaultCephConf = "/etc/ceph/ceph.conf"
+        public static let defaultClientID = "admin"
+
+        public var pool: String
+        public var image: String
+        /// The RADOS namespace in the pool; the pool's default namespace when empty.
+        public var namespace: String
+        public var cephConf: String
+        /// The client is `client.<clientID>`.
+        public var clientID: String
+        /// The keyring with the client's key; the one ceph.conf names when nil.
+        public var keyring: String?
+
+        public init(
+            pool: String, image: String, namespace: String = "", cephConf: String = RBDImage.defaultCephConf,
+            clientID: String = RBDImage.defaultClientID, keyring: String? = nil
+        ) {
+            self.pool = pool
+            self.image = image
+            self.namespace = namespace
+            self.cephConf = cephConf
+            self.clientID = clientID
+            self.keyring = keyring
+        }
+
+        /// `pool/image` or `pool/namespace/image`, as `rbd` names an image.
+        public var spec: String { namespace.isEmpty ? "\(pool)/\(image)" : "\(pool)/\(namespace)/\(image)" }
     }
 
     /// The default ``commandTimeout``: below the 30 s that Linux initiators wait for a command.
@@ -119,12 +153,14 @@ public struct LogicalUnit: Sendable, Hashable {
     /// Emulated: the most bytes per second that SANITIZE OVERWRITE writes, so that erasing this LUN
     /// leaves the storage's bandwidth to the others; unlimited when nil.
     public var sanitizeRate: UInt64?
+    /// RBD: the image and its client; nil for every other backend.
+    public var rbd: RBDImage?
 
     public init(
         lun: UInt64, path: String, backend: Backend = .emulated, size: UInt64? = nil, blockSize: Int = 512,
         readOnly: Bool = false, vendor: String = "FERRY", product: String = "EMULATED DISK", serial: String? = nil,
         writeCache: Bool = true, commandTimeout: Int = LogicalUnit.defaultCommandTimeout, sanitizeRate: UInt64? = nil,
-        abortDeadline: Int = LogicalUnit.defaultAbortDeadline, resetDevice: Bool = true
+        abortDeadline: Int = LogicalUnit.defaultAbortDeadline, resetDevice: Bool = true, rbd: RBDImage? = nil
     ) {
         self.lun = lun
         self.path = path
@@ -140,6 +176,7 @@ public struct LogicalUnit: Sendable, Hashable {
         self.sanitizeRate = sanitizeRate
         self.abortDeadline = abortDeadline
         self.resetDevice = resetDevice
+        self.rbd = rbd
     }
 }
 

@@ -248,6 +248,10 @@ struct ConfigurationLoader {
                 report(lunNode.path + [.key("lun")], "\(node.context)lun \(lun.lun) is defined twice")
             } else if lun.backend == .null {
                 // No storage, so no path that another LUN could share.
+            } else if lun.backend == .rbd, let image = lun.rbd, let other = seenPaths["rbd:" + image.spec] {
+                report(lunNode.path + [.key("image")], "\(node.context)lun \(lun.lun): \(image.spec) already backs \(other)")
+            } else if lun.backend == .rbd, let image = lun.rbd {
+                seenPaths["rbd:" + image.spec] = "\(node.context.dropLast(2)) lun \(lun.lun)"
             } else if let other = seenPaths[lun.path] {
                 report(
                     lunNode.path + [.key("path")], "\(node.context)lun \(lun.lun): \(lun.path) already backs \(other)")
@@ -269,18 +273,25 @@ struct ConfigurationLoader {
     /// backend the key is an error. `lun` and `backend` apply to every LUN.
     static let backendKeys: [(key: String, backends: [LogicalUnit.Backend])] = [
         ("path", [.emulated, .sg]),
+        // An RBD image has the size it was created with (`rbd create --size`, `rbd resize`).
         ("size", [.emulated, .null]),
-        ("block_size", [.emulated, .null]),
-        ("read_only", [.emulated, .null]),
-        ("vendor", [.emulated, .null]),
-        ("product", [.emulated, .null]),
-        ("serial", [.emulated, .null]),
-        ("write_cache", [.emulated, .null]),
+        ("block_size", [.emulated, .null, .rbd]),
+        ("read_only", [.emulated, .null, .rbd]),
+        ("vendor", [.emulated, .null, .rbd]),
+        ("product", [.emulated, .null, .rbd]),
+        ("serial", [.emulated, .null, .rbd]),
+        ("write_cache", [.emulated, .null, .rbd]),
         // SANITIZE OVERWRITE of a null LUN writes nothing: there is no bandwidth to leave to the others.
-        ("sanitize_rate", [.emulated]),
+        ("sanitize_rate", [.emulated, .rbd]),
         ("command_timeout", [.sg]),
         ("abort_deadline", [.sg]),
         ("reset_device", [.sg]),
+        ("pool", [.rbd]),
+        ("image", [.rbd]),
+        ("namespace", [.rbd]),
+        ("ceph_conf", [.rbd]),
+        ("client_id", [.rbd]),
+        ("keyring", [.rbd]),
     ]
 
     private mutating func logicalUnit(from node: Node, targetContext: String) -> LogicalUnit? {
@@ -293,6 +304,7 @@ struct ConfigurationLoader {
             allowed: [
                 "lun", "path", "backend", "size", "block_size", "read_only", "vendor", "product", "serial",
                 "write_cache", "command_timeout", "sanitize_rate", "abort_deadline", "reset_device",
+                "pool", "image", "namespace", "ceph_conf", "client_id", "keyring",
             ])
         let defaults = LogicalUnit(lun: 0, path: "")
 
@@ -302,11 +314,12 @@ struct ConfigurationLoader {
             if named == nil {
                 report(
                     node.path + [.key("backend")],
-                    "\(node.context)backend \"\(name)\" is unknown; use \"emulated\", \"sg\" or \"null\"")
+                    "\(node.context)backend \"\(name)\" is unknown; use \"emulated\", \"sg\", \"rbd\" or \"null\"")
             }
         }
-        // A null LUN has no storage: it needs no path, and one given is an error below.
-        let configuredPath = named == .null ? nil : string(node, "path", required: true)
+        // A null LUN has no storage and an RBD LUN names its image otherwise: neither needs a path, and one given is
+        // an error below.
+        let configuredPath = named == .null || named == .rbd ? nil : string(node, "path", required: true)
         let isWorldWideName = configuredPath.map(LogicalUnit.Backend.isWorldWideName) ?? false
         let path = isWorldWideName ? configuredPath : configuredPath.map { absolute($0) }
         let backend = named ?? path.map { .automatic(for: LogicalUnit.Backend.classify($0)) } ?? .emulated
@@ -314,6 +327,12 @@ struct ConfigurationLoader {
         let abortDeadline = milliseconds(node, "abort_deadline", in: 100...600_000)
         let resetDevice = bool(node, "reset_device")
         for (key, backends) in Self.backendKeys where !backends.contains(backend) && node.table[key] != nil {
+            if key == "path", backend == .rbd {
+                report(
+                    node.path + [.key(key)],
+                    "\(node.context)path does not apply to backend \"rbd\"; name the image with pool and image")
+                continue
+            }
             if key == "path" {
                 report(
                     node.path + [.key(key)],
@@ -322,7 +341,9 @@ struct ConfigurationLoader {
                 continue
             }
             let names = backends.map { "\"\($0.rawValue)\"" }
-            let accepting = names.count == 1 ? "backend \(names[0])" : "backends \(names.joined(separator: " and "))"
+            let accepting =
+                names.count == 1
+                ? "backend \(names[0])" : "backends \(names.dropLast().joined(separator: ", ")) and \(names[names.count - 1])"
             report(
                 node.path + [.key(key)],
                 "\(node.context)\(key) applies only to \(accepting) (this LUN's is \"\(backend.rawValue)\")")
@@ -366,15 +387,59 @@ struct ConfigurationLoader {
         let product = identification(node, "product", maximumLength: 16) ?? defaults.product
         let serial = identification(node, "serial", maximumLength: 64)
         let readOnly = bool(node, "read_only") ?? defaults.readOnly
-        let writeCache = bool(node, "write_cache") ?? defaults.writeCache
+        // An RBD LUN has no volatile cache to report: Ferry opens images with librbd's client cache off, so a
+        // completed write is in the cluster (RBDBlockStore).
+        let writeCache = bool(node, "write_cache") ?? (backend == .rbd ? false : defaults.writeCache)
         let sanitizeRate = byteCount(node, "sanitize_rate")
 
-        guard let number, let path = path ?? (backend == .null ? "" : nil) else { return nil }
+        let rbd = backend == .rbd ? rbdImage(from: node) : nil
+
+        guard let number, let path = path ?? (backend == .null ? "" : rbd?.spec) else { return nil }
         return LogicalUnit(
             lun: UInt64(number), path: path, backend: backend, size: size, blockSize: blockSize, readOnly: readOnly,
             vendor: vendor, product: product, serial: serial, writeCache: writeCache,
             commandTimeout: commandTimeout ?? defaults.commandTimeout, sanitizeRate: sanitizeRate,
-            abortDeadline: abortDeadline ?? defaults.abortDeadline, resetDevice: resetDevice ?? defaults.resetDevice)
+            abortDeadline: abortDeadline ?? defaults.abortDeadline, resetDevice: resetDevice ?? defaults.resetDevice,
+            rbd: rbd)
+    }
+
+    /// The image of an RBD LUN: `pool` and `image` (required), `namespace`, `ceph_conf` and `keyring` (which must
+    /// exist), `client_id`.
+    private mutating func rbdImage(from node: Node) -> LogicalUnit.RBDImage? {
+        // RADOS pool and namespace names and RBD image names may hold anything but "/", which separates them in a
+        // spec, and NUL.
+        func name(_ key: String, required: Bool) -> String? {
+            guard let value = string(node, key, required: required) else { return nil }
+            guard !value.isEmpty || !required, !value.contains("/"), !value.contains("\0") else {
+                report(node.path + [.key(key)], "\(node.context)\(key) must be a name without \"/\"")
+                return nil
+            }
+            return value
+        }
+        func existingFile(_ key: String) -> String? {
+            guard let value = string(node, key) else { return nil }
+            let path = absolute(value)
+            guard FileManager.default.fileExists(atPath: path) else {
+                report(node.path + [.key(key)], "\(node.context)\(key) \(path) does not exist")
+                return nil
+            }
+            return path
+        }
+        let pool = name("pool", required: true)
+        let image = name("image", required: true)
+        let namespace = name("namespace", required: false) ?? ""
+        // The default ceph.conf is looked for when the LUN opens: a gateway may be configured before Ceph is.
+        let cephConf = node.table["ceph_conf"] == nil ? LogicalUnit.RBDImage.defaultCephConf : existingFile("ceph_conf")
+        let keyring = existingFile("keyring")
+        let clientID = string(node, "client_id") ?? LogicalUnit.RBDImage.defaultClientID
+        if clientID.isEmpty || clientID.hasPrefix("client.") {
+            report(
+                node.path + [.key("client_id")],
+                "\(node.context)client_id is the id alone, e.g. \"admin\" for client.admin")
+        }
+        guard let pool, let image, let cephConf, node.table["keyring"] == nil || keyring != nil else { return nil }
+        return LogicalUnit.RBDImage(
+            pool: pool, image: image, namespace: namespace, cephConf: cephConf, clientID: clientID, keyring: keyring)
     }
 
     private mutating func limits(from node: Node) -> Limits {

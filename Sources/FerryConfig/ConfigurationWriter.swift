@@ -155,24 +155,32 @@ private struct TOMLWriter {
         let defaults = LogicalUnit(lun: 0, path: "")
         header("[[target.lun]]")
         key("lun", lun.lun)
-        // A null LUN has no path (the loader refuses one).
-        if lun.backend != .null { key("path", lun.path) }
+        // A null LUN has no path, and an RBD LUN's is its image spec (the loader refuses both).
+        if lun.backend != .null && lun.backend != .rbd { key("path", lun.path) }
         key("backend", lun.backend.rawValue)
         switch lun.backend {
         case .sg:
             if lun.commandTimeout != defaults.commandTimeout { key("command_timeout", lun.commandTimeout) }
             if lun.abortDeadline != defaults.abortDeadline { key("abort_deadline", lun.abortDeadline) }
             if !lun.resetDevice { key("reset_device", false) }
-        case .emulated, .null:
+        case .emulated, .null, .rbd:
+            if let image = lun.rbd {
+                key("pool", image.pool)
+                key("image", image.image)
+                if !image.namespace.isEmpty { key("namespace", image.namespace) }
+                if image.cephConf != LogicalUnit.RBDImage.defaultCephConf { key("ceph_conf", image.cephConf) }
+                if image.clientID != LogicalUnit.RBDImage.defaultClientID { key("client_id", image.clientID) }
+                if let keyring = image.keyring { key("keyring", keyring) }
+            }
             if let size = lun.size { key("size", size) }
             if lun.blockSize != defaults.blockSize { key("block_size", lun.blockSize) }
             if lun.readOnly { key("read_only", true) }
             if lun.vendor != defaults.vendor { key("vendor", lun.vendor) }
             if lun.product != defaults.product { key("product", lun.product) }
             if let serial = lun.serial { key("serial", serial) }
-            if !lun.writeCache { key("write_cache", false) }
+            if lun.writeCache != (lun.backend != .rbd) { key("write_cache", lun.writeCache) }
             // The loader takes sanitize_rate for the emulated disk only.
-            if lun.backend == .emulated, let rate = lun.sanitizeRate { key("sanitize_rate", rate) }
+            if lun.backend != .null, let rate = lun.sanitizeRate { key("sanitize_rate", rate) }
         }
     }
 

@@ -1,6 +1,7 @@
 public import FerryConfig
 import FerryBackends
 import FerryPassthrough
+import FerryRBD
 import FerrySync
 import Foundation
 import ISCSIProtocol
@@ -214,6 +215,30 @@ final class TargetContext: Sendable {
             logger.warning(
                 "null backend: reads return zeroes, every write is discarded (for benchmarking only)",
                 metadata: ["target": "\(target)", "lun": "\(lun.lun)", "bytes": "\(nullStore.byteCount)"])
+        case .rbd:
+            // The loader gives every RBD LUN its image; a configuration built without one cannot open.
+            guard let image = lun.rbd else {
+                throw RBDBlockStore.OpenError(imageSpec: lun.path, step: "reading the configuration", errno: EINVAL)
+            }
+            let rbdStore = try RBDBlockStore(
+                pool: image.pool, namespace: image.namespace, image: image.image, cephConf: image.cephConf,
+                clientID: image.clientID, keyring: image.keyring)
+            (store, kind) = (rbdStore, rbdStore.kind)
+            logger.info(
+                "RBD image opened",
+                metadata: [
+                    "target": "\(target)", "lun": "\(lun.lun)", "image": "\(rbdStore.imageSpec)",
+                    "client": "client.\(image.clientID)", "bytes": "\(rbdStore.byteCount)",
+                ])
+        }
+        var threadPool = threadPool
+        var concurrency = max(2, System.coreCount * 2)
+        if lun.backend == .rbd {
+            // Every call waits on the cluster's network round trip: a pool of the LUN's own keeps up to
+            // rbdConcurrency tasks in flight, as tgt's rbd backing store does with its 16 threads.
+            threadPool = NIOThreadPool(numberOfThreads: Self.rbdConcurrency)
+            threadPool.start()
+            concurrency = Self.rbdConcurrency
         }
         var configuration = EmulatedBlockDevice.Configuration(blockSize: lun.blockSize)
         configuration.readOnly = lun.readOnly
@@ -226,8 +251,13 @@ final class TargetContext: Sendable {
         configuration.unitAttentionNexusLimit = max(
             UnitAttentionConditions.defaultNexusLimit, 2 * self.configuration.limits.maxSessions)
         let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
-        return EmulatedBackend(device: device, store: store, kind: kind, threadPool: threadPool)
+        return EmulatedBackend(
+            device: device, store: store, kind: kind, threadPool: threadPool, concurrency: concurrency,
+            ownsThreadPool: lun.backend == .rbd)
     }
+
+    /// The tasks an RBD LUN runs at once, each on a thread of the LUN's own pool.
+    static let rbdConcurrency = 16
 
     /// Builds a new connection's pipeline.
     func configure(_ channel: any Channel, portal: Portal) throws {

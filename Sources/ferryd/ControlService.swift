@@ -127,6 +127,8 @@ struct ControlResponder: Sendable {
                     case .emulated: Self.byteCount(of: lun.path) ?? lun.size
                     // No file behind it: the configured capacity.
                     case .null: lun.size
+                    // The image's size is the cluster's to say: not asked for on every listing.
+                    case .rbd: nil
                     }
                 return LUNInfo(
                     target: configured.name, lun: lun.lun, backend: lun.backend.rawValue,

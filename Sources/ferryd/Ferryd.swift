@@ -206,7 +206,12 @@ struct Ferryd: AsyncParsableCommand {
     /// `iqn... (LUN 0 /var/lib/ferry/default.img 1073741824 bytes 512-byte blocks)` for the startup line.
     private static func summary(of target: Target) -> String {
         let luns = target.luns.map { lun in
-            var text = "LUN \(lun.lun) " + (lun.backend == .null ? "null (writes are discarded)" : lun.path)
+            var text = "LUN \(lun.lun) "
+            switch lun.backend {
+            case .null: text += "null (writes are discarded)"
+            case .rbd: text += "RBD image \(lun.path)"
+            case .emulated, .sg: text += lun.path
+            }
             if let size = lun.size { text += " \(size) bytes" }
             text += " \(lun.blockSize)-byte blocks"
             if lun.readOnly { text += " read-only" }

@@ -297,7 +297,7 @@ private let minimal = """
                 "10: \(prefix)size \"1X\" must be") == true)
         #expect(
             try lunProblems("lun = 0\npath = \"x\"\nsize = \"2T\"\nbackend = \"tape\"\n") == [
-                #"11: \#(prefix)backend "tape" is unknown; use "emulated", "sg" or "null""#
+                #"11: \#(prefix)backend "tape" is unknown; use "emulated", "sg", "rbd" or "null""#
             ])
         #expect(try lunProblems("lun = 0\nsize = \"1M\"\n") == ["7: \(prefix)path is missing"])
         #expect(

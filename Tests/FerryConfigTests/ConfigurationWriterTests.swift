@@ -37,7 +37,14 @@ import Testing
         let passthrough = LogicalUnit(
             lun: 7, path: "naa.5000c500a1b2c3d4", backend: .sg, commandTimeout: 2_500, abortDeadline: 1_500,
             resetDevice: false)
-        Self.expectEveryPropertyAwayFromItsDefault(in: [emulated, passthrough])
+        for file in ["ceph.conf", "gateway.keyring"] {
+            try "".write(toFile: "\(directory)/\(file)", atomically: false, encoding: .utf8)
+        }
+        let image = LogicalUnit.RBDImage(
+            pool: "iscsi", image: "lun \"9\"", namespace: "gateways", cephConf: "\(directory)/ceph.conf",
+            clientID: "ferry", keyring: "\(directory)/gateway.keyring")
+        let rbd = LogicalUnit(lun: 9, path: image.spec, backend: .rbd, writeCache: true, rbd: image)
+        Self.expectEveryPropertyAwayFromItsDefault(in: [emulated, passthrough, rbd])
         var configuration = FerryConfiguration(
             portals: [Portal(host: "127.0.0.1", port: 3261, portalGroupTag: 2), Portal(host: "::1", port: 3260)],
             targets: [
@@ -47,6 +54,7 @@ import Testing
                         LogicalUnit(lun: 0, path: "\(directory)/a0.img", size: 1 << 20),
                         emulated,
                         passthrough,
+                        rbd,
                     ],
                     allowedInitiators: ["iqn.1993-08.org.debian:01:db1", "iqn.1993-08.org.debian:01:db2"],
                     chap: CHAPCredentials(user: "db", secret: "initiator-secret-1", secretFile: secretFile),

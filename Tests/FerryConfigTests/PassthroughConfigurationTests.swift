@@ -73,7 +73,7 @@ import Testing
         #expect(
             problems("path = \"/dev/null\"\nbackend = \"sg\"\nsize = \"1G\"\nvendor = \"ACME\"\n") == [
                 prefix + #"size applies only to backends "emulated" and "null" (this LUN's is "sg")"#,
-                prefix + #"vendor applies only to backends "emulated" and "null" (this LUN's is "sg")"#,
+                prefix + #"vendor applies only to backends "emulated", "null" and "rbd" (this LUN's is "sg")"#,
             ])
         #expect(
             problems("path = \"/dev/null\"\nbackend = \"emulated\"\ncommand_timeout = \"10s\"\n") == [

@@ -62,7 +62,7 @@ import Testing
             ])
         #expect(
             problems("path = \"/dev/null\"\nbackend = \"sg\"\nsanitize_rate = \"64M\"\n") == [
-                prefix + #"sanitize_rate applies only to backend "emulated" (this LUN's is "sg")"#
+                prefix + #"sanitize_rate applies only to backends "emulated" and "rbd" (this LUN's is "sg")"#
             ])
     }
 }

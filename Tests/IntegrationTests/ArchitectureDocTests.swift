@@ -77,7 +77,7 @@ import Testing
         while let name = next.popLast() {
             for dependency in package[name] ?? [] where reached.insert(dependency).inserted { next.append(dependency) }
         }
-        for forbidden in ["CSGUtils", "NIOPosix", "FerryBackends", "FerryPassthrough", "FerryTarget"] {
+        for forbidden in ["CSGUtils", "CRBD", "NIOPosix", "FerryBackends", "FerryPassthrough", "FerryRBD", "FerryTarget"] {
             #expect(!reached.contains(forbidden), "ISCSISession reaches \(forbidden)")
         }
     }

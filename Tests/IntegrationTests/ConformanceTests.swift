@@ -15,11 +15,17 @@ extension AgainstFerryd {
             .appendingPathComponent("conformance-known-failures.txt")
 
         @Test func scsiFamily() async throws {
-            try await runFamily("SCSI")
+            try await Self.runFamily("SCSI", ratchet: Self.ratchetFile, start: Self.startFerryd)
         }
 
         @Test func iscsiFamily() async throws {
-            try await runFamily("iSCSI")
+            try await Self.runFamily("iSCSI", ratchet: Self.ratchetFile, start: Self.startFerryd)
+        }
+
+        /// A ferryd with a 64 MiB file as LUN 0.
+        static func startFerryd() async throws -> FerrydProcess {
+            try await FerrydProcess.start(
+                targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M", sanitizeRate: sanitizeRate)
         }
 
         /// How long one suite may take. A suite takes seconds against a working target, but for
@@ -31,12 +37,15 @@ extension AgainstFerryd {
         /// Sanitize.Reset wants one still running after its TMFs, resets and reconnect (4-5 s).
         static let sanitizeRate = "10M"
 
-        /// Runs one family of tests suite by suite, with the same URL twice so that the
-        /// MultipathIO tests run (once for SCSI.Sanitize). A suite that hangs counts its running test as failed, and the
-        /// rest of the family runs against a fresh ferryd.
-        private func runFamily(_ family: String) async throws {
+        /// Runs one family of tests suite by suite against LUN 0 of the ferryd that `start` starts, with the same URL
+        /// twice so that the MultipathIO tests run (once for SCSI.Sanitize), and checks the outcome against the ratchet
+        /// in `ratchet`. A suite that hangs counts its running test as failed, and the rest of the family runs against
+        /// a fresh ferryd.
+        static func runFamily(
+            _ family: String, ratchet: URL, start: () async throws -> FerrydProcess
+        ) async throws {
             let tool = try ExternalTool.locate("iscsi-test-cu")
-            let knownFailures = try KnownFailures.load(from: Self.ratchetFile)
+            let knownFailures = try KnownFailures.load(from: ratchet)
             let listing = try await ExternalTool.run(tool, ["-l"], timeout: .seconds(30))
             let suites = listing.output.split(separator: "\n").map(String.init).filter {
                 $0.hasPrefix(family + ".") && $0.split(separator: ".").count == 2
@@ -47,8 +56,7 @@ extension AgainstFerryd {
 
             var report = ConformanceReport()
             var problems: [String] = []
-            var ferryd = try await FerrydProcess.start(
-                targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M", sanitizeRate: Self.sanitizeRate)
+            var ferryd = try await start()
             do {
                 for suite in suites {
                     let url = ferryd.url(lun: 0)
@@ -73,9 +81,7 @@ extension AgainstFerryd {
                         print("--- ferryd log ---\n\(ferryd.log.suffix(4000))")
                         _ = await ferryd.stop()
                         if let reports = ferryd.sanitizerReports { problems.append(reports) }
-                        ferryd = try await FerrydProcess.start(
-                            targetName: "iqn.2026-11.dev.ferry:conformance", lunSize: "64M",
-                            sanitizeRate: Self.sanitizeRate)
+                        ferryd = try await start()
                     }
                     report.append(part)
                 }

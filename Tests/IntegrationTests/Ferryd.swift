@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-/// A `ferryd` subprocess serving one target with a sparse-file LUN 0 on 127.0.0.1 and a free port,
+/// A `ferryd` subprocess serving one target with a sparse-file LUN 0 (or an RBD image) on 127.0.0.1 and a free port,
 /// in a temporary directory of its own (configuration, state, backing file and log).
 final class FerrydProcess {
     let port: Int
@@ -27,9 +27,18 @@ final class FerrydProcess {
     /// ThreadSanitizer's reports in ferryd's log, as a failure message; nil when there are none.
     var sanitizerReports: String? { ThreadSanitizer.reports(in: log, of: "ferryd") }
 
+    /// An RBD image as LUN 0's store (`backend = "rbd"`), in the cluster that `cephConf` describes.
+    struct RBDImage {
+        var pool: String
+        var image: String
+        var cephConf: String
+    }
+
     /// Starts ferryd and returns once its portal accepts connections. `sanitizeRate` is LUN 0's
-    /// `sanitize_rate`, unlimited when nil.
-    static func start(targetName: String, lunSize: String, sanitizeRate: String? = nil) async throws -> FerrydProcess {
+    /// `sanitize_rate`, unlimited when nil. LUN 0 is a sparse file of `lunSize`, or `rbdImage`.
+    static func start(
+        targetName: String, lunSize: String, sanitizeRate: String? = nil, rbdImage: RBDImage? = nil
+    ) async throws -> FerrydProcess {
         let executable = try locateFerryd()
         let port = try freePort()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -37,7 +46,7 @@ final class FerrydProcess {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let configurationFile = try writeConfiguration(
             in: directory, port: port, targetName: targetName, lunPath: "\(directory.path)/lun0.img", lunSize: lunSize,
-            sanitizeRate: sanitizeRate)
+            sanitizeRate: sanitizeRate, rbdImage: rbdImage)
         let logFile = directory.appendingPathComponent("ferryd.log")
         _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         let logHandle = try FileHandle(forWritingTo: logFile)
@@ -63,11 +72,26 @@ final class FerrydProcess {
         return ferryd
     }
 
-    /// Writes `ferry.toml` into `directory`: one portal 127.0.0.1:`port`, one target with LUN 0.
+    /// Writes `ferry.toml` into `directory`: one portal 127.0.0.1:`port`, one target with LUN 0 (`rbdImage`
+    /// instead of the file at `lunPath` when given).
     static func writeConfiguration(
         in directory: URL, port: Int, targetName: String, lunPath: String, lunSize: String,
-        sanitizeRate: String? = nil
+        sanitizeRate: String? = nil, rbdImage: RBDImage? = nil
     ) throws -> URL {
+        let store =
+            if let rbdImage {
+                """
+                backend = "rbd"
+                pool = "\(rbdImage.pool)"
+                image = "\(rbdImage.image)"
+                ceph_conf = "\(rbdImage.cephConf)"
+                """
+            } else {
+                """
+                path = "\(lunPath)"
+                size = "\(lunSize)"
+                """
+            }
         let configuration = """
             state_directory = "\(directory.path)/state"
 
@@ -80,8 +104,7 @@ final class FerrydProcess {
 
             [[target.lun]]
             lun = 0
-            path = "\(lunPath)"
-            size = "\(lunSize)"
+            \(store)
             block_size = 512
             \(sanitizeRate.map { "sanitize_rate = \"\($0)\"" } ?? "")
 

@@ -1,0 +1,232 @@
+import CRBD
+public import FerryBackends
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A ``BlockStore`` over a Ceph RBD image, through librbd (`backend = "rbd"`). docs/ceph.md describes it.
+///
+/// Each store is one RADOS client of its own (`rados_create2` … `rbd_open`), so that a gateway that is fenced
+/// (blocklisted) loses only the images of that client. Every call blocks on the cluster: the emulated device server
+/// calls them from the store's own I/O threads (``EmulatedBackend``), never from an event loop.
+///
+/// librbd's client cache is off (`rbd_cache = false`): a write is in RADOS, on every replica, when it completes, so
+/// another gateway that takes the image over after this one is gone reads every write that was acknowledged.
+/// Discards always zero what they cover (`rbd_skip_partial_discard = false`), so deallocated blocks read as zeroes
+/// (LBPRZ), however unaligned the UNMAP.
+public final class RBDBlockStore: BlockStore {
+    /// A failure to reach the cluster or open the image: the step that failed, with librados' or librbd's errno.
+    public struct OpenError: Error, Sendable, Hashable, CustomStringConvertible {
+        public var imageSpec: String
+        public var step: String
+        public var errno: Int32
+
+        public init(imageSpec: String, step: String, errno: Int32) {
+            self.imageSpec = imageSpec
+            self.step = step
+            self.errno = errno
+        }
+
+        public var description: String {
+            "cannot open RBD image \(imageSpec): \(step) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        }
+    }
+
+    /// What ferryctl shows as the LUN's device.
+    public let kind = "rbd"
+    /// `pool/image` or `pool/namespace/image`, as `rbd` writes an image spec.
+    public let imageSpec: String
+    public let byteCount: UInt64
+    public let supportsUnmap = true
+    public let unmappedReadsZero = true
+    /// The cluster's fsid, the pool's id and the image's id: the same on every gateway that exports the image, so
+    /// that the serial number and NAA designator derived from it are too (an initiator's multipath groups the paths
+    /// by them), and unchanged when the image is renamed.
+    public let identity: String
+
+    // librados and librbd handles may be used from any number of threads at once (librbd serializes what needs it);
+    // they are set once here and released in deinit.
+    nonisolated(unsafe) private let cluster: rados_t
+    nonisolated(unsafe) private let ioContext: rados_ioctx_t
+    nonisolated(unsafe) private let image: rbd_image_t
+    private let closed = Atomic(false)
+
+    /// Connects to the cluster as `client.<clientID>` with `cephConf` (and `keyring`, else the one ceph.conf names),
+    /// and opens `image` in `pool` (and `namespace`, when not empty). Blocks until the monitors answer or
+    /// `connectTimeoutSeconds` have passed.
+    public init(
+        pool: String, namespace: String, image imageName: String, cephConf: String, clientID: String,
+        keyring: String?, connectTimeoutSeconds: Int = 30
+    ) throws(OpenError) {
+        let spec = namespace.isEmpty ? "\(pool)/\(imageName)" : "\(pool)/\(namespace)/\(imageName)"
+        imageSpec = spec
+        func check(_ result: Int32, _ step: String) throws(OpenError) {
+            guard result >= 0 else { throw OpenError(imageSpec: spec, step: step, errno: -result) }
+        }
+
+        var cluster: rados_t?
+        try check(rados_create2(&cluster, "ceph", "client.\(clientID)", 0), "rados_create2")
+        guard let cluster else { throw OpenError(imageSpec: spec, step: "rados_create2", errno: ENOMEM) }
+        var ioContext: rados_ioctx_t?
+        var image: rbd_image_t?
+        do throws(OpenError) {
+            try check(rados_conf_read_file(cluster, cephConf), "reading \(cephConf)")
+            if let keyring = keyring {
+                try check(rados_conf_set(cluster, "keyring", keyring), "setting keyring \(keyring)")
+            }
+            let timeout = String(max(1, connectTimeoutSeconds))
+            for (option, value) in [
+                ("rbd_cache", "false"), ("rbd_skip_partial_discard", "false"),
+                ("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout),
+            ] {
+                try check(rados_conf_set(cluster, option, value), "setting \(option)")
+            }
+            try check(rados_connect(cluster), "connecting to the cluster (rados_connect)")
+            try check(rados_ioctx_create(cluster, pool, &ioContext), "opening pool \(pool)")
+            guard let ioContext else { throw OpenError(imageSpec: spec, step: "rados_ioctx_create", errno: ENOMEM) }
+            rados_ioctx_set_namespace(ioContext, namespace)
+            try check(rbd_open(ioContext, imageName, &image, nil), "rbd_open")
+            guard let image else { throw OpenError(imageSpec: spec, step: "rbd_open", errno: ENOMEM) }
+
+            var size: UInt64 = 0
+            try check(rbd_get_size(image, &size), "rbd_get_size")
+            var fsid = [CChar](repeating: 0, count: 64)
+            try check(rados_cluster_fsid(cluster, &fsid, fsid.count), "rados_cluster_fsid")
+            var id = [CChar](repeating: 0, count: 64)
+            try check(rbd_get_id(image, &id, id.count), "rbd_get_id")
+            let poolID = rados_ioctx_get_id(ioContext)
+            byteCount = size
+            identity = "rbd:\(Self.string(fsid)):\(poolID):\(namespace):\(Self.string(id))"
+            self.cluster = cluster
+            self.ioContext = ioContext
+            self.image = image
+        } catch {
+            if let image { rbd_close(image) }
+            if let ioContext { rados_ioctx_destroy(ioContext) }
+            rados_shutdown(cluster)
+            throw error
+        }
+    }
+
+    deinit {
+        release()
+    }
+
+    /// Closes the image, which releases its exclusive lock and watch at once: another gateway that writes next does
+    /// not wait for the cluster to time this client out (30 s), as it would if the process ended with the image open.
+    public func release() {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        rbd_close(image)
+        rados_ioctx_destroy(ioContext)
+        rados_shutdown(cluster)
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let result = rbd_read2(
+                image, offset + UInt64(done), buffer.count - done,
+                buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
+            guard result > 0 else {
+                // 0: past the end of the image (a shrink the device server has not seen yet).
+                throw BlockStoreError(operation: "rbd_read2", errno: result == 0 ? EIO : Int32(-result))
+            }
+            done += result
+        }
+    }
+
+    public func write(
+        _ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool
+    ) throws(BlockStoreError) {
+        var done = 0
+        while done < buffer.count {
+            let result = rbd_write2(
+                image, offset + UInt64(done), buffer.count - done,
+                buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
+            guard result > 0 else {
+                throw BlockStoreError(operation: "rbd_write2", errno: result == 0 ? EIO : Int32(-result))
+            }
+            done += result
+        }
+        // Without the client cache a completed write is in RADOS already; the flush is for a cache that ceph.conf
+        // might turn back on.
+        if forceUnitAccess { try synchronize() }
+    }
+
+    public func synchronize() throws(BlockStoreError) {
+        let result = rbd_flush(image)
+        guard result >= 0 else { throw BlockStoreError(operation: "rbd_flush", errno: -result) }
+    }
+
+    public func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {
+        let result = rbd_discard(image, offset, length)
+        guard result >= 0 else { throw BlockStoreError(operation: "rbd_discard", errno: -result) }
+    }
+
+    /// From librbd's allocated extents (`rbd_diff_iterate2` against no snapshot), looking at most
+    /// ``mappingWindow`` bytes ahead: a deallocated range longer than that is reported in pieces.
+    public func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
+        guard offset < byteCount else { return (true, 0) }
+        let length = min(byteCount - offset, Self.mappingWindow)
+        var extents = MappedExtents(start: offset)
+        let result = withUnsafeMutablePointer(to: &extents) { pointer in
+            rbd_diff_iterate2(image, nil, offset, length, 1, 0, { extentOffset, extentLength, exists, argument in
+                let extents = argument!.assumingMemoryBound(to: MappedExtents.self)
+                return extents.pointee.add(offset: extentOffset, length: UInt64(extentLength), exists: exists != 0)
+            }, pointer)
+        }
+        // The callback stops the iteration (with 1) once the answer is known.
+        guard result >= 0 || result == -MappedExtents.stop else {
+            throw BlockStoreError(operation: "rbd_diff_iterate2", errno: -result)
+        }
+        return extents.answer(windowEnd: offset + length)
+    }
+
+    /// How far ahead ``mappingStatus(at:)`` looks: 1 GiB, 256 objects of the default 4 MiB.
+    static let mappingWindow: UInt64 = 1 << 30
+
+    /// The state of one ``mappingStatus(at:)``: the extents librbd reports, in offset order, from `start`.
+    struct MappedExtents {
+        static let stop: Int32 = 1
+        let start: UInt64
+        /// The first allocated extent's offset, and the end of the allocated run from it.
+        var firstAllocated: UInt64?
+        var allocatedEnd: UInt64?
+
+        init(start: UInt64) { self.start = start }
+
+        /// Takes the next extent; returns ``stop`` once the answer cannot change.
+        mutating func add(offset: UInt64, length: UInt64, exists: Bool) -> Int32 {
+            guard exists, length > 0 else { return 0 }
+            let end = offset.addingReportingOverflow(length).partialValue
+            if let allocatedEnd {
+                // A gap after the allocated run ends it.
+                guard offset <= allocatedEnd else { return Self.stop }
+                self.allocatedEnd = max(allocatedEnd, end)
+                return 0
+            }
+            if offset > start {
+                // Deallocated from start up to here.
+                firstAllocated = offset
+                return Self.stop
+            }
+            firstAllocated = offset
+            allocatedEnd = end
+            return 0
+        }
+
+        func answer(windowEnd: UInt64) -> (mapped: Bool, length: UInt64) {
+            switch (firstAllocated, allocatedEnd) {
+            case (_, let end?): (true, min(end, windowEnd) - start)
+            case (let first?, nil): (false, first - start)
+            case (nil, nil): (false, windowEnd - start)
+            }
+        }
+    }
+
+    private static func string(_ characters: [CChar]) -> String {
+        String(decoding: characters.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import RawISCSI
+import Testing
+
+extension AgainstFerryd {
+    /// `backend = "rbd"` (issue 13) against the throw-away Ceph cluster of `scripts/ceph-cluster`.
+    @Suite struct RBDBackendTests {
+        static let target = "iqn.2026-12.dev.ferry:rbd"
+        static let initiator = "iqn.2026-12.dev.ferry.test:rbd"
+        /// The ratchet of an RBD LUN.
+        static let ratchetFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("rbd-conformance-known-failures.txt")
+
+        /// libiscsi's SCSI and iSCSI families against a 64 MiB image, each against its ratchet.
+        @Test func conformance() async throws {
+            try await CephCluster.with { cluster in
+                let image = try await cluster.createImage("conformance", size: "64M")
+                for family in ["SCSI", "iSCSI"] {
+                    try await ConformanceTests.runFamily(family, ratchet: Self.ratchetFile) {
+                        try await FerrydProcess.start(
+                            targetName: Self.target, lunSize: "64M", sanitizeRate: ConformanceTests.sanitizeRate,
+                            rbdImage: image)
+                    }
+                }
+            }
+        }
+
+        /// Two ferryd export one image, as two gateways do: what is written through one is in the image (`rbd
+        /// export`) and reads back through the other, an UNMAP through the other zeroes it in the image, and both
+        /// report the same unit serial number and NAA designator, by which an initiator's multipath knows them for
+        /// two paths to one logical unit.
+        @Test func twoGatewaysShareTheImageAndItsIdentity() async throws {
+            try await CephCluster.with { cluster in
+                let image = try await cluster.createImage("shared", size: "16M")
+                let exported = cluster.directory.appendingPathComponent("exported.img")
+                func imageBytes(at offset: Int, count: Int) async throws -> [UInt8] {
+                    try? FileManager.default.removeItem(at: exported)
+                    try await cluster.rbd(["export", "\(image.pool)/\(image.image)", exported.path])
+                    return Array(try Data(contentsOf: exported)[offset..<offset + count])
+                }
+                let pattern = (0..<8192).map { UInt8(truncatingIfNeeded: $0 * 7 + 13) }
+
+                try await ConfiguredFerryd.with(configuration: { Self.configuration(port: $0, directory: $1, image) }) {
+                    a in
+                    try await ConfiguredFerryd.with(configuration: { Self.configuration(port: $0, directory: $1, image) }) {
+                        b in
+                        let throughA = try Self.login(port: a.port)
+                        defer { throughA.shutdown() }
+                        let throughB = try Self.login(port: b.port)
+                        defer { throughB.shutdown() }
+
+                        let written = try throughA.command(RawISCSIClient.write10(lba: 100, blocks: 16), write: pattern)
+                        #expect(written.status == 0, "\(written)")
+                        #expect(try await imageBytes(at: 100 * 512, count: 8192) == pattern)
+                        let read = try throughB.scsi(
+                            lun: 0, cdb: RawISCSIClient.read10(lba: 100, blocks: 16), expectedLength: 8192)
+                        #expect(read.status == 0, "\(read)")
+                        #expect(read.data == pattern, "gateway B read other bytes than A wrote")
+
+                        // UNMAP of LBAs 104..107 through B: zeroes in the image, the rest of the write stays.
+                        var unmap = [UInt8](repeating: 0, count: 24)
+                        unmap[1] = 22
+                        unmap[3] = 16
+                        unmap[15] = 104
+                        unmap[19] = 4
+                        let unmapped = try throughB.command([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], write: unmap)
+                        #expect(unmapped.status == 0, "\(unmapped)")
+                        let after = try await imageBytes(at: 100 * 512, count: 8192)
+                        #expect(after[0..<2048] == pattern[0..<2048])
+                        #expect(after[2048..<4096].allSatisfy { $0 == 0 }, "the unmapped blocks are not zeroes")
+                        #expect(after[4096...] == pattern[4096...])
+
+                        let serialA = try throughA.scsi(lun: 0, cdb: [0x12, 0x01, 0x80, 0, 255, 0]).data
+                        let serialB = try throughB.scsi(lun: 0, cdb: [0x12, 0x01, 0x80, 0, 255, 0]).data
+                        #expect(serialA.count > 4 && serialA == serialB, "\(serialA) \(serialB)")
+                        #expect(try throughA.logicalUnitDesignator() == throughB.logicalUnitDesignator())
+                    }
+                }
+            }
+        }
+
+        /// A LUN whose image is not in the pool: ferryd does not start, and says which image and why.
+        @Test func aMissingImageIsNamedAtStartup() async throws {
+            try await CephCluster.with { cluster in
+                let ferryd = try FerrydProcess.locateFerryd()
+                let directory = cluster.directory.appendingPathComponent("gateway")
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+                let missing = FerrydProcess.RBDImage(pool: CephCluster.pool, image: "absent", cephConf: cluster.cephConf)
+                let file = directory.appendingPathComponent("ferry.toml")
+                try Self.configuration(port: try FerrydProcess.freePort(), directory: directory.path, missing)
+                    .write(to: file, atomically: true, encoding: .utf8)
+                let run = try await ExternalTool.run(ferryd, ["--config", file.path], timeout: .seconds(60))
+                #expect(!run.timedOut && run.status != 0, "ferryd started without its image:\n\(run.output)")
+                #expect(
+                    run.output.contains("cannot open RBD image rbd/absent: rbd_open failed: No such file or directory"),
+                    "\(run.output)")
+            }
+        }
+
+        static func configuration(port: Int, directory: String, _ image: FerrydProcess.RBDImage) -> String {
+            ConfiguredFerryd.portal(port: port, directory: directory)
+                + """
+                [control]
+                socket = "\(directory)/control.sock"
+
+                [[target]]
+                name = "\(target)"
+
+                [[target.lun]]
+                lun = 0
+                backend = "rbd"
+                pool = "\(image.pool)"
+                image = "\(image.image)"
+                ceph_conf = "\(image.cephConf)"
+
+                """
+        }
+
+        private static func login(port: Int) throws -> RawISCSIClient {
+            let client = try RawISCSIClient(port: port)
+            let login = try client.login(initiatorName: initiator, targetName: target)
+            guard login.succeeded else {
+                client.shutdown()
+                throw IntegrationFailure("login failed: \(login.response.loginStatus)")
+            }
+            return client
+        }
+    }
+}
