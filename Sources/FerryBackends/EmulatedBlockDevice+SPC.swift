@@ -36,7 +36,8 @@ extension EmulatedBlockDevice {
             // > device server shall terminate the command […] INVALID FIELD IN CDB.
             guard cdb[2] == 0 else { throw .invalidFieldInCDB(byte: 2) }
             let data = Inquiry.standardData(
-                vendor: configuration.vendor, product: configuration.product, revision: configuration.revision)
+                vendor: configuration.vendor, product: configuration.product, revision: configuration.revision,
+                implicitTargetPortGroups: asymmetricAccess != nil)
             return .dataIn(data, allocationLength: allocationLength)
         }
         return .dataIn(try vitalProductDataPage(cdb[2], nexus: nexus), allocationLength: allocationLength)
@@ -52,7 +53,10 @@ extension EmulatedBlockDevice {
         case 0x80:
             return Inquiry.vpdPage(code, Array(serial.utf8))
         case 0x83:
-            return Inquiry.deviceIdentificationPage(naa: naa, vendor: configuration.vendor, serial: serial, nexus: nexus)
+            // A gateway's target port group is its portal group tag, its relative target port identifier too.
+            return Inquiry.deviceIdentificationPage(
+                naa: naa, vendor: configuration.vendor, serial: serial, nexus: nexus,
+                targetPortGroup: asymmetricAccess.map { _ in nexus.relativeTargetPortIdentifier })
         case 0x8f:
             return CopyManager.thirdPartyCopyVPDPage()
         case 0xb0:
@@ -64,6 +68,17 @@ extension EmulatedBlockDevice {
         default:
             throw .invalidFieldInCDB(byte: 2)
         }
+    }
+
+    /// REPORT TARGET PORT GROUPS (SPC-4 §6.36): every gateway's group and state, in the length-only format or, with
+    /// PARAMETER DATA FORMAT 001b, the extended header format.
+    func reportTargetPortGroups(_ cdb: CDB, _ access: any AsymmetricAccess) throws(SenseData) -> SCSIResult {
+        let format = cdb[1] >> 5
+        guard format <= 1 else { throw .invalidFieldInCDB(byte: 1, bit: 7) }
+        let data = TargetPortGroup.reportData(
+            access.targetPortGroups(), extendedHeader: format == 1,
+            implicitTransitionSeconds: access.implicitTransitionSeconds)
+        return .dataIn(data, allocationLength: Int(cdb.uint32(at: 6)))
     }
 
     /// Block Limits VPD page (SBC-4 §6.6.4).

@@ -109,16 +109,20 @@ public final class EmulatedBlockDevice: Sendable {
     /// SPC-2 reservations and SPC-4 persistent reservations.
     public let reservations: ReservationState
     let copyManager: CopyManager
+    /// The target port groups when several gateways export the logical unit (TPGS 01b); nil when this one alone does.
+    let asymmetricAccess: (any AsymmetricAccess)?
 
     /// Creates the device server. `copyTargets` is where EXTENDED COPY finds its copy targets: the
     /// directory of the target node the logical unit belongs to, which the node keeps equal to its
     /// LUN map (``copyEndpoint`` is this logical unit's entry).
-    /// `erasureClock` paces SANITIZE OVERWRITE when the configuration limits its rate.
+    /// `erasureClock` paces SANITIZE OVERWRITE when the configuration limits its rate. `asymmetricAccess` gives the
+    /// target port groups of a logical unit that several gateways export.
     public init(
         store: any BlockStore, configuration: Configuration, copyTargets: CopyTargetDirectory,
-        erasureClock: any ErasureClock = SystemErasureClock()
+        erasureClock: any ErasureClock = SystemErasureClock(), asymmetricAccess: (any AsymmetricAccess)? = nil
     ) {
         self.store = store
+        self.asymmetricAccess = asymmetricAccess
         self.erasureClock = erasureClock
         self.configuration = configuration
         blockSize = configuration.blockSize
@@ -136,7 +140,7 @@ public final class EmulatedBlockDevice: Sendable {
         limits = BlockLimits(
             blockSize: configuration.blockSize, physicalBlockExponent: physicalBlockExponent,
             maximumTransferLength: configuration.maximumTransferLength)
-        supportedCommands = SupportedCommand.all(unmap: provisioning)
+        supportedCommands = SupportedCommand.all(unmap: provisioning, targetPortGroups: asymmetricAccess != nil)
         var index: [UInt16: Int] = [:]
         var withActions: Set<UInt8> = []
         for (position, command) in supportedCommands.enumerated() {
@@ -227,6 +231,11 @@ public final class EmulatedBlockDevice: Sendable {
         }
         if let conflict = reservations.check(request.cdb, from: nexus) {
             return conflict
+        }
+        if let notAccessible = asymmetricAccess?.localState.notAccessible,
+            !AsymmetricAccessState.servesInStandby(operationCode: cdb.operationCode)
+        {
+            return checkCondition(SenseData(.notReady, notAccessible))
         }
         switch cdb.operationCode {
         case OperationCode.inquiry, OperationCode.requestSense, OperationCode.reportLUNs:
@@ -323,6 +332,9 @@ public final class EmulatedBlockDevice: Sendable {
         case OperationCode.maintenanceIn:
             if cdb.serviceAction == ServiceAction.reportSupportedOperationCodes {
                 return try reportSupportedOperationCodes(cdb)
+            }
+            if cdb.serviceAction == ServiceAction.reportTargetPortGroups, let asymmetricAccess {
+                return try reportTargetPortGroups(cdb, asymmetricAccess)
             }
             return reportSupportedTaskManagementFunctions(cdb)
         case OperationCode.reserve6, OperationCode.reserve10: return reservations.reserve(request)

@@ -12,6 +12,10 @@ public struct FerryConfiguration: Sendable, Hashable {
     public var controlSocket: String? = nil
     /// Where the Prometheus text endpoint listens (`[metrics] address`); nil, the default, turns it off.
     public var metricsAddress: ListenAddress? = nil
+    /// `[alua] port_groups`: the portal group tags of every gateway that exports the same RBD images, this one's
+    /// included. Each gateway is a target port group whose identifier is its portal group tag, and its RBD LUNs
+    /// report implicit ALUA (docs/ceph.md). Nil, the default: no ALUA.
+    public var gatewayPortGroups: [UInt16]? = nil
 
     public init(
         portals: [Portal], targets: [Target], stateDirectory: String,

@@ -107,7 +107,8 @@ struct ConfigurationLoader {
 
     mutating func configuration(from root: TOMLTable, defaultStateDirectory: String) -> FerryConfiguration {
         let node = Node(table: root, path: [], context: "")
-        checkKeys(node, allowed: ["state_directory", "portal", "discovery", "target", "limits", "control", "metrics"])
+        checkKeys(
+            node, allowed: ["state_directory", "portal", "discovery", "target", "limits", "control", "metrics", "alua"])
 
         let stateDirectory = string(node, "state_directory").map { absolute($0) } ?? defaultStateDirectory
 
@@ -158,7 +159,33 @@ struct ConfigurationLoader {
             configuration.controlSocket = string(control, "socket").map { absolute($0) }
         }
         if let metrics = table(node, "metrics", context: "metrics: ") { configuration.metricsAddress = self.metrics(metrics) }
+        if let alua = table(node, "alua", context: "alua: ") {
+            configuration.gatewayPortGroups = gatewayPortGroups(alua, portals: portals)
+        }
         return configuration
+    }
+
+    /// `[alua] port_groups = [1, 2]`: every gateway's portal group tag, distinct, this gateway's portals' among them.
+    private mutating func gatewayPortGroups(_ node: Node, portals: [Portal]) -> [UInt16]? {
+        checkKeys(node, allowed: ["port_groups"])
+        guard let value = value(node, "port_groups", required: true) else { return nil }
+        let numbers = value.array?.compactMap { $0.int }
+        guard let numbers, numbers.count == value.array?.count, !numbers.isEmpty,
+            numbers.allSatisfy({ (1...65_535).contains($0) })
+        else {
+            report(node.path + [.key("port_groups")], "alua: port_groups must be a list of portal group tags, 1 to 65535")
+            return nil
+        }
+        let groups = numbers.map { UInt16($0) }
+        if Set(groups).count != groups.count {
+            report(node.path + [.key("port_groups")], "alua: port_groups lists a portal group tag twice")
+        }
+        for portal in portals where !groups.contains(portal.portalGroupTag) {
+            report(
+                node.path + [.key("port_groups")],
+                "alua: port_groups must list this gateway's portal group tag \(portal.portalGroupTag) (portal \(portal.address))")
+        }
+        return groups
     }
 
     /// `[metrics] address = "127.0.0.1:9380"`: a port is required (3260 is not a default here).

@@ -33,6 +33,10 @@ extension FerryConfiguration {
             writer.header("[control]")
             writer.key("socket", controlSocket)
         }
+        if let gatewayPortGroups {
+            writer.header("[alua]")
+            writer.key("port_groups", gatewayPortGroups.map(Int.init))
+        }
         if let metricsAddress {
             writer.header("[metrics]")
             let host = metricsAddress.host.contains(":") ? "[\(metricsAddress.host)]" : metricsAddress.host
@@ -130,6 +134,9 @@ private struct TOMLWriter {
     mutating func key(_ key: String, _ value: Int) { text += "\(key) = \(value)\n" }
     mutating func key(_ key: String, _ value: UInt64) { text += "\(key) = \(value)\n" }
     mutating func key(_ key: String, _ value: Bool) { text += "\(key) = \(value)\n" }
+    mutating func key(_ key: String, _ values: [Int]) {
+        text += "\(key) = [\(values.map(String.init).joined(separator: ", "))]\n"
+    }
     mutating func key(_ key: String, _ values: [String]) {
         text += "\(key) = [\(values.map(Self.quoted).joined(separator: ", "))]\n"
     }

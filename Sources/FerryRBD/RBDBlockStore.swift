@@ -165,6 +165,30 @@ public final class RBDBlockStore: BlockStore {
         guard result >= 0 else { throw BlockStoreError(operation: "rbd_discard", errno: -result) }
     }
 
+    /// Takes the image's exclusive lock for this client (`rbd_lock_acquire`): true when this client holds it, false
+    /// when another client does (-EROFS, -EBUSY). A lock taken so is never handed over on another client's request:
+    /// that client's writes fail instead, so initiators cannot make it move between gateways.
+    public func acquireExclusiveLock() throws(BlockStoreError) -> Bool {
+        let result = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
+        if result == -EROFS || result == -EBUSY { return false }
+        guard result >= 0 else { throw BlockStoreError(operation: "rbd_lock_acquire", errno: -result) }
+        return true
+    }
+
+    /// The image metadata value of `key` (`rbd image-meta get`); nil when it has none or librbd fails.
+    public func metadata(_ key: String) -> String? {
+        var value = [CChar](repeating: 0, count: 256)
+        var length = value.count
+        guard rbd_metadata_get(image, key, &value, &length) >= 0 else { return nil }
+        return Self.string(value)
+    }
+
+    /// Sets the image metadata value of `key` (`rbd image-meta set`).
+    public func setMetadata(_ key: String, _ value: String) throws(BlockStoreError) {
+        let result = rbd_metadata_set(image, key, value)
+        guard result >= 0 else { throw BlockStoreError(operation: "rbd_metadata_set", errno: -result) }
+    }
+
     /// From librbd's allocated extents (`rbd_diff_iterate2` against no snapshot), looking at most
     /// ``mappingWindow`` bytes ahead: a deallocated range longer than that is reported in pieces.
     public func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {

@@ -199,6 +199,7 @@ final class TargetContext: Sendable {
     ) throws -> any LogicalUnitBackend {
         let store: any BlockStore
         let kind: String
+        var asymmetricAccess: (any AsymmetricAccess)?
         switch lun.backend {
         case .sg:
             let configuration = PassthroughBackend.Configuration(
@@ -224,6 +225,17 @@ final class TargetContext: Sendable {
                 pool: image.pool, namespace: image.namespace, image: image.image, cephConf: image.cephConf,
                 clientID: image.clientID, keyring: image.keyring)
             (store, kind) = (rbdStore, rbdStore.kind)
+            if let gateways = configuration.gatewayPortGroups {
+                let ownership = try RBDImageOwnership(
+                    store: rbdStore, localGroups: configuration.portals.map(\.portalGroupTag), allGroups: gateways)
+                asymmetricAccess = ownership
+                logger.info(
+                    "RBD image \(ownership.ownsImage ? "owned: this gateway is active/optimized" : "owned by another gateway: this one is standby")",
+                    metadata: [
+                        "target": "\(target)", "lun": "\(lun.lun)", "image": "\(rbdStore.imageSpec)",
+                        "port-groups": "\(gateways)",
+                    ])
+            }
             logger.info(
                 "RBD image opened",
                 metadata: [
@@ -250,7 +262,8 @@ final class TargetContext: Sendable {
         // Every session is an I_T nexus: room for all of them, and as many ended ones.
         configuration.unitAttentionNexusLimit = max(
             UnitAttentionConditions.defaultNexusLimit, 2 * self.configuration.limits.maxSessions)
-        let device = EmulatedBlockDevice(store: store, configuration: configuration, copyTargets: copyTargets)
+        let device = EmulatedBlockDevice(
+            store: store, configuration: configuration, copyTargets: copyTargets, asymmetricAccess: asymmetricAccess)
         return EmulatedBackend(
             device: device, store: store, kind: kind, threadPool: threadPool, concurrency: concurrency,
             ownsThreadPool: lun.backend == .rbd)

@@ -26,15 +26,18 @@ public enum Inquiry {
     /// Version descriptors (SPC-4 table 146): SAM-5, iSCSI, SPC-4, SBC-3.
     static let versionDescriptors: [UInt16] = [0x00a0, 0x0960, 0x0460, 0x04c0]
 
-    /// The standard INQUIRY data of a direct access block device.
-    package static func standardData(vendor: String, product: String, revision: String) -> [UInt8] {
+    /// The standard INQUIRY data of a direct access block device; with `implicitTargetPortGroups`, TPGS 01b
+    /// (implicit asymmetric logical unit access, SPC-4 §5.15).
+    package static func standardData(
+        vendor: String, product: String, revision: String, implicitTargetPortGroups: Bool = false
+    ) -> [UInt8] {
         var data: [UInt8] = [
             0x00,  // PERIPHERAL QUALIFIER 000b, PERIPHERAL DEVICE TYPE 00h (direct access block device)
             0x00,  // RMB 0: not removable
             0x06,  // VERSION: SPC-4
             0x12,  // HISUP 1, RESPONSE DATA FORMAT 2
             0x00,  // ADDITIONAL LENGTH, set below
-            0x08,  // 3PC: third-party copy (EXTENDED COPY) supported
+            implicitTargetPortGroups ? 0x18 : 0x08,  // TPGS; 3PC: third-party copy (EXTENDED COPY) supported
             0x00,
             0x02,  // CMDQUE
         ]
@@ -80,10 +83,10 @@ public enum Inquiry {
     }
 
     /// Device Identification VPD page (83h) designators: the NAA and T10 vendor ID designators of
-    /// the logical unit, the relative target port and the SCSI name strings of the target port
-    /// and of the target device.
+    /// the logical unit, the relative target port, the target port group (`targetPortGroup`, when the logical unit
+    /// reports target port groups) and the SCSI name strings of the target port and of the target device.
     package static func deviceIdentificationPage(
-        naa: [UInt8], vendor: String, serial: String, nexus: ITNexus
+        naa: [UInt8], vendor: String, serial: String, nexus: ITNexus, targetPortGroup: UInt16? = nil
     ) -> [UInt8] {
         var payload = designator(codeSet: 1, association: 0, type: 3, naa)
         var t10: [UInt8] = []
@@ -94,6 +97,11 @@ public enum Inquiry {
         relativePort.appendBigEndian(nexus.relativeTargetPortIdentifier)
         payload += designator(
             codeSet: 1, association: 1, type: 4, protocolIdentifier: iSCSIProtocolIdentifier, relativePort)
+        if let targetPortGroup {
+            var group: [UInt8] = [0, 0]
+            group.appendBigEndian(targetPortGroup)
+            payload += designator(codeSet: 1, association: 1, type: 5, group)
+        }
         payload += designator(
             codeSet: 3, association: 1, type: 8, protocolIdentifier: iSCSIProtocolIdentifier,
             scsiNameString(nexus.targetPortName))

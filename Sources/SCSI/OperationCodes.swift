@@ -56,6 +56,8 @@ public enum ServiceAction {
     public static let getLBAStatus: UInt8 = 0x12
     public static let reportSupportedOperationCodes: UInt8 = 0x0c
     public static let reportSupportedTaskManagementFunctions: UInt8 = 0x0d
+    /// REPORT TARGET PORT GROUPS (MAINTENANCE IN, SPC-4 §6.36).
+    public static let reportTargetPortGroups: UInt8 = 0x0a
     public static let sanitizeOverwrite: UInt8 = 0x01
     public static let sanitizeBlockErase: UInt8 = 0x02
     public static let sanitizeCryptographicErase: UInt8 = 0x03
@@ -130,7 +132,8 @@ extension SupportedCommand {
 
     /// Every command of the emulated block device, in operation code order. UNMAP and SANITIZE
     /// BLOCK ERASE are included only when the store can deallocate.
-    package static func all(unmap: Bool) -> [SupportedCommand] {
+    /// - Parameter targetPortGroups: REPORT TARGET PORT GROUPS is supported (the logical unit reports TPGS 01b).
+    package static func all(unmap: Bool, targetPortGroups: Bool = false) -> [SupportedCommand] {
         var commands: [SupportedCommand] = [
             cdb6(OperationCode.testUnitReady, 0, 0, 0, 0),
             cdb6(OperationCode.requestSense, 0x01, 0, 0, 0xff),
@@ -258,6 +261,15 @@ extension SupportedCommand {
                 operationCode: OperationCode.readDefectData12, serviceAction: nil,
                 usageData: [OperationCode.readDefectData12, 0x1f, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0]),
         ]
+        if targetPortGroups {
+            commands.append(
+                SupportedCommand(
+                    operationCode: OperationCode.maintenanceIn, serviceAction: ServiceAction.reportTargetPortGroups,
+                    usageData: [
+                        OperationCode.maintenanceIn, 0xe0 | ServiceAction.reportTargetPortGroups, 0, 0, 0, 0,
+                        0xff, 0xff, 0xff, 0xff, 0, 0,
+                    ]))
+        }
         return commands
     }
 }

@@ -47,6 +47,9 @@ public struct AdditionalSenseCode: Sendable, Hashable, CustomStringConvertible {
     public static let logicalUnitNotReadyCauseNotReportable = Self(0x04, 0x00)
     public static let logicalUnitNotReadyManualInterventionRequired = Self(0x04, 0x03)
     public static let logicalUnitNotReadySanitizeInProgress = Self(0x04, 0x1b)
+    public static let logicalUnitNotAccessibleAsymmetricAccessStateTransition = Self(0x04, 0x0a)
+    public static let logicalUnitNotAccessibleTargetPortInStandbyState = Self(0x04, 0x0b)
+    public static let logicalUnitNotAccessibleTargetPortInUnavailableState = Self(0x04, 0x0c)
     public static let logicalUnitCommunicationFailure = Self(0x08, 0x00)
     public static let writeError = Self(0x0c, 0x00)
     /// 0E/03: the Data-Out buffer holds fewer bytes than the CDB transfers.

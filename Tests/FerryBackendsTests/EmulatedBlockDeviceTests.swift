@@ -18,14 +18,14 @@ struct Harness {
 
     init(
         readOnly: Bool = false, supportsUnmap: Bool = true, maximumTransferLength: UInt32? = nil,
-        physicalBlockSize: Int = 0
+        physicalBlockSize: Int = 0, asymmetricAccess: (any AsymmetricAccess)? = nil
     ) {
         store = MemoryBlockStore(
             byteCount: Self.blocks * 512, supportsUnmap: supportsUnmap, physicalBlockSize: physicalBlockSize)
         device = EmulatedBlockDevice(
             store: store,
             configuration: .init(readOnly: readOnly, serial: "SERIAL1", maximumTransferLength: maximumTransferLength),
-            copyTargets: CopyTargetDirectory())
+            copyTargets: CopyTargetDirectory(), asymmetricAccess: asymmetricAccess)
     }
 
     func run(

@@ -136,6 +136,28 @@ import Testing
                 """) == [#"target "iqn.2026-12.dev.ferry:ceph": lun 3: rbd/a already backs target "iqn.2026-12.dev.ferry:ceph" lun 2"#])
     }
 
+    /// `[alua] port_groups`: every gateway's portal group tag, this gateway's (1, from the header's portal) among them.
+    @Test func gatewayPortGroups() throws {
+        let image = "backend = \"rbd\"\npool = \"rbd\"\nimage = \"a\"\n"
+        let configuration = try load(image + "\n[alua]\nport_groups = [2, 1, 3]\n")
+        #expect(configuration.gatewayPortGroups == [2, 1, 3])
+        #expect(try load(image).gatewayPortGroups == nil)
+        #expect(try ConfigurationText.savedReadingBack(configuration).contains("[alua]\nport_groups = [2, 1, 3]\n"))
+        let wrong = #"alua: port_groups must be a list of portal group tags, 1 to 65535"#
+        for value in ["[]", "[1, 0]", "[1, \"2\"]", "1", "[65536, 1]"] {
+            #expect(problems(image + "\n[alua]\nport_groups = \(value)\n") == [wrong], "\(value)")
+        }
+        #expect(
+            problems(image + "\n[alua]\nport_groups = [2, 3]\n") == [
+                "alua: port_groups must list this gateway's portal group tag 1 (portal 127.0.0.1:3260)"
+            ])
+        #expect(
+            problems(image + "\n[alua]\nport_groups = [1, 2, 2]\n") == [
+                "alua: port_groups lists a portal group tag twice"
+            ])
+        #expect(problems(image + "\n[alua]\n") == ["alua: port_groups is missing"])
+    }
+
     /// `ferryctl save-config` writes an RBD LUN's image keys and no path, and it reads back the same.
     @Test func savedConfigurationReadsBack() throws {
         let configuration = try load(

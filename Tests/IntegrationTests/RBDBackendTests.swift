@@ -79,6 +79,74 @@ extension AgainstFerryd {
             }
         }
 
+        /// Two gateways with `[alua]` (portal group tags 1 and 2): the first to open the image holds its exclusive lock
+        /// and is active/optimized, the second standby. Both report TPGS 01b, their own target port group in VPD 83h,
+        /// and the same REPORT TARGET PORT GROUPS; the standby answers media access with NOT READY 04/0B and still
+        /// serves PERSISTENT RESERVE IN and REPORT LUNS.
+        @Test func theImageOwnerIsActiveOptimizedAndTheOtherGatewayStandby() async throws {
+            try await CephCluster.with { cluster in
+                let image = try await cluster.createImage("alua", size: "16M")
+                try await ConfiguredFerryd.with(configuration: {
+                    Self.configuration(port: $0, directory: $1, image, portalGroupTag: 1, gateways: [1, 2])
+                }) { owner in
+                    try await ConfiguredFerryd.with(configuration: {
+                        Self.configuration(port: $0, directory: $1, image, portalGroupTag: 2, gateways: [1, 2])
+                    }) { standby in
+                        #expect(owner.logLines(containing: "this gateway is active/optimized") == 1, "\(owner.log)")
+                        #expect(standby.logLines(containing: "this one is standby") == 1, "\(standby.log)")
+                        let throughOwner = try Self.login(port: owner.port)
+                        defer { throughOwner.shutdown() }
+                        let throughStandby = try Self.login(port: standby.port)
+                        defer { throughStandby.shutdown() }
+
+                        // Group 1 (port 1) active/optimized, group 2 (port 2) standby; AO, S and U supported;
+                        // altered by implicit behavior.
+                        let expected: [UInt8] = [
+                            0, 0, 0, 24,
+                            0x00, 0x0d, 0, 1, 0, 0x02, 0, 1, 0, 0, 0, 1,
+                            0x02, 0x0d, 0, 2, 0, 0x02, 0, 1, 0, 0, 0, 2,
+                        ]
+                        let reportTargetPortGroups: [UInt8] = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+                        for (client, group) in [(throughOwner, UInt8(1)), (throughStandby, 2)] {
+                            let report = try client.scsi(lun: 0, cdb: reportTargetPortGroups)
+                            #expect(report.status == 0, "\(report)")
+                            #expect(report.data == expected, "REPORT TARGET PORT GROUPS through group \(group)")
+                            let inquiry = try client.scsi(lun: 0, cdb: .inquiry)
+                            #expect(inquiry.data.count > 5 && inquiry.data[5] & 0x30 == 0x10, "TPGS 01b: \(inquiry.data)")
+                            let page = try client.scsi(lun: 0, cdb: [0x12, 0x01, 0x83, 0, 255, 0]).data
+                            #expect(Self.designator(type: 5, in: page) == [0, 0, 0, group], "\(page)")
+                            #expect(Self.designator(type: 4, in: page) == [0, 0, 0, group], "\(page)")
+                        }
+
+                        let read = RawISCSIClient.read10(lba: 0, blocks: 1)
+                        #expect(try throughOwner.scsi(lun: 0, cdb: read, expectedLength: 512).status == 0)
+                        for cdb in [read, [UInt8].testUnitReady, RawISCSIClient.write10(lba: 0, blocks: 1)] {
+                            let refused = try throughStandby.scsi(lun: 0, cdb: cdb, expectedLength: 512)
+                            #expect(refused.status == 0x02, "\(cdb): \(refused)")
+                            #expect(refused.senseCode == [0x02, 0x04, 0x0b], "\(cdb): \(refused)")
+                        }
+                        let readKeys = try throughStandby.scsi(lun: 0, cdb: [0x5e, 0, 0, 0, 0, 0, 0, 0, 255, 0])
+                        #expect(readKeys.status == 0, "PERSISTENT RESERVE IN on the standby: \(readKeys)")
+                        #expect(try throughStandby.scsi(lun: 0, cdb: .reportLUNs).status == 0)
+                    }
+                }
+            }
+        }
+
+        /// The value of the first VPD 83h designator of `type` associated with the target port.
+        private static func designator(type: UInt8, in page: [UInt8]) -> [UInt8]? {
+            var offset = 4
+            while offset + 4 <= page.count {
+                let length = Int(page[offset + 3])
+                guard offset + 4 + length <= page.count else { return nil }
+                if page[offset + 1] & 0x0f == type, page[offset + 1] & 0x30 == 0x10 {
+                    return Array(page[(offset + 4)..<(offset + 4 + length)])
+                }
+                offset += 4 + length
+            }
+            return nil
+        }
+
         /// A LUN whose image is not in the pool: ferryd does not start, and says which image and why.
         @Test func aMissingImageIsNamedAtStartup() async throws {
             try await CephCluster.with { cluster in
@@ -97,8 +165,20 @@ extension AgainstFerryd {
             }
         }
 
-        static func configuration(port: Int, directory: String, _ image: FerrydProcess.RBDImage) -> String {
-            ConfiguredFerryd.portal(port: port, directory: directory)
+        /// One target with `image` as LUN 0, on a portal with `portalGroupTag`; with `gateways`, `[alua] port_groups`.
+        static func configuration(
+            port: Int, directory: String, _ image: FerrydProcess.RBDImage, portalGroupTag: UInt16 = 1,
+            gateways: [UInt16]? = nil
+        ) -> String {
+            """
+                state_directory = "\(directory)/state"
+
+                [[portal]]
+                address = "127.0.0.1:\(port)"
+                portal_group_tag = \(portalGroupTag)
+
+                """
+                + (gateways.map { "[alua]\nport_groups = \($0)\n\n" } ?? "")
                 + """
                 [control]
                 socket = "\(directory)/control.sock"
