@@ -109,6 +109,9 @@ let package = Package(
             dependencies: [
                 "CRBD",
                 "FerryBackends",
+                "FerrySync",
+                "SCSI",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

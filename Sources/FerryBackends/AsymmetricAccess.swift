@@ -12,4 +12,9 @@ public protocol AsymmetricAccess: Sendable {
     /// The IMPLICIT TRANSITION TIME of REPORT TARGET PORT GROUPS' extended header: the seconds an initiator should
     /// allow a transition (a standby gateway taking the logical unit over).
     var implicitTransitionSeconds: UInt8 { get }
+    /// Called once by the device server with its unit attention conditions: a change of any gateway's state is to
+    /// establish ASYMMETRIC ACCESS STATE CHANGED (2A/06) there, for every I_T nexus.
+    func reportChanges(to unitAttentions: UnitAttentionConditions)
+    /// The logical unit is going away: stop following the other gateways (called before the store is released).
+    func relinquish()
 }

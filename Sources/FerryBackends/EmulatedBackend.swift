@@ -237,6 +237,7 @@ public final class EmulatedBackend: LogicalUnitBackend {
     }
 
     public func shutdown() {
+        device.asymmetricAccess?.relinquish()
         try? store.synchronize()
         if ownsThreadPool { try? threadPool.syncShutdownGracefully() }
         store.release()

@@ -156,6 +156,7 @@ public final class EmulatedBlockDevice: Sendable {
         state = Locked(State(modePages: ModePages(writeCacheEnabled: configuration.writeCacheEnabled)))
         unitAttentions = UnitAttentionConditions(nexusLimit: configuration.unitAttentionNexusLimit)
         reservations = ReservationState(unitAttentions: unitAttentions)
+        asymmetricAccess?.reportChanges(to: unitAttentions)
         copyManager = CopyManager(directory: copyTargets)
     }
 

@@ -12,10 +12,9 @@ public struct FerryConfiguration: Sendable, Hashable {
     public var controlSocket: String? = nil
     /// Where the Prometheus text endpoint listens (`[metrics] address`); nil, the default, turns it off.
     public var metricsAddress: ListenAddress? = nil
-    /// `[alua] port_groups`: the portal group tags of every gateway that exports the same RBD images, this one's
-    /// included. Each gateway is a target port group whose identifier is its portal group tag, and its RBD LUNs
-    /// report implicit ALUA (docs/ceph.md). Nil, the default: no ALUA.
-    public var gatewayPortGroups: [UInt16]? = nil
+    /// `[alua]`: this ferryd is one of several gateways that export the same RBD images (docs/ceph.md). Nil, the
+    /// default: no ALUA.
+    public var gateways: Gateways? = nil
 
     public init(
         portals: [Portal], targets: [Target], stateDirectory: String,
@@ -26,6 +25,24 @@ public struct FerryConfiguration: Sendable, Hashable {
         self.stateDirectory = stateDirectory
         self.discoveryAuthentication = discoveryAuthentication
         self.limits = limits
+    }
+}
+
+/// The gateways that export the same RBD images (`[alua]`): each is a target port group whose identifier is its
+/// portal group tag, and their RBD LUNs report implicit ALUA.
+public struct Gateways: Sendable, Hashable {
+    /// The default ``takeoverAfter``: a standby takes an image over after 10 s without its owner's heartbeat.
+    public static let defaultTakeoverAfter = 10_000
+
+    /// `port_groups`: every gateway's portal group tag, this one's included.
+    public var portGroups: [UInt16]
+    /// `takeover_after`: milliseconds without the owner's heartbeat after which a standby gateway fences the owner
+    /// and takes the image over.
+    public var takeoverAfter: Int
+
+    public init(portGroups: [UInt16], takeoverAfter: Int = Gateways.defaultTakeoverAfter) {
+        self.portGroups = portGroups
+        self.takeoverAfter = takeoverAfter
     }
 }
 

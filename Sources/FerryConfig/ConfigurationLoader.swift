@@ -160,14 +160,16 @@ struct ConfigurationLoader {
         }
         if let metrics = table(node, "metrics", context: "metrics: ") { configuration.metricsAddress = self.metrics(metrics) }
         if let alua = table(node, "alua", context: "alua: ") {
-            configuration.gatewayPortGroups = gatewayPortGroups(alua, portals: portals)
+            configuration.gateways = gateways(alua, portals: portals)
         }
         return configuration
     }
 
-    /// `[alua] port_groups = [1, 2]`: every gateway's portal group tag, distinct, this gateway's portals' among them.
-    private mutating func gatewayPortGroups(_ node: Node, portals: [Portal]) -> [UInt16]? {
-        checkKeys(node, allowed: ["port_groups"])
+    /// `[alua] port_groups = [1, 2]`: every gateway's portal group tag, distinct, this gateway's portals' among them;
+    /// `takeover_after`, 2 s to 10 min.
+    private mutating func gateways(_ node: Node, portals: [Portal]) -> Gateways? {
+        checkKeys(node, allowed: ["port_groups", "takeover_after"])
+        let takeoverAfter = milliseconds(node, "takeover_after", in: 2_000...600_000) ?? Gateways.defaultTakeoverAfter
         guard let value = value(node, "port_groups", required: true) else { return nil }
         let numbers = value.array?.compactMap { $0.int }
         guard let numbers, numbers.count == value.array?.count, !numbers.isEmpty,
@@ -185,7 +187,7 @@ struct ConfigurationLoader {
                 node.path + [.key("port_groups")],
                 "alua: port_groups must list this gateway's portal group tag \(portal.portalGroupTag) (portal \(portal.address))")
         }
-        return groups
+        return Gateways(portGroups: groups, takeoverAfter: takeoverAfter)
     }
 
     /// `[metrics] address = "127.0.0.1:9380"`: a port is required (3260 is not a default here).

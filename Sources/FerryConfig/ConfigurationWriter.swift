@@ -33,9 +33,12 @@ extension FerryConfiguration {
             writer.header("[control]")
             writer.key("socket", controlSocket)
         }
-        if let gatewayPortGroups {
+        if let gateways {
             writer.header("[alua]")
-            writer.key("port_groups", gatewayPortGroups.map(Int.init))
+            writer.key("port_groups", gateways.portGroups.map(Int.init))
+            if gateways.takeoverAfter != Gateways.defaultTakeoverAfter {
+                writer.key("takeover_after", gateways.takeoverAfter)
+            }
         }
         if let metricsAddress {
             writer.header("[metrics]")

@@ -1,6 +1,6 @@
 import CRBD
 public import FerryBackends
-import Synchronization
+import FerrySync
 
 #if canImport(Glibc)
 import Glibc
@@ -34,6 +34,67 @@ public final class RBDBlockStore: BlockStore {
         }
     }
 
+    /// One RADOS client with the image open: replaced as a whole when a fenced gateway comes back (``reconnect()``),
+    /// and closed when the last call using it has returned.
+    final class Connection: Sendable {
+        // librados and librbd handles may be used from any number of threads at once (librbd serializes what needs
+        // it); they are set once here and released in deinit.
+        nonisolated(unsafe) let cluster: rados_t
+        nonisolated(unsafe) let ioContext: rados_ioctx_t
+        nonisolated(unsafe) let image: rbd_image_t
+
+        /// Connects as `client.<clientID>` and opens the image; `spec` names it in errors.
+        init(
+            spec: String, pool: String, namespace: String, image imageName: String, cephConf: String,
+            clientID: String, keyring: String?, connectTimeoutSeconds: Int
+        ) throws(OpenError) {
+            func check(_ result: Int32, _ step: String) throws(OpenError) {
+                guard result >= 0 else { throw OpenError(imageSpec: spec, step: step, errno: -result) }
+            }
+            var cluster: rados_t?
+            try check(rados_create2(&cluster, "ceph", "client.\(clientID)", 0), "rados_create2")
+            guard let cluster else { throw OpenError(imageSpec: spec, step: "rados_create2", errno: ENOMEM) }
+            var ioContext: rados_ioctx_t?
+            var image: rbd_image_t?
+            do throws(OpenError) {
+                try check(rados_conf_read_file(cluster, cephConf), "reading \(cephConf)")
+                if let keyring {
+                    try check(rados_conf_set(cluster, "keyring", keyring), "setting keyring \(keyring)")
+                }
+                let timeout = String(max(1, connectTimeoutSeconds))
+                for (option, value) in [
+                    ("rbd_cache", "false"), ("rbd_skip_partial_discard", "false"),
+                    ("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout),
+                ] {
+                    try check(rados_conf_set(cluster, option, value), "setting \(option)")
+                }
+                try check(rados_connect(cluster), "connecting to the cluster (rados_connect)")
+                try check(rados_ioctx_create(cluster, pool, &ioContext), "opening pool \(pool)")
+                guard let ioContext else { throw OpenError(imageSpec: spec, step: "rados_ioctx_create", errno: ENOMEM) }
+                rados_ioctx_set_namespace(ioContext, namespace)
+                try check(rbd_open(ioContext, imageName, &image, nil), "rbd_open")
+                guard let image else { throw OpenError(imageSpec: spec, step: "rbd_open", errno: ENOMEM) }
+                self.cluster = cluster
+                self.ioContext = ioContext
+                self.image = image
+            } catch {
+                if let image { rbd_close(image) }
+                if let ioContext { rados_ioctx_destroy(ioContext) }
+                rados_shutdown(cluster)
+                throw error
+            }
+        }
+
+        /// Closes the image, which releases its exclusive lock and watch at once: another gateway that writes next
+        /// does not wait for the cluster to time this client out (30 s), as it would if the process ended with the
+        /// image open.
+        deinit {
+            rbd_close(image)
+            rados_ioctx_destroy(ioContext)
+            rados_shutdown(cluster)
+        }
+    }
+
     /// What ferryctl shows as the LUN's device.
     public let kind = "rbd"
     /// `pool/image` or `pool/namespace/image`, as `rbd` writes an image spec.
@@ -45,13 +106,13 @@ public final class RBDBlockStore: BlockStore {
     /// that the serial number and NAA designator derived from it are too (an initiator's multipath groups the paths
     /// by them), and unchanged when the image is renamed.
     public let identity: String
+    /// The image's id (`rbd info`'s `id`), which a rename keeps.
+    public let imageID: String
 
-    // librados and librbd handles may be used from any number of threads at once (librbd serializes what needs it);
-    // they are set once here and released in deinit.
-    nonisolated(unsafe) private let cluster: rados_t
-    nonisolated(unsafe) private let ioContext: rados_ioctx_t
-    nonisolated(unsafe) private let image: rbd_image_t
-    private let closed = Atomic(false)
+    /// The client in use; nil once released. Calls take it under the lock and use it outside.
+    private let current: Locked<Connection?>
+    /// Opens a new client, for ``reconnect()``.
+    private let connect: @Sendable () throws(OpenError) -> Connection
 
     /// Connects to the cluster as `client.<clientID>` with `cephConf` (and `keyring`, else the one ceph.conf names),
     /// and opens `image` in `pool` (and `namespace`, when not empty). Blocks until the monitors answer or
@@ -62,72 +123,55 @@ public final class RBDBlockStore: BlockStore {
     ) throws(OpenError) {
         let spec = namespace.isEmpty ? "\(pool)/\(imageName)" : "\(pool)/\(namespace)/\(imageName)"
         imageSpec = spec
+        connect = { () throws(OpenError) -> Connection in
+            try Connection(
+                spec: spec, pool: pool, namespace: namespace, image: imageName, cephConf: cephConf,
+                clientID: clientID, keyring: keyring, connectTimeoutSeconds: connectTimeoutSeconds)
+        }
+        let connection = try connect()
         func check(_ result: Int32, _ step: String) throws(OpenError) {
             guard result >= 0 else { throw OpenError(imageSpec: spec, step: step, errno: -result) }
         }
-
-        var cluster: rados_t?
-        try check(rados_create2(&cluster, "ceph", "client.\(clientID)", 0), "rados_create2")
-        guard let cluster else { throw OpenError(imageSpec: spec, step: "rados_create2", errno: ENOMEM) }
-        var ioContext: rados_ioctx_t?
-        var image: rbd_image_t?
-        do throws(OpenError) {
-            try check(rados_conf_read_file(cluster, cephConf), "reading \(cephConf)")
-            if let keyring = keyring {
-                try check(rados_conf_set(cluster, "keyring", keyring), "setting keyring \(keyring)")
-            }
-            let timeout = String(max(1, connectTimeoutSeconds))
-            for (option, value) in [
-                ("rbd_cache", "false"), ("rbd_skip_partial_discard", "false"),
-                ("client_mount_timeout", timeout), ("rados_mon_op_timeout", timeout),
-            ] {
-                try check(rados_conf_set(cluster, option, value), "setting \(option)")
-            }
-            try check(rados_connect(cluster), "connecting to the cluster (rados_connect)")
-            try check(rados_ioctx_create(cluster, pool, &ioContext), "opening pool \(pool)")
-            guard let ioContext else { throw OpenError(imageSpec: spec, step: "rados_ioctx_create", errno: ENOMEM) }
-            rados_ioctx_set_namespace(ioContext, namespace)
-            try check(rbd_open(ioContext, imageName, &image, nil), "rbd_open")
-            guard let image else { throw OpenError(imageSpec: spec, step: "rbd_open", errno: ENOMEM) }
-
-            var size: UInt64 = 0
-            try check(rbd_get_size(image, &size), "rbd_get_size")
-            var fsid = [CChar](repeating: 0, count: 64)
-            try check(rados_cluster_fsid(cluster, &fsid, fsid.count), "rados_cluster_fsid")
-            var id = [CChar](repeating: 0, count: 64)
-            try check(rbd_get_id(image, &id, id.count), "rbd_get_id")
-            let poolID = rados_ioctx_get_id(ioContext)
-            byteCount = size
-            identity = "rbd:\(Self.string(fsid)):\(poolID):\(namespace):\(Self.string(id))"
-            self.cluster = cluster
-            self.ioContext = ioContext
-            self.image = image
-        } catch {
-            if let image { rbd_close(image) }
-            if let ioContext { rados_ioctx_destroy(ioContext) }
-            rados_shutdown(cluster)
-            throw error
-        }
+        var size: UInt64 = 0
+        try check(rbd_get_size(connection.image, &size), "rbd_get_size")
+        var fsid = [CChar](repeating: 0, count: 64)
+        try check(rados_cluster_fsid(connection.cluster, &fsid, fsid.count), "rados_cluster_fsid")
+        var id = [CChar](repeating: 0, count: 64)
+        try check(rbd_get_id(connection.image, &id, id.count), "rbd_get_id")
+        let poolID = rados_ioctx_get_id(connection.ioContext)
+        byteCount = size
+        imageID = Self.string(id)
+        identity = "rbd:\(Self.string(fsid)):\(poolID):\(namespace):\(imageID)"
+        current = Locked(connection)
     }
 
-    deinit {
-        release()
-    }
-
-    /// Closes the image, which releases its exclusive lock and watch at once: another gateway that writes next does
-    /// not wait for the cluster to time this client out (30 s), as it would if the process ended with the image open.
+    /// Lets the image go (``Connection``'s deinit) once the calls still using it have returned; later calls fail
+    /// with ESHUTDOWN.
     public func release() {
-        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        rbd_close(image)
-        rados_ioctx_destroy(ioContext)
-        rados_shutdown(cluster)
+        current.withLock { $0 = nil }
+    }
+
+    /// Replaces the client with a new one: after this gateway was fenced (blocklisted), when every call on the old
+    /// client fails with ESHUTDOWN. The new client holds no lock.
+    public func reconnect() throws(OpenError) {
+        let connection = try connect()
+        current.withLock { $0 = connection }
+    }
+
+    /// The client in use, for one call.
+    private func connection(_ operation: String) throws(BlockStoreError) -> Connection {
+        guard let connection = current.withLock({ $0 }) else {
+            throw BlockStoreError(operation: operation, errno: ESHUTDOWN)
+        }
+        return connection
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
+        let connection = try connection("rbd_read2")
         var done = 0
         while done < buffer.count {
             let result = rbd_read2(
-                image, offset + UInt64(done), buffer.count - done,
+                connection.image, offset + UInt64(done), buffer.count - done,
                 buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
             guard result > 0 else {
                 // 0: past the end of the image (a shrink the device server has not seen yet).
@@ -140,10 +184,11 @@ public final class RBDBlockStore: BlockStore {
     public func write(
         _ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool
     ) throws(BlockStoreError) {
+        let connection = try connection("rbd_write2")
         var done = 0
         while done < buffer.count {
             let result = rbd_write2(
-                image, offset + UInt64(done), buffer.count - done,
+                connection.image, offset + UInt64(done), buffer.count - done,
                 buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
             guard result > 0 else {
                 throw BlockStoreError(operation: "rbd_write2", errno: result == 0 ? EIO : Int32(-result))
@@ -156,12 +201,12 @@ public final class RBDBlockStore: BlockStore {
     }
 
     public func synchronize() throws(BlockStoreError) {
-        let result = rbd_flush(image)
+        let result = rbd_flush(try connection("rbd_flush").image)
         guard result >= 0 else { throw BlockStoreError(operation: "rbd_flush", errno: -result) }
     }
 
     public func unmap(offset: UInt64, length: UInt64) throws(BlockStoreError) {
-        let result = rbd_discard(image, offset, length)
+        let result = rbd_discard(try connection("rbd_discard").image, offset, length)
         guard result >= 0 else { throw BlockStoreError(operation: "rbd_discard", errno: -result) }
     }
 
@@ -169,24 +214,54 @@ public final class RBDBlockStore: BlockStore {
     /// when another client does (-EROFS, -EBUSY). A lock taken so is never handed over on another client's request:
     /// that client's writes fail instead, so initiators cannot make it move between gateways.
     public func acquireExclusiveLock() throws(BlockStoreError) -> Bool {
-        let result = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
+        let result = rbd_lock_acquire(try connection("rbd_lock_acquire").image, RBD_LOCK_MODE_EXCLUSIVE)
         if result == -EROFS || result == -EBUSY { return false }
         guard result >= 0 else { throw BlockStoreError(operation: "rbd_lock_acquire", errno: -result) }
         return true
     }
 
-    /// The image metadata value of `key` (`rbd image-meta get`); nil when it has none or librbd fails.
-    public func metadata(_ key: String) -> String? {
-        var value = [CChar](repeating: 0, count: 256)
-        var length = value.count
-        guard rbd_metadata_get(image, key, &value, &length) >= 0 else { return nil }
-        return Self.string(value)
+    /// The contents (at most 4 KiB) of the RADOS object `name` beside the image (its pool and namespace); nil when
+    /// there is no such object.
+    public func readObject(_ name: String) throws(BlockStoreError) -> [UInt8]? {
+        let ioContext = try connection("rados_read").ioContext
+        var bytes = [CChar](repeating: 0, count: 4096)
+        let result = rados_read(ioContext, name, &bytes, bytes.count, 0)
+        if result == -ENOENT { return nil }
+        guard result >= 0 else { throw BlockStoreError(operation: "rados_read", errno: -result) }
+        return bytes.prefix(Int(result)).map { UInt8(bitPattern: $0) }
     }
 
-    /// Sets the image metadata value of `key` (`rbd image-meta set`).
-    public func setMetadata(_ key: String, _ value: String) throws(BlockStoreError) {
-        let result = rbd_metadata_set(image, key, value)
-        guard result >= 0 else { throw BlockStoreError(operation: "rbd_metadata_set", errno: -result) }
+    /// Replaces the RADOS object `name` beside the image with `contents`.
+    public func writeObject(_ name: String, _ contents: [UInt8]) throws(BlockStoreError) {
+        let ioContext = try connection("rados_write_full").ioContext
+        let result = contents.withUnsafeBytes { bytes in
+            rados_write_full(ioContext, name, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        }
+        guard result >= 0 else { throw BlockStoreError(operation: "rados_write_full", errno: -result) }
+    }
+
+    /// Breaks the image's exclusive lock, which blocklists its owner's client (a gateway that stopped answering), and
+    /// takes it (`rbd_lock_get_owners`, `rbd_lock_break`, `rbd_lock_acquire`).
+    public func breakExclusiveLockAndAcquire() throws(BlockStoreError) {
+        let image = try connection("rbd_lock_break").image
+        var mode = RBD_LOCK_MODE_EXCLUSIVE
+        var owners = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
+        var count = owners.count
+        let listed = rbd_lock_get_owners(image, &mode, &owners, &count)
+        // -ENOENT: nobody holds it any more.
+        if listed >= 0 {
+            defer { rbd_lock_get_owners_cleanup(&owners, count) }
+            for owner in owners.prefix(count).compactMap({ $0 }) {
+                let result = rbd_lock_break(image, mode, owner)
+                guard result >= 0 || result == -ENOENT else {
+                    throw BlockStoreError(operation: "rbd_lock_break", errno: -result)
+                }
+            }
+        } else if listed != -ENOENT {
+            throw BlockStoreError(operation: "rbd_lock_get_owners", errno: -listed)
+        }
+        let result = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
+        guard result >= 0 else { throw BlockStoreError(operation: "rbd_lock_acquire", errno: -result) }
     }
 
     /// From librbd's allocated extents (`rbd_diff_iterate2` against no snapshot), looking at most
@@ -194,6 +269,7 @@ public final class RBDBlockStore: BlockStore {
     public func mappingStatus(at offset: UInt64) throws(BlockStoreError) -> (mapped: Bool, length: UInt64) {
         guard offset < byteCount else { return (true, 0) }
         let length = min(byteCount - offset, Self.mappingWindow)
+        let image = try connection("rbd_diff_iterate2").image
         var extents = MappedExtents(start: offset)
         let result = withUnsafeMutablePointer(to: &extents) { pointer in
             rbd_diff_iterate2(image, nil, offset, length, 1, 0, { extentOffset, extentLength, exists, argument in

@@ -225,15 +225,17 @@ final class TargetContext: Sendable {
                 pool: image.pool, namespace: image.namespace, image: image.image, cephConf: image.cephConf,
                 clientID: image.clientID, keyring: image.keyring)
             (store, kind) = (rbdStore, rbdStore.kind)
-            if let gateways = configuration.gatewayPortGroups {
+            if let gateways = configuration.gateways {
                 let ownership = try RBDImageOwnership(
-                    store: rbdStore, localGroups: configuration.portals.map(\.portalGroupTag), allGroups: gateways)
+                    store: rbdStore, localGroups: configuration.portals.map(\.portalGroupTag),
+                    allGroups: gateways.portGroups, takeoverAfter: .milliseconds(gateways.takeoverAfter),
+                    logger: logger)
                 asymmetricAccess = ownership
                 logger.info(
                     "RBD image \(ownership.ownsImage ? "owned: this gateway is active/optimized" : "owned by another gateway: this one is standby")",
                     metadata: [
                         "target": "\(target)", "lun": "\(lun.lun)", "image": "\(rbdStore.imageSpec)",
-                        "port-groups": "\(gateways)",
+                        "port-groups": "\(gateways.portGroups)",
                     ])
             }
             logger.info(

@@ -82,6 +82,7 @@ public struct AdditionalSenseCode: Sendable, Hashable, CustomStringConvertible {
     public static let reservationsPreempted = Self(0x2a, 0x03)
     public static let reservationsReleased = Self(0x2a, 0x04)
     public static let registrationsPreempted = Self(0x2a, 0x05)
+    public static let asymmetricAccessStateChanged = Self(0x2a, 0x06)
     public static let capacityDataHasChanged = Self(0x2a, 0x09)
     public static let commandsClearedByAnotherInitiator = Self(0x2f, 0x00)
     public static let commandsClearedByPowerLossNotification = Self(0x2f, 0x01)

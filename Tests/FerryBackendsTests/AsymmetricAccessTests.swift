@@ -15,6 +15,10 @@ import Testing
 
         var localState: AsymmetricAccessState { state.withLock { $0 } }
 
+        func reportChanges(to unitAttentions: UnitAttentionConditions) {}
+
+        func relinquish() {}
+
         func targetPortGroups() -> [TargetPortGroup] {
             let local = localState
             return [

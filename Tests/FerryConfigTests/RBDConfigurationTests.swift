@@ -140,9 +140,16 @@ import Testing
     @Test func gatewayPortGroups() throws {
         let image = "backend = \"rbd\"\npool = \"rbd\"\nimage = \"a\"\n"
         let configuration = try load(image + "\n[alua]\nport_groups = [2, 1, 3]\n")
-        #expect(configuration.gatewayPortGroups == [2, 1, 3])
-        #expect(try load(image).gatewayPortGroups == nil)
+        #expect(configuration.gateways == Gateways(portGroups: [2, 1, 3], takeoverAfter: 10_000))
+        #expect(try load(image).gateways == nil)
         #expect(try ConfigurationText.savedReadingBack(configuration).contains("[alua]\nport_groups = [2, 1, 3]\n"))
+        let quicker = try load(image + "\n[alua]\nport_groups = [1, 2]\ntakeover_after = \"5s\"\n")
+        #expect(quicker.gateways == Gateways(portGroups: [1, 2], takeoverAfter: 5_000))
+        #expect(try ConfigurationText.savedReadingBack(quicker).contains("takeover_after = 5000\n"))
+        #expect(
+            problems(image + "\n[alua]\nport_groups = [1]\ntakeover_after = \"1s\"\n") == [
+                "alua: takeover_after must be in 2000...600000 milliseconds"
+            ])
         let wrong = #"alua: port_groups must be a list of portal group tags, 1 to 65535"#
         for value in ["[]", "[1, 0]", "[1, \"2\"]", "1", "[65536, 1]"] {
             #expect(problems(image + "\n[alua]\nport_groups = \(value)\n") == [wrong], "\(value)")

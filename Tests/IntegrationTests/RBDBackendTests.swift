@@ -133,6 +133,91 @@ extension AgainstFerryd {
             }
         }
 
+        /// Failover with fencing: the owner is stopped (SIGSTOP) with a WRITE waiting in its socket; the standby takes
+        /// the image over within the default takeover_after (10 s) and a heartbeat, and reports 2A/06 once. When the
+        /// old owner runs again (SIGCONT), the waiting WRITE and a new one fail, and neither lands in the image
+        /// (`rbd export`); the old owner says it was fenced and stays standby, with a new client.
+        @Test func aStandbyTakesOverFromAStoppedOwnerAndFencesIt() async throws {
+            try await CephCluster.with { cluster in
+                let image = try await cluster.createImage("failover", size: "16M")
+                let exported = cluster.directory.appendingPathComponent("exported.img")
+                let patterns = (1...4).map { [UInt8](repeating: UInt8($0 * 0x11), count: 4096) }
+                try await ConfiguredFerryd.with(configuration: {
+                    Self.configuration(port: $0, directory: $1, image, portalGroupTag: 1, gateways: [1, 2])
+                }) { owner in
+                    try await ConfiguredFerryd.with(configuration: {
+                        Self.configuration(port: $0, directory: $1, image, portalGroupTag: 2, gateways: [1, 2])
+                    }) { standby in
+                        let throughOwner = try Self.login(port: owner.port)
+                        defer { throughOwner.shutdown() }
+                        let throughStandby = try Self.login(port: standby.port)
+                        defer { throughStandby.shutdown() }
+                        let first = try throughOwner.command(RawISCSIClient.write10(lba: 0, blocks: 8), write: patterns[0])
+                        #expect(first.status == 0, "\(first)")
+
+                        kill(owner.processIdentifier, SIGSTOP)
+                        var resumed = false
+                        defer { if !resumed { kill(owner.processIdentifier, SIGCONT) } }
+                        let stopped = ContinuousClock.now
+                        // Into the stopped owner's socket: it is read once the owner runs again.
+                        let queued = try throughOwner.sendCommand(
+                            RawISCSIClient.write10(lba: 8, blocks: 8), write: patterns[1])
+
+                        let reportTargetPortGroups: [UInt8] = [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+                        var attentions = 0
+                        var active = false
+                        while !active, ContinuousClock.now - stopped < .seconds(30) {
+                            let report = try throughStandby.scsi(lun: 0, cdb: reportTargetPortGroups)
+                            if report.senseCode == [0x06, 0x2a, 0x06] {
+                                attentions += 1
+                                continue
+                            }
+                            // The second descriptor, group 2: its state.
+                            active = report.status == 0 && report.data.count > 16 && report.data[16] & 0x0f == 0
+                            if !active { try await Task.sleep(for: .milliseconds(250)) }
+                        }
+                        let takeover = ContinuousClock.now - stopped
+                        print("failover: the standby was active/optimized \(takeover) after SIGSTOP of the owner")
+                        #expect(active, "the standby never took over:\n\(standby.log)")
+                        #expect(takeover <= .seconds(15), "took \(takeover)")
+                        #expect(attentions == 1, "ASYMMETRIC ACCESS STATE CHANGED \(attentions) times")
+                        #expect(standby.logLines(containing: "RBD image taken over") == 1, "\(standby.log)")
+                        let third = try throughStandby.command(RawISCSIClient.write10(lba: 16, blocks: 8), write: patterns[2])
+                        #expect(third.status == 0, "\(third)")
+
+                        kill(owner.processIdentifier, SIGCONT)
+                        resumed = true
+                        var queuedStatus: UInt8?
+                        while queuedStatus == nil, let pdu = try throughOwner.receivePDU(within: .seconds(30)) {
+                            if pdu.initiatorTaskTag == queued.initiatorTaskTag { queuedStatus = pdu.scsiStatus }
+                        }
+                        #expect(queuedStatus != nil && queuedStatus != 0, "the WRITE queued in the fenced owner: \(String(describing: queuedStatus))")
+                        let fourth = try throughOwner.command(RawISCSIClient.write10(lba: 24, blocks: 8), write: patterns[3])
+                        #expect(fourth.status != 0, "a new WRITE to the fenced owner: \(fourth)")
+                        print("failover: the fenced owner answered the queued WRITE with status \(queuedStatus ?? 0) and a new one with \(fourth)")
+                        try await owner.waitForLog(containing: "RBD gateway fenced", within: .seconds(20))
+                        // Fenced and standby now: a WRITE meets 04/0B (after 2A/06 if nothing took it yet).
+                        var fifth = try throughOwner.command(RawISCSIClient.write10(lba: 24, blocks: 8), write: patterns[3])
+                        if fifth.senseCode == [0x06, 0x2a, 0x06] {
+                            fifth = try throughOwner.command(RawISCSIClient.write10(lba: 24, blocks: 8), write: patterns[3])
+                        }
+                        #expect(fifth.senseCode == [0x02, 0x04, 0x0b], "\(fifth)")
+
+                        try await cluster.rbd(["export", "\(image.pool)/\(image.image)", exported.path])
+                        let bytes = [UInt8](try Data(contentsOf: exported))
+                        #expect(Array(bytes[0..<4096]) == patterns[0])
+                        #expect(bytes[4096..<8192].allSatisfy { $0 == 0 }, "the queued WRITE landed after fencing")
+                        #expect(Array(bytes[8192..<12288]) == patterns[2])
+                        #expect(bytes[12288..<16384].allSatisfy { $0 == 0 }, "a WRITE to the fenced owner landed")
+                        // No automatic failback: the old owner reports the new one.
+                        let report = try throughOwner.scsi(lun: 0, cdb: reportTargetPortGroups)
+                        #expect(report.status == 0, "\(report)")
+                        #expect(report.data.count > 16 && report.data[4] & 0x0f == 0x02 && report.data[16] & 0x0f == 0)
+                    }
+                }
+            }
+        }
+
         /// The value of the first VPD 83h designator of `type` associated with the target port.
         private static func designator(type: UInt8, in page: [UInt8]) -> [UInt8]? {
             var offset = 4
