@@ -34,7 +34,7 @@ public final class RBDBlockStore: BlockStore {
         }
     }
 
-    /// One RADOS client with the image open: replaced as a whole when a fenced gateway comes back (``reconnect()``),
+    /// One RADOS client with the image open: replaced as a whole when a fenced gateway comes back (``reconnect(readOnly:)``),
     /// and closed when the last call using it has returned.
     final class Connection: Sendable {
         // librados and librbd handles may be used from any number of threads at once (librbd serializes what needs
@@ -43,11 +43,15 @@ public final class RBDBlockStore: BlockStore {
         nonisolated(unsafe) let ioContext: rados_ioctx_t
         nonisolated(unsafe) let image: rbd_image_t
 
-        /// Connects as `client.<clientID>` and opens the image; `spec` names it in errors.
+        /// Whether the image is open read-only (`rbd_open_read_only`): librbd refuses every write through it.
+        let readOnly: Bool
+
+        /// Connects as `client.<clientID>` and opens the image (read-only with `readOnly`); `spec` names it in errors.
         init(
             spec: String, pool: String, namespace: String, image imageName: String, cephConf: String,
-            clientID: String, keyring: String?, connectTimeoutSeconds: Int
+            clientID: String, keyring: String?, connectTimeoutSeconds: Int, readOnly: Bool
         ) throws(OpenError) {
+            self.readOnly = readOnly
             func check(_ result: Int32, _ step: String) throws(OpenError) {
                 guard result >= 0 else { throw OpenError(imageSpec: spec, step: step, errno: -result) }
             }
@@ -72,7 +76,11 @@ public final class RBDBlockStore: BlockStore {
                 try check(rados_ioctx_create(cluster, pool, &ioContext), "opening pool \(pool)")
                 guard let ioContext else { throw OpenError(imageSpec: spec, step: "rados_ioctx_create", errno: ENOMEM) }
                 rados_ioctx_set_namespace(ioContext, namespace)
-                try check(rbd_open(ioContext, imageName, &image, nil), "rbd_open")
+                if readOnly {
+                    try check(rbd_open_read_only(ioContext, imageName, &image, nil), "rbd_open_read_only")
+                } else {
+                    try check(rbd_open(ioContext, imageName, &image, nil), "rbd_open")
+                }
                 guard let image else { throw OpenError(imageSpec: spec, step: "rbd_open", errno: ENOMEM) }
                 self.cluster = cluster
                 self.ioContext = ioContext
@@ -111,8 +119,8 @@ public final class RBDBlockStore: BlockStore {
 
     /// The client in use; nil once released. Calls take it under the lock and use it outside.
     private let current: Locked<Connection?>
-    /// Opens a new client, for ``reconnect()``.
-    private let connect: @Sendable () throws(OpenError) -> Connection
+    /// Opens a new client (read-only or not), for ``reconnect(readOnly:)``.
+    private let connect: @Sendable (Bool) throws(OpenError) -> Connection
 
     /// Connects to the cluster as `client.<clientID>` with `cephConf` (and `keyring`, else the one ceph.conf names),
     /// and opens `image` in `pool` (and `namespace`, when not empty). Blocks until the monitors answer or
@@ -123,12 +131,12 @@ public final class RBDBlockStore: BlockStore {
     ) throws(OpenError) {
         let spec = namespace.isEmpty ? "\(pool)/\(imageName)" : "\(pool)/\(namespace)/\(imageName)"
         imageSpec = spec
-        connect = { () throws(OpenError) -> Connection in
+        connect = { (readOnly: Bool) throws(OpenError) -> Connection in
             try Connection(
                 spec: spec, pool: pool, namespace: namespace, image: imageName, cephConf: cephConf,
-                clientID: clientID, keyring: keyring, connectTimeoutSeconds: connectTimeoutSeconds)
+                clientID: clientID, keyring: keyring, connectTimeoutSeconds: connectTimeoutSeconds, readOnly: readOnly)
         }
-        let connection = try connect()
+        let connection = try connect(false)
         func check(_ result: Int32, _ step: String) throws(OpenError) {
             guard result >= 0 else { throw OpenError(imageSpec: spec, step: step, errno: -result) }
         }
@@ -151,12 +159,16 @@ public final class RBDBlockStore: BlockStore {
         current.withLock { $0 = nil }
     }
 
-    /// Replaces the client with a new one: after this gateway was fenced (blocklisted), when every call on the old
-    /// client fails with ESHUTDOWN. The new client holds no lock.
-    public func reconnect() throws(OpenError) {
-        let connection = try connect()
+    /// Replaces the client with a new one, which holds no lock: read-only after this gateway was fenced (blocklisted,
+    /// when every call on the old client fails with ESHUTDOWN), so that no write that began under the old client can
+    /// go out through the new one; writable again before this gateway takes an image over.
+    public func reconnect(readOnly: Bool) throws(OpenError) {
+        let connection = try connect(readOnly)
         current.withLock { $0 = connection }
     }
+
+    /// Whether the client in use opened the image read-only (a fenced gateway's).
+    public var isReadOnly: Bool { current.withLock { $0?.readOnly ?? true } }
 
     /// The client in use, for one call.
     private func connection(_ operation: String) throws(BlockStoreError) -> Connection {

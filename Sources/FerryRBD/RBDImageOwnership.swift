@@ -37,6 +37,8 @@ public final class RBDImageOwnership: AsymmetricAccess {
         var beats: UInt64 = 0
         /// The old client was fenced and no new one could be made yet.
         var needsClient = false
+        /// The heartbeat fails (for another reason than fencing): said once, and again when it works.
+        var failing = false
         var unitAttentions: UnitAttentionConditions?
     }
 
@@ -102,6 +104,10 @@ public final class RBDImageOwnership: AsymmetricAccess {
         state.withLock { $0.unitAttentions = unitAttentions }
     }
 
+    deinit {
+        timer.cancel()
+    }
+
     public func relinquish() {
         timer.cancel()
         // The event handler may be running: wait for it, so that nothing uses the store after this returns.
@@ -114,18 +120,24 @@ public final class RBDImageOwnership: AsymmetricAccess {
         let (owns, needsClient) = state.withLock { ($0.owns, $0.needsClient) }
         do throws(BlockStoreError) {
             if needsClient {
-                try reconnect()
+                try reconnect(readOnly: true)
             } else if owns {
                 try beat()
             } else {
                 try follow()
             }
+            if state.withLock({ state in defer { state.failing = false }; return state.failing }) {
+                logger.info("RBD gateway heartbeat works again", metadata: ["image": "\(store.imageSpec)"])
+            }
         } catch where error.errno == ESHUTDOWN {
             // Blocklisted: another gateway broke the lock.
             fenced()
         } catch {
-            logger.warning(
-                "RBD gateway heartbeat failed", metadata: ["image": "\(store.imageSpec)", "error": "\(error)"])
+            if !state.withLock({ state in defer { state.failing = true }; return state.failing }) {
+                logger.warning(
+                    "RBD gateway heartbeat fails; retrying every second",
+                    metadata: ["image": "\(store.imageSpec)", "error": "\(error)"])
+            }
         }
     }
 
@@ -139,11 +151,16 @@ public final class RBDImageOwnership: AsymmetricAccess {
         try store.writeObject(heartbeatObject, Array(record.utf8))
     }
 
-    private func follow() throws(BlockStoreError) {
+    /// The owner's heartbeat record as it is now: its count and target port groups (nil and none without one).
+    private func readHeartbeat() throws(BlockStoreError) -> (count: UInt64?, owners: [UInt16]) {
         let record = try store.readObject(heartbeatObject).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let fields = record.split(separator: " ")
-        let count = fields.first.flatMap { UInt64($0) }
         let owners = fields.count > 1 ? fields[1].split(separator: ",").compactMap { UInt16($0) } : []
+        return (fields.first.flatMap { UInt64($0) }, owners)
+    }
+
+    private func follow() throws(BlockStoreError) {
+        let (count, owners) = try readHeartbeat()
         let now = ContinuousClock.now
         let (ownerChanged, silentFor) = state.withLock { state -> (Bool, Duration) in
             // From no known owner (at start, or just fenced, which reported the change already) it is no change.
@@ -160,14 +177,28 @@ public final class RBDImageOwnership: AsymmetricAccess {
                 "RBD image owner is now target port group(s) \(owners)", metadata: ["image": "\(store.imageSpec)"])
             raiseStateChanged()
         }
-        if silentFor >= takeoverAfter { try takeOver(silentFor: silentFor) }
+        if silentFor >= takeoverAfter + takeoverStagger(owners: owners) { try takeOver(silentFor: silentFor) }
+    }
+
+    /// With several standby gateways, each waits two heartbeats longer than the one before it (in the order of their
+    /// target port groups), so that the first takes the image over and the others see its heartbeat instead of
+    /// fencing it in turn.
+    private func takeoverStagger(owners: [UInt16]) -> Duration {
+        let standbys = allGroups.filter { !owners.contains($0) }.sorted()
+        let rank = localGroups.compactMap { standbys.firstIndex(of: $0) }.min() ?? 0
+        return Self.heartbeatInterval * (2 * rank)
     }
 
     private func takeOver(silentFor: Duration) throws(BlockStoreError) {
+        // The owner's heartbeat once more, right before fencing it: another standby may have taken over meanwhile.
+        let (count, _) = try readHeartbeat()
+        guard state.withLock({ $0.beat == count }) else { return }
         let previous = state.withLock { $0.owners }
         logger.warning(
             "RBD image owner silent: breaking its lock (which fences it) and taking the image over",
             metadata: ["image": "\(store.imageSpec)", "owner": "\(previous)", "silent": "\(silentFor)"])
+        // A gateway that was fenced follows with a read-only client: the owner needs a writable one.
+        if store.isReadOnly { try reconnect(readOnly: false, thenFollow: false) }
         try store.breakExclusiveLockAndAcquire()
         state.withLock { state in
             state.owns = true
@@ -192,17 +223,17 @@ public final class RBDImageOwnership: AsymmetricAccess {
             "RBD gateway fenced: another gateway took the image over; this one is standby, with a new client",
             metadata: ["image": "\(store.imageSpec)"])
         raiseStateChanged()
-        try? reconnect()
+        try? reconnect(readOnly: true)
     }
 
-    private func reconnect() throws(BlockStoreError) {
+    private func reconnect(readOnly: Bool, thenFollow: Bool = true) throws(BlockStoreError) {
         do throws(RBDBlockStore.OpenError) {
-            try store.reconnect()
+            try store.reconnect(readOnly: readOnly)
         } catch {
             throw BlockStoreError(operation: "reconnecting to the cluster", errno: error.errno)
         }
         state.withLock { $0.needsClient = false }
-        try follow()
+        if thenFollow { try follow() }
     }
 
     private func raiseStateChanged() {
