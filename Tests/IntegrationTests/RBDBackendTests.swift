@@ -158,6 +158,11 @@ extension AgainstFerryd {
                         kill(owner.processIdentifier, SIGSTOP)
                         var resumed = false
                         defer { if !resumed { kill(owner.processIdentifier, SIGCONT) } }
+                        // Every thread stopped, before the WRITE goes out: a thread still running could take it in
+                        // and write it before the takeover, which is no fault.
+                        try await waitUntil("every thread of the owner stopped") {
+                            Self.allThreadsStopped(owner.processIdentifier)
+                        }
                         let stopped = ContinuousClock.now
                         // Into the stopped owner's socket: it is read once the owner runs again.
                         let queued = try throughOwner.sendCommand(
@@ -216,6 +221,17 @@ extension AgainstFerryd {
                     }
                 }
             }
+        }
+
+        /// Whether every thread of process `pid` is stopped (state T in /proc/PID/task/TID/stat).
+        private static func allThreadsStopped(_ pid: Int32) -> Bool {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+            return !tasks.isEmpty
+                && tasks.allSatisfy { task in
+                    let stat = (try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/stat", encoding: .utf8)) ?? ""
+                    // The state follows the command name, which is in parentheses.
+                    return stat.split(separator: ")").last?.split(separator: " ").first == "T"
+                }
         }
 
         /// The value of the first VPD 83h designator of `type` associated with the target port.
