@@ -179,33 +179,20 @@ public final class RBDBlockStore: BlockStore {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) {
-        let connection = try connection("rbd_read2")
-        var done = 0
-        while done < buffer.count {
-            let result = rbd_read2(
-                connection.image, offset + UInt64(done), buffer.count - done,
+        try transfer("rbd_read2", count: buffer.count, at: offset) { image, offset, done in
+            rbd_read2(
+                image, offset, buffer.count - done,
                 buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
-            guard result > 0 else {
-                // 0: past the end of the image (a shrink the device server has not seen yet).
-                throw BlockStoreError(operation: "rbd_read2", errno: result == 0 ? EIO : Int32(-result))
-            }
-            done += result
         }
     }
 
     public func write(
         _ buffer: UnsafeRawBufferPointer, at offset: UInt64, forceUnitAccess: Bool
     ) throws(BlockStoreError) {
-        let connection = try connection("rbd_write2")
-        var done = 0
-        while done < buffer.count {
-            let result = rbd_write2(
-                connection.image, offset + UInt64(done), buffer.count - done,
+        try transfer("rbd_write2", count: buffer.count, at: offset) { image, offset, done in
+            rbd_write2(
+                image, offset, buffer.count - done,
                 buffer.baseAddress!.advanced(by: done).assumingMemoryBound(to: CChar.self), 0)
-            guard result > 0 else {
-                throw BlockStoreError(operation: "rbd_write2", errno: result == 0 ? EIO : Int32(-result))
-            }
-            done += result
         }
         // Without the client cache a completed write is in RADOS already; the flush is for a cache that ceph.conf
         // might turn back on.
@@ -250,6 +237,23 @@ public final class RBDBlockStore: BlockStore {
             rados_write_full(ioContext, name, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         }
         guard result >= 0 else { throw BlockStoreError(operation: "rados_write_full", errno: -result) }
+    }
+
+    /// Calls `call` (rbd_read2 or rbd_write2 of the bytes from `done` on, at `offset`) until all `count` bytes are
+    /// through. A call that moves no bytes means past the end of the image (a shrink the device server has not seen
+    /// yet): EIO.
+    private func transfer(
+        _ operation: String, count: Int, at offset: UInt64, _ call: (rbd_image_t, UInt64, Int) -> Int
+    ) throws(BlockStoreError) {
+        let image = try connection(operation).image
+        var done = 0
+        while done < count {
+            let result = call(image, offset + UInt64(done), done)
+            guard result > 0 else {
+                throw BlockStoreError(operation: operation, errno: result == 0 ? EIO : Int32(clamping: -result))
+            }
+            done += result
+        }
     }
 
     /// Breaks the image's exclusive lock, which blocklists its owner's client (a gateway that stopped answering), and
@@ -311,8 +315,9 @@ public final class RBDBlockStore: BlockStore {
 
         /// Takes the next extent; returns ``stop`` once the answer cannot change.
         mutating func add(offset: UInt64, length: UInt64, exists: Bool) -> Int32 {
-            guard exists, length > 0 else { return 0 }
             let end = offset.addingReportingOverflow(length).partialValue
+            // An extent that ends before `start` (librbd reports none) must not make the answer negative.
+            guard exists, length > 0, end > start else { return 0 }
             if let allocatedEnd {
                 // A gap after the allocated run ends it.
                 guard offset <= allocatedEnd else { return Self.stop }
