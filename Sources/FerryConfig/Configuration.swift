@@ -113,6 +113,10 @@ public struct LogicalUnit: Sendable, Hashable {
         case rbd
     }
 
+    /// `write_cache` when the configuration does not give it: on, but for an RBD image, which Ferry opens without
+    /// librbd's client cache and so has no volatile cache to report.
+    public static func defaultWriteCache(for backend: Backend) -> Bool { backend != .rbd }
+
     /// The Ceph RBD image behind a LUN of backend ``Backend/rbd``, and the client that opens it.
     public struct RBDImage: Sendable, Hashable {
         public static let defaultCephConf = "/etc/ceph/ceph.conf"

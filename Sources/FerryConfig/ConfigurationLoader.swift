@@ -416,9 +416,7 @@ struct ConfigurationLoader {
         let product = identification(node, "product", maximumLength: 16) ?? defaults.product
         let serial = identification(node, "serial", maximumLength: 64)
         let readOnly = bool(node, "read_only") ?? defaults.readOnly
-        // An RBD LUN has no volatile cache to report: Ferry opens images with librbd's client cache off, so a
-        // completed write is in the cluster (RBDBlockStore).
-        let writeCache = bool(node, "write_cache") ?? (backend == .rbd ? false : defaults.writeCache)
+        let writeCache = bool(node, "write_cache") ?? LogicalUnit.defaultWriteCache(for: backend)
         let sanitizeRate = byteCount(node, "sanitize_rate")
 
         let rbd = backend == .rbd ? rbdImage(from: node) : nil

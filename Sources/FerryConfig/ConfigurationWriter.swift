@@ -188,7 +188,7 @@ private struct TOMLWriter {
             if lun.vendor != defaults.vendor { key("vendor", lun.vendor) }
             if lun.product != defaults.product { key("product", lun.product) }
             if let serial = lun.serial { key("serial", serial) }
-            if lun.writeCache != (lun.backend != .rbd) { key("write_cache", lun.writeCache) }
+            if lun.writeCache != LogicalUnit.defaultWriteCache(for: lun.backend) { key("write_cache", lun.writeCache) }
             // The loader takes sanitize_rate for the emulated disk only.
             if lun.backend != .null, let rate = lun.sanitizeRate { key("sanitize_rate", rate) }
         }
