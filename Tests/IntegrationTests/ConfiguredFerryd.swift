@@ -141,13 +141,13 @@ final class ConfiguredFerryd {
     }
 
     /// The head of a configuration: state directory and one portal on 127.0.0.1:`port`.
-    static func portal(port: Int, directory: String, host: String = "127.0.0.1") -> String {
+    static func portal(port: Int, directory: String, host: String = "127.0.0.1", portalGroupTag: UInt16 = 1) -> String {
         """
         state_directory = "\(directory)/state"
 
         [[portal]]
         address = "\(host):\(port)"
-        portal_group_tag = 1
+        portal_group_tag = \(portalGroupTag)
 
         """
     }
